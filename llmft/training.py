@@ -1,0 +1,352 @@
+"""LoRA fine-tuning with transformers `Trainer` + peft, writing a run directory.
+
+The same `train()` serves the CLI and the app: progress and cancellation go through callbacks, and the run
+directory's run.json is updated as training goes, so any reader (another process, a reloaded page) sees
+the state.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from transformers import TrainerCallback
+
+from .data import describe_source, load_examples, sample_examples
+from .errors import LlmftError
+from .models import head_modules, load_base, resolve_model, resolve_target_modules
+from .runs import (
+    CANCELLED, COMPLETED, FAILED, RUNNING, check_run_name, new_run_name, read_run, runs_home, update_run,
+)
+from .tasks import CLASSIFICATION, get_task
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; `None` fields take the preset's value."""
+
+    task: str
+    """Task name from the registry."""
+    preset: str = "quick"
+    """`quick` (CPU-sized) or `full` (the origin's settings)."""
+    model: str | None = None
+    """Base model: hub id, local folder or `minilm`; None = the task default (offline fallback applies)."""
+    data: str | None = None
+    """Training data: None/`sample` (bundled), a local file, or a hub dataset id."""
+    train_samples: int | None = None
+    """Training examples drawn by seed from the data (None = preset's; 0 = all)."""
+    max_steps: int | None = None
+    """Optimizer steps (overrides epochs)."""
+    epochs: float | None = None
+    """Epochs, used when no step count is set."""
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    target_modules: list[str] | None = None
+    seed: int = 42
+    """Seeds sampling, LoRA init, classifier-head init and data order."""
+    run_name: str | None = None
+    runs_dir: str | None = None
+    text_column: str | None = None
+    target_columns: list[str] | None = None
+    label_column: str | None = None
+    max_input_tokens: int | None = None
+    max_target_tokens: int | None = None
+    save_steps: int | None = None
+    """Checkpoint every this many steps (default: about five checkpoints per run)."""
+
+    def __post_init__(self):
+        task = get_task(self.task)
+        preset = task.preset(self.preset)
+        for name in ("learning_rate", "batch_size", "lora_r", "lora_alpha", "lora_dropout"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(preset, name))
+        if self.target_modules is None:
+            self.target_modules = list(preset.target_modules)
+        if self.max_steps is None and self.epochs is None:
+            self.max_steps, self.epochs = preset.max_steps, preset.epochs
+        if self.train_samples is None:
+            self.train_samples = preset.train_samples
+        if self.max_input_tokens is None:
+            self.max_input_tokens = task.max_input_tokens
+        if self.max_target_tokens is None:
+            self.max_target_tokens = task.max_target_tokens
+        self._check()
+
+    def _check(self):
+        def bad(name, rule):
+            raise LlmftError(f"{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
+
+        if not 0 < self.learning_rate <= 1:
+            bad("learning_rate", "in (0, 1]")
+        if not 1 <= self.batch_size <= 1024:
+            bad("batch_size", "between 1 and 1024")
+        if not 1 <= self.lora_r <= 1024:
+            bad("lora_r", "between 1 and 1024")
+        if not 0 < self.lora_alpha <= 4096:
+            bad("lora_alpha", "in (0, 4096]")
+        if not 0 <= self.lora_dropout < 1:
+            bad("lora_dropout", "in [0, 1)")
+        if self.max_steps is not None and not 1 <= self.max_steps <= 1_000_000:
+            bad("max_steps", "between 1 and 1000000")
+        if self.max_steps is None and not 0 < self.epochs <= 1000:
+            bad("epochs", "in (0, 1000]")
+        if self.train_samples is not None and not 0 <= self.train_samples <= 10_000_000:
+            bad("train_samples", "between 0 (all) and 10000000")
+        if not self.target_modules or not all(m.strip() for m in self.target_modules):
+            bad("target_modules", "a non-empty list of module names")
+        for name in ("max_input_tokens", "max_target_tokens"):
+            if not 1 <= getattr(self, name) <= 16384:
+                bad(name, "between 1 and 16384")
+        if self.save_steps is not None and self.save_steps < 1:
+            bad("save_steps", "at least 1")
+        if self.run_name is not None:
+            check_run_name(self.run_name)
+
+    def cli_command(self) -> str:
+        """The `python -m llmft train` command that reproduces this run."""
+        args = ["python", "-m", "llmft", "train", "--task", self.task, "--preset", self.preset]
+        opt = {
+            "--model": self.model, "--data": self.data, "--train-samples": self.train_samples,
+            "--max-steps": self.max_steps, "--epochs": None if self.max_steps else self.epochs,
+            "--lr": self.learning_rate, "--batch-size": self.batch_size, "--lora-r": self.lora_r,
+            "--lora-alpha": self.lora_alpha, "--lora-dropout": self.lora_dropout,
+            "--target-modules": ",".join(self.target_modules), "--seed": self.seed,
+            "--text-column": self.text_column,
+            "--target-column": ",".join(self.target_columns) if self.target_columns else None,
+            "--label-column": self.label_column, "--run-name": self.run_name, "--runs-dir": self.runs_dir,
+        }
+        for flag, value in opt.items():
+            if value is not None:
+                args += [flag, str(value)]
+        return shlex.join(args)
+
+
+@dataclass
+class Progress:
+    """One training progress report."""
+
+    step: int
+    total: int
+    loss: float | None
+    elapsed_s: float
+    eta_s: float | None
+    run_dir: str
+    loss_history: list = field(default_factory=list)
+
+
+def library_versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def train(
+    config: TrainConfig,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """Fine-tune a LoRA adapter as `config` says and return the final run.json content.
+
+    Args:
+        config: the run's definition.
+        on_progress: called after every optimizer step.
+        cancel: set it to stop training after the current step; the run ends `cancelled`.
+        resume: continue the existing run `config.run_name` from its last checkpoint.
+        show_progress: show the Trainer's progress bar on the terminal.
+    """
+    task = get_task(config.task)
+    home = runs_home(config.runs_dir)
+    if config.run_name is None:
+        config.run_name = new_run_name(task.name)
+    run_dir = home / config.run_name
+    checkpoints = run_dir / "checkpoints"
+    if resume:
+        if not (run_dir / "run.json").is_file():
+            raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
+    elif run_dir.exists():
+        raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
+
+    # Everything that can fail on user input happens before the run directory exists.
+    model_ref = resolve_model(task, config.model)
+    examples = load_examples(task, config.data, task.train_split, config.text_column, config.target_columns,
+                             config.label_column)
+    examples = sample_examples(examples, config.train_samples or None, config.seed)
+    model, tokenizer = load_base(task, model_ref, head_seed=config.seed)
+    targets = resolve_target_modules(model, config.target_modules)
+
+    started = time.time()
+    info = {
+        "name": config.run_name, "task": task.name, "kind": task.kind, "base_model": model_ref,
+        "data": describe_source(config.data), "train_examples": len(examples), "config": asdict(config),
+        "lora_target_modules_resolved": targets, "head_seed": config.seed, "versions": library_versions(),
+        "command": config.cli_command(), "argv": shlex.join(sys.argv), "status": RUNNING, "pid": os.getpid(),
+        "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loss_history": [],
+        "step": 0,
+    }
+    if resume:
+        info = {**read_run(run_dir), "status": RUNNING, "pid": os.getpid(), "host": socket.gethostname(),
+                "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "error": None}
+    update_run(run_dir, **info)
+    try:
+        trainer, progress_cb = _build_trainer(config, task, model, tokenizer, examples, targets, run_dir,
+                                              on_progress, cancel, show_progress, started, info)
+        last = _last_checkpoint(checkpoints) if resume else None
+        result = trainer.train(resume_from_checkpoint=last)
+        cancelled = bool(cancel and cancel.is_set())
+        if not cancelled:
+            _save_adapter_atomically(trainer.model, tokenizer, run_dir / "adapter")
+        elapsed = time.time() - started
+        final = update_run(
+            run_dir, status=CANCELLED if cancelled else COMPLETED, step=trainer.state.global_step,
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), duration_s=round(elapsed, 2),
+            train_loss=result.training_loss, final_loss=progress_cb.last_loss, loss_history=progress_cb.history,
+            tokens_seen=progress_cb.tokens, tokens_per_s=round(progress_cb.tokens / max(elapsed, 1e-9), 1),
+        )
+    except KeyboardInterrupt:
+        update_run(run_dir, status=CANCELLED, error="interrupted by the user")
+        raise
+    except BaseException as err:
+        update_run(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
+        raise
+    return {**final, "dir": str(run_dir)}
+
+
+def _last_checkpoint(checkpoints: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def _save_adapter_atomically(model, tokenizer, dest: Path) -> None:
+    """Write the adapter into a temporary folder, then rename it into place: never half an adapter."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+def tokenize_examples(task, tokenizer, examples, max_input_tokens, max_target_tokens):
+    """Token ids (unpadded: the collator pads each batch to its own longest) and labels for training."""
+    texts = [task.format_prompt(ex.text) for ex in examples]
+    features = tokenizer(texts, truncation=True, max_length=max_input_tokens)
+    rows = [{"input_ids": ids, "attention_mask": mask} for ids, mask in
+            zip(features["input_ids"], features["attention_mask"])]
+    if task.kind == CLASSIFICATION:
+        for row, ex in zip(rows, examples):
+            row["labels"] = ex.label
+    else:
+        # The first reference is the training target.
+        targets = tokenizer(text_target=[ex.references[0] for ex in examples], truncation=True,
+                            max_length=max_target_tokens)
+        for row, ids in zip(rows, targets["input_ids"]):
+            row["labels"] = ids
+    return rows
+
+
+def _build_trainer(config, task, model, tokenizer, examples, targets, run_dir, on_progress, cancel,
+                   show_progress, started, info):
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    if task.kind == CLASSIFICATION:
+        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+                          lora_dropout=config.lora_dropout, target_modules=targets,
+                          modules_to_save=head_modules(model))
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        lora = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=config.lora_r, lora_alpha=config.lora_alpha,
+                          lora_dropout=config.lora_dropout, target_modules=targets)
+        collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    import torch
+
+    torch.manual_seed(config.seed)  # LoRA A-matrix init
+    model = get_peft_model(model, lora)
+    rows = tokenize_examples(task, tokenizer, examples, config.max_input_tokens, config.max_target_tokens)
+    dataset = Dataset.from_list(rows)
+
+    steps_per_epoch = max(1, -(-len(rows) // config.batch_size))
+    total = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
+    save_steps = config.save_steps or max(10, total // 5)
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps or -1,
+        num_train_epochs=config.epochs or 1.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        train_sampling_strategy="group_by_length",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        disable_tqdm=not show_progress,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        dataloader_pin_memory=False,
+        include_num_input_tokens_seen="non_padding",
+    )
+    callback = _ProgressCallback(run_dir, total, on_progress, cancel, started, info.get("loss_history", []))
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                      processing_class=tokenizer, callbacks=[callback])
+    return trainer, callback
+
+
+class _ProgressCallback(TrainerCallback):
+    """Records losses in run.json, reports progress, and stops training when cancel is set."""
+
+    def __init__(self, run_dir, total, on_progress, cancel, started, history):
+        self.run_dir, self.total, self.on_progress, self.cancel = run_dir, total, on_progress, cancel
+        self.started, self.history, self.last_loss, self.tokens = started, list(history), None, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.cancel is not None and self.cancel.is_set():
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.cancel is not None and self.cancel.is_set():
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # logging_steps=1, so this runs once per optimizer step, after the step's loss is known.
+        if not logs or "loss" not in logs:
+            return
+        self.last_loss = float(logs["loss"])
+        self.history.append({"step": state.global_step, "loss": round(self.last_loss, 5)})
+        self.tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        elapsed = time.time() - self.started
+        step, total = state.global_step, state.max_steps or self.total
+        eta = elapsed / step * (total - step) if step else None
+        if args.process_index == 0:
+            update_run(self.run_dir, step=step, total_steps=total, loss_history=self.history,
+                       elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1))
+        if self.on_progress is not None:
+            self.on_progress(Progress(step, total, self.last_loss, elapsed, eta, str(self.run_dir),
+                                      list(self.history)))
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
