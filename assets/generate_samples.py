@@ -36,9 +36,22 @@ NEG_CLOSE = ["I want my money back.", "Skip this one.", "I almost walked out.", 
              "Nobody in the room enjoyed it.", "It deserves to be forgotten.", ""]
 
 
+POS_VERDICT = ["overall I enjoyed it", "in the end it won me over", "it is still worth seeing"]
+NEG_VERDICT = ["overall I did not enjoy it", "in the end it lost me", "it is not worth seeing"]
+
+
 def review(rng, positive):
     adj, opener, closer = (POS_ADJ, POS_OPEN, POS_CLOSE) if positive else (NEG_ADJ, NEG_OPEN, NEG_CLOSE)
+    other = NEG_ADJ if positive else POS_ADJ
     a1, a2 = rng.sample(ASPECTS, 2)
+    style = rng.random()
+    if style < 0.25:
+        # Mixed review: the verdict, not the first adjective, carries the label.
+        verdict = rng.choice(POS_VERDICT if positive else NEG_VERDICT)
+        return f"Although {a1} was {rng.choice(other)}, {a2} was {rng.choice(adj)} and {verdict}."
+    if style < 0.4:
+        # Negated opposite: "not awful" leans positive.
+        return f"{a1.capitalize()} was not {rng.choice(other)} at all, and {a2} was {rng.choice(adj)}."
     parts = [rng.choice(opener), f"{a1.capitalize()} was {rng.choice(adj)} and {a2} felt {rng.choice(adj)}.",
              rng.choice(closer)]
     return " ".join(p for p in parts if p)
@@ -211,6 +224,7 @@ def write(task, split, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
+            row["id"] = f"{split}-{row['id']}"
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

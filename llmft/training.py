@@ -85,7 +85,8 @@ class TrainConfig:
 
     def _check(self):
         def bad(name, rule):
-            raise LlmftError(f"{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
+            flag = "lr" if name == "learning_rate" else name.replace("_", "-")  # as the CLI spells it
+            raise LlmftError(f"{flag} must be {rule}, got {getattr(self, name)!r}")
 
         if not 0 < self.learning_rate <= 1:
             bad("learning_rate", "in (0, 1]")
@@ -346,6 +347,9 @@ class _ProgressCallback(TrainerCallback):
         if self.on_progress is not None:
             self.on_progress(Progress(step, total, self.last_loss, elapsed, eta, str(self.run_dir),
                                       list(self.history)))
+        # Checked here too, so a cancel during the report stops before the next step starts.
+        if self.cancel is not None and self.cancel.is_set():
+            control.should_training_stop = True
 
 
 def config_fields() -> list[str]:

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny models built from real configs, once per session. Run: pytest -q"""
+
+import os
+
+# The suite runs offline: no hub calls, no 25 s connection retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json  # noqa: E402
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+
+from llmft.synthetic import build_distilbert, build_t5  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory):
+    """A 2-layer, 64-wide FLAN-T5-architecture model with random weights (a local folder)."""
+    return str(build_t5(tmp_path_factory.mktemp("tiny-t5"), size="tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory):
+    return str(build_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), size="tiny"))
+
+
+@pytest.fixture(scope="session")
+def constant_summaries(tmp_path_factory):
+    """A learnable seq2seq set: varied inputs, one fixed summary. A random model cannot produce it; a few
+    LoRA steps can."""
+    rng = random.Random(0)
+    words = "apple river cloud stone music garden window bread light paper".split()
+    path = tmp_path_factory.mktemp("data") / "constant.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(64):
+            text = " ".join(rng.choice(words) for _ in range(12))
+            f.write(json.dumps({"id": f"c{i}", "dialogue": text, "summary": "the cat sat on the mat"}) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    return str(tmp_path / "runs")
+
+
+def write_lines(path, lines, encoding="utf-8"):
+    path.write_text("\n".join(lines) + "\n", encoding=encoding)
+    return str(path)

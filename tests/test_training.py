@@ -1,0 +1,166 @@
+"""LoRA training, run directories, cancel/resume, and tuned-vs-base on tiny models. Run: pytest tests/test_training.py"""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llmft import LlmftError, get_task
+from llmft.data import load_examples
+from llmft.evaluation import GenerationSettings, evaluate_pair
+from llmft.models import MINILM, load_base, load_model, resolve_target_modules
+from llmft.runs import list_runs, read_run, update_run
+from llmft.training import TrainConfig, train
+
+
+def _base_weights(path):
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_training_moves_lora_weights_and_leaves_base_weights_unchanged(tiny_t5, constant_summaries, runs_dir):
+    info = train(TrainConfig(task="dialogue", model=tiny_t5, data=constant_summaries, runs_dir=runs_dir,
+                             run_name="t5", max_steps=8, learning_rate=3e-2), show_progress=False)
+    adapter = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: nonzero means it trained
+
+    loaded = load_model(get_task("dialogue"), tiny_t5, info["dir"])
+    original = _base_weights(tiny_t5)
+    for name, param in loaded.model.named_parameters():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(param.detach().cpu(), original[key]), name
+
+
+def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
+    task = get_task("dialogue")
+    info = train(TrainConfig(task="dialogue", model=tiny_t5, data=constant_summaries, runs_dir=runs_dir,
+                             run_name="learn", max_steps=40, learning_rate=3e-2, batch_size=8), show_progress=False)
+    loaded = load_model(task, tiny_t5, info["dir"])
+    examples = load_examples(task, constant_summaries)[:16]
+    result = evaluate_pair(loaded, examples, GenerationSettings(max_new_tokens=12), scorer=MINILM, progress=False)
+    for metric in ("rouge1", "rougeL", "bertscore_f1", "overall"):
+        m = result["metrics"][metric]
+        assert m["tuned_mean"] > m["base_mean"] + 0.3, (metric, m)
+        assert m["ci95"][0] > 0 and m["p_value"] < 0.01
+    assert result["scorer"].startswith("sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
+    task = get_task("sentiment")
+    info = train(TrainConfig(task="sentiment", model=MINILM, runs_dir=runs_dir, run_name="sent", max_steps=30),
+                 show_progress=False)
+    assert info["lora_target_modules_resolved"] == ["query", "value"]  # q_lin/v_lin mapped onto BERT
+    loaded = load_model(task, info["base_model"], info["dir"], head_seed=info["head_seed"])
+    examples = load_examples(task, None, "test")[:80]
+    result = evaluate_pair(loaded, examples, progress=False)
+    f1 = result["metrics"]["f1"]
+    assert f1["tuned_mean"] >= 0.8 and f1["tuned_mean"] > f1["base_mean"] + 0.2, f1
+    assert f1["p_value"] < 0.01 and f1["ci95"][0] > 0
+    assert sum(map(sum, result["confusion_matrix"]["tuned"])) == 80
+
+
+def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):
+    # The classifier head is initialised fresh; the recorded seed must reproduce it exactly.
+    task = get_task("sentiment")
+    a, _ = load_base(task, tiny_distilbert, head_seed=7)
+    b, _ = load_base(task, tiny_distilbert, head_seed=7)
+    c, _ = load_base(task, tiny_distilbert, head_seed=8)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+
+
+def test_run_directory_contents(tiny_distilbert, runs_dir):
+    info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="r1",
+                             max_steps=4, train_samples=32, lora_r=4), show_progress=False)
+    run_dir = Path(info["dir"])
+    saved = json.loads((run_dir / "run.json").read_text())
+    assert saved["status"] == "completed" and saved["step"] == 4 and saved["train_examples"] == 32
+    assert saved["config"]["lora_r"] == 4 and saved["base_model"] == tiny_distilbert
+    assert saved["data"] == "sample" and saved["versions"]["peft"]
+    assert saved["lora_target_modules_resolved"] == ["q_lin", "v_lin"]
+    assert len(saved["loss_history"]) == 4 and saved["duration_s"] > 0
+    assert "--lora-r 4" in saved["command"] and "--run-name r1" in saved["command"]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert not list((run_dir / "adapter").glob("*.bin"))
+    assert [r["name"] for r in list_runs(runs_dir)] == ["r1"]
+    with pytest.raises(LlmftError, match="already exists"):
+        train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="r1", max_steps=1))
+
+
+def test_target_modules_map_to_the_architecture_or_fail(tiny_distilbert):
+    model, _ = load_base(get_task("sentiment"), tiny_distilbert)
+    assert resolve_target_modules(model, ["query", "v"]) == ["q_lin", "v_lin"]
+    with pytest.raises(LlmftError, match="match no linear layer"):
+        resolve_target_modules(model, ["not_a_layer"])
+
+
+def test_cancel_stops_within_a_step_and_marks_the_run(tiny_distilbert, runs_dir):
+    cancel = threading.Event()
+    steps = []
+
+    def on_progress(p):
+        steps.append(p.step)
+        if p.step == 3:
+            cancel.set()
+
+    info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="c",
+                             max_steps=50, train_samples=64), on_progress=on_progress, cancel=cancel,
+                 show_progress=False)
+    assert info["status"] == "cancelled" and info["step"] == 3 and steps == [1, 2, 3]
+    assert not (Path(info["dir"]) / "adapter").exists()  # a cancelled run offers no final adapter
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_distilbert, runs_dir):
+    config = dict(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="crash", max_steps=12,
+                  train_samples=64, save_steps=5)
+
+    def crash(p):
+        if p.step == 7:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(TrainConfig(**config), on_progress=crash, show_progress=False)
+    run_dir = Path(runs_dir) / "crash"
+    assert read_run(run_dir)["status"] == "failed"
+    assert (run_dir / "checkpoints" / "checkpoint-5").is_dir() and not (run_dir / "adapter").exists()
+
+    info = train(TrainConfig(**config), resume=True, show_progress=False)
+    assert info["status"] == "completed" and info["step"] == 12
+    assert [h["step"] for h in info["loss_history"]][-5:] == [8, 9, 10, 11, 12]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_whose_process_died_reads_as_failed(tiny_distilbert, runs_dir):
+    info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="k", max_steps=1,
+                             train_samples=8), show_progress=False)
+    update_run(Path(info["dir"]), status="running", pid=2**22 + 12345)  # no such process
+    assert read_run(Path(info["dir"]))["status"] == "failed"
+    assert "interrupted" in read_run(Path(info["dir"]))["error"]
+
+
+def test_base_outputs_are_cached_across_adapters(tiny_distilbert, runs_dir, tmp_path):
+    task = get_task("sentiment")
+    examples = load_examples(task, None, "test")[:8]
+    results = []
+    for name in ("a1", "a2"):
+        info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name=name,
+                                 max_steps=2, train_samples=16, seed=1), show_progress=False)
+        loaded = load_model(task, tiny_distilbert, info["dir"], head_seed=1)
+        results.append(evaluate_pair(loaded, examples, cache_dir=tmp_path / "cache", progress=False))
+    assert [r["base_outputs_cached"] for r in results] == [False, True]
+    assert [r["base_p_Positive"] for r in results[0]["rows"]] == [r["base_p_Positive"] for r in results[1]["rows"]]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("learning_rate", -1.0, "lr must be in"), ("lora_r", 0, "lora-r must be"), ("lora_dropout", 1.0, "dropout"),
+    ("max_steps", 0, "max-steps must be"), ("batch_size", 10**6, "batch-size must be"),
+    ("run_name", "../evil", "invalid run name"),
+])
+def test_absurd_hyperparameters_are_rejected(field, value, message):
+    with pytest.raises(LlmftError, match=message):
+        TrainConfig(task="sentiment", **{field: value})
