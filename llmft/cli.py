@@ -7,7 +7,6 @@ on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -29,8 +28,12 @@ def _csv(value: str) -> list[str]:
 
 def _add_columns(p):
     p.add_argument("--text-column", help="input text column (default: the task's)")
-    p.add_argument("--target-column", type=_csv, dest="target_columns",
-                   help="reference column(s), comma-separated for several references")
+    p.add_argument(
+        "--target-column",
+        type=_csv,
+        dest="target_columns",
+        help="reference column(s), comma-separated for several references",
+    )
     p.add_argument("--label-column", help="label column for classification")
 
 
@@ -100,10 +103,12 @@ def cmd_tasks(args) -> None:
         print(f"{'':10s} {task.description}")
         for preset_name, preset in task.presets.items():
             length = f"{preset.max_steps} steps" if preset.max_steps else f"{preset.epochs:g} epochs"
-            print(f"{'':10s} {preset_name:5s}: r={preset.lora_r} alpha={preset.lora_alpha} "
-                  f"dropout={preset.lora_dropout} targets={','.join(preset.target_modules)} "
-                  f"lr={preset.learning_rate:g} {length} batch={preset.batch_size} "
-                  f"train={preset.train_samples or 'all'} eval_n={preset.eval_n}")
+            print(
+                f"{'':10s} {preset_name:5s}: r={preset.lora_r} alpha={preset.lora_alpha} "
+                f"dropout={preset.lora_dropout} targets={','.join(preset.target_modules)} "
+                f"lr={preset.learning_rate:g} {length} batch={preset.batch_size} "
+                f"train={preset.train_samples or 'all'} eval_n={preset.eval_n}"
+            )
 
 
 def cmd_train(args) -> None:
@@ -119,16 +124,38 @@ def cmd_train(args) -> None:
             raise LlmftError(f"run {args.run_name} is already completed")
         config = TrainConfig(**saved["config"])
     else:
-        keys = ["task", "preset", "model", "data", "train_samples", "max_steps", "epochs", "learning_rate",
-                "batch_size", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed", "run_name",
-                "runs_dir", "text_column", "target_columns", "label_column"]
+        keys = [
+            "task",
+            "preset",
+            "model",
+            "data",
+            "train_samples",
+            "max_steps",
+            "epochs",
+            "learning_rate",
+            "batch_size",
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "target_modules",
+            "seed",
+            "run_name",
+            "runs_dir",
+            "text_column",
+            "target_columns",
+            "label_column",
+        ]
         config = TrainConfig(**{k: getattr(args, k) for k in keys})
     info = train(config, resume=args.resume)
-    print(f"run {info['name']}: {info['status']} in {info['duration_s']:.1f}s, {info['step']} steps, "
-          f"final loss {info['final_loss']:.4f}")
+    print(
+        f"run {info['name']}: {info['status']} in {info['duration_s']:.1f}s, {info['step']} steps, "
+        f"final loss {info['final_loss']:.4f}"
+    )
     print(f"adapter: {Path(info['dir']) / 'adapter'}")
-    print(f"evaluate: python -m llmft evaluate --task {config.task} --run {info['name']}"
-          + (f" --runs-dir {config.runs_dir}" if config.runs_dir else ""))
+    print(
+        f"evaluate: python -m llmft evaluate --task {config.task} --run {info['name']}"
+        + (f" --runs-dir {config.runs_dir}" if config.runs_dir else "")
+    )
 
 
 def _load_for_compare(args):
@@ -144,8 +171,10 @@ def _load_for_compare(args):
         if run_info.get("task") != task.name:
             raise LlmftError(f"run {args.run} is a {run_info.get('task')!r} run, not {task.name!r}")
         if run_info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
-            raise LlmftError(f"run {args.run} has no final adapter (status {run_info.get('status')}); "
-                             f"pass --adapter with one of its checkpoints under {run_dir / 'checkpoints'}")
+            raise LlmftError(
+                f"run {args.run} has no final adapter (status {run_info.get('status')}); "
+                f"pass --adapter with one of its checkpoints under {run_dir / 'checkpoints'}"
+            )
         adapter, head_seed = str(run_dir / "adapter"), int(run_info.get("head_seed", 0))
         model_ref = resolve_model(task, args.model or run_info["base_model"])
     else:
@@ -161,21 +190,31 @@ def cmd_evaluate(args) -> None:
 
     task = get_task(args.task)
     # Read the data first: a bad file should fail before minutes of model loading.
-    examples = load_examples(task, args.data, args.split or task.test_split, args.text_column,
-                             args.target_columns, args.label_column)
+    examples = load_examples(
+        task, args.data, args.split or task.test_split, args.text_column, args.target_columns, args.label_column
+    )
     task, loaded, run_info = _load_for_compare(args)
     preset = (run_info or {}).get("config", {}).get("preset", "quick")
     n = args.n if args.n is not None else task.preset(preset).eval_n
     if n < 1:
         raise LlmftError(f"--n must be at least 1, got {n}")
     examples = sample_examples(examples, n, args.seed)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens or task.max_target_tokens,
-                                  batch_size=args.batch_size, max_input_tokens=task.max_input_tokens)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens or task.max_target_tokens,
+        batch_size=args.batch_size,
+        max_input_tokens=task.max_input_tokens,
+    )
     home = runs_home(args.runs_dir)
-    result = evaluate_pair(loaded, examples, settings, scorer=args.bertscore_model, seed=args.seed,
-                           cache_dir=home / ".base-cache")
-    result.update(data=args.data or "sample", split=args.split or task.test_split, seed=args.seed,
-                  run=(run_info or {}).get("name"), evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    result = evaluate_pair(
+        loaded, examples, settings, scorer=args.bertscore_model, seed=args.seed, cache_dir=home / ".base-cache"
+    )
+    result.update(
+        data=args.data or "sample",
+        split=args.split or task.test_split,
+        seed=args.seed,
+        run=(run_info or {}).get("name"),
+        evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
     written = []
     if run_info:
         written.append(write_results(result, Path(run_info["dir"]) / "evaluations" / time.strftime("%Y%m%d-%H%M%S")))
@@ -188,12 +227,16 @@ def cmd_evaluate(args) -> None:
 
 def format_summary(result: dict) -> str:
     """A plain-text table of the paired comparison."""
-    head = f"{result['task']}: n={result['n']}" + (f", BERTScore scorer {result['scorer']}" if result["scorer"] else "")
+    head = f"{result['task']}: n={result['n']}"
+    if result["scorer"]:
+        head += f", BERTScore scorer {result['scorer']}"
     lines = [head, f"{'metric':14s} {'base':>8s} {'tuned':>8s} {'delta':>8s} {'95% CI':>19s} {'p':>9s}  W/T/L"]
     for name, m in result["metrics"].items():
-        lines.append(f"{name:14s} {m['base_mean']:8.4f} {m['tuned_mean']:8.4f} {m['delta_mean']:+8.4f} "
-                     f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] {m['p_value']:9.2g}  "
-                     f"{m['wins']}/{m['ties']}/{m['losses']}")
+        lines.append(
+            f"{name:14s} {m['base_mean']:8.4f} {m['tuned_mean']:8.4f} {m['delta_mean']:+8.4f} "
+            f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] {m['p_value']:9.2g}  "
+            f"{m['wins']}/{m['ties']}/{m['losses']}"
+        )
     return "\n".join(lines)
 
 
@@ -204,8 +247,11 @@ def cmd_predict(args) -> None:
     if not args.text.strip():
         raise LlmftError("--text is empty")
     task, loaded, _ = _load_for_compare(args)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens or task.max_target_tokens, batch_size=1,
-                                  max_input_tokens=task.max_input_tokens)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens or task.max_target_tokens,
+        batch_size=1,
+        max_input_tokens=task.max_input_tokens,
+    )
     for tuned in (False, True):
         label = "tuned" if tuned else "base"
         if task.kind == CLASSIFICATION:
@@ -222,12 +268,13 @@ def cmd_runs(args) -> None:
 
     for run in list_runs(args.runs_dir):
         loss = run.get("final_loss")
-        print(f"{run['name']:32s} {run['task']:10s} {run['status']:10s} step {run.get('step', 0):>5} "
-              f"loss {loss if loss is None else round(loss, 4)}  {run.get('base_model')}")
+        print(
+            f"{run['name']:32s} {run['task']:10s} {run['status']:10s} step {run.get('step', 0):>5} "
+            f"loss {loss if loss is None else round(loss, 4)}  {run.get('base_model')}"
+        )
 
 
-COMMANDS = {"tasks": cmd_tasks, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "runs": cmd_runs}
+COMMANDS = {"tasks": cmd_tasks, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,8 @@ def _read_file(path: Path) -> list[tuple[int, dict]]:
     """Rows of a local file as (line number, record) pairs."""
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
-        raise LlmftError(f"unsupported file type {suffix or '(none)'} for {path}; use one of {', '.join(FILE_SUFFIXES)}")
+        allowed = ", ".join(FILE_SUFFIXES)
+        raise LlmftError(f"unsupported file type {suffix or '(none)'} for {path}; use one of {allowed}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise LlmftError(f"{path} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit")
@@ -170,7 +171,7 @@ def _read_json(path: Path) -> list[tuple[int, dict]]:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise LlmftError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+        raise LlmftError(f'{path}: expected a JSON list of objects (or {{"data": [...]}})')
     return [(i + 1, r) for i, r in enumerate(data)]
 
 

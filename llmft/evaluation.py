@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -37,18 +37,23 @@ class GenerationSettings:
     max_input_tokens: int = 512
 
     def __post_init__(self):
-        for name, low, high in [("max_new_tokens", 1, 4096), ("num_beams", 1, 16), ("batch_size", 1, 1024),
-                                ("max_input_tokens", 1, 16384)]:
+        for name, low, high in [
+            ("max_new_tokens", 1, 4096),
+            ("num_beams", 1, 16),
+            ("batch_size", 1, 1024),
+            ("max_input_tokens", 1, 16384),
+        ]:
             if not low <= getattr(self, name) <= high:
-                raise LlmftError(f"{name.replace('_', '-')} must be between {low} and {high}, "
-                                 f"got {getattr(self, name)}")
+                raise LlmftError(
+                    f"{name.replace('_', '-')} must be between {low} and {high}, got {getattr(self, name)}"
+                )
 
 
 def _length_sorted_batches(tokenizer, texts, batch_size, max_len):
     """Indices in batches of similar token length, longest first, so padding stays small."""
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _run_batches(loaded, prompts, settings, step, desc, progress, on_progress):
@@ -57,8 +62,13 @@ def _run_batches(loaded, prompts, settings, step, desc, progress, on_progress):
     done = 0
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-            enc = loaded.tokenizer([prompts[i] for i in batch], padding=True, truncation=True,
-                                   max_length=settings.max_input_tokens, return_tensors="pt").to(loaded.device)
+            enc = loaded.tokenizer(
+                [prompts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=settings.max_input_tokens,
+                return_tensors="pt",
+            ).to(loaded.device)
             for i, value in zip(batch, step(enc)):
                 results[i] = value
             done += len(batch)
@@ -67,25 +77,39 @@ def _run_batches(loaded, prompts, settings, step, desc, progress, on_progress):
     return results
 
 
-def generate(loaded: LoadedModel, texts: list[str], settings: GenerationSettings, tuned: bool,
-             progress: bool = True, on_progress: ProgressFn | None = None) -> list[str]:
+def generate(
+    loaded: LoadedModel,
+    texts: list[str],
+    settings: GenerationSettings,
+    tuned: bool,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> list[str]:
     """Greedy (or beam) summaries of `texts` by the base (tuned=False) or tuned model."""
     prompts = [loaded.task.format_prompt(t) for t in texts]
 
     def step(enc):
         # Tokenizers such as BERT's add token_type_ids, which seq2seq models do not take.
         enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
-        out = loaded.model.generate(**enc, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                                    do_sample=False)
+        out = loaded.model.generate(
+            **enc, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams, do_sample=False
+        )
         return [s.strip() for s in loaded.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     with loaded.use(tuned):
-        return _run_batches(loaded, prompts, settings, step, f"generating {'tuned' if tuned else 'base'}",
-                            progress, on_progress)
+        return _run_batches(
+            loaded, prompts, settings, step, f"generating {'tuned' if tuned else 'base'}", progress, on_progress
+        )
 
 
-def classify(loaded: LoadedModel, texts: list[str], settings: GenerationSettings, tuned: bool,
-             progress: bool = True, on_progress: ProgressFn | None = None) -> list[list[float]]:
+def classify(
+    loaded: LoadedModel,
+    texts: list[str],
+    settings: GenerationSettings,
+    tuned: bool,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> list[list[float]]:
     """Class probabilities for `texts` from the base or tuned classifier."""
     prompts = [loaded.task.format_prompt(t) for t in texts]
 
@@ -93,8 +117,9 @@ def classify(loaded: LoadedModel, texts: list[str], settings: GenerationSettings
         return torch.softmax(loaded.model(**enc).logits.float(), dim=-1).tolist()
 
     with loaded.use(tuned):
-        return _run_batches(loaded, prompts, settings, step, f"classifying {'tuned' if tuned else 'base'}",
-                            progress, on_progress)
+        return _run_batches(
+            loaded, prompts, settings, step, f"classifying {'tuned' if tuned else 'base'}", progress, on_progress
+        )
 
 
 def _model_fingerprint(model_ref: str) -> str:
@@ -110,10 +135,14 @@ def _model_fingerprint(model_ref: str) -> str:
 
 def base_cache_key(loaded: LoadedModel, examples: list[Example], settings: GenerationSettings) -> str:
     payload = {
-        "model": _model_fingerprint(loaded.model_ref), "task": loaded.task.name, "kind": loaded.task.kind,
-        "prompt": loaded.task.prompt, "head_seed": loaded.head_seed if loaded.task.kind == CLASSIFICATION else None,
+        "model": _model_fingerprint(loaded.model_ref),
+        "task": loaded.task.name,
+        "kind": loaded.task.kind,
+        "prompt": loaded.task.prompt,
+        "head_seed": loaded.head_seed if loaded.task.kind == CLASSIFICATION else None,
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
-        "examples": [[ex.id, ex.text] for ex in examples], "device": str(loaded.device),
+        "examples": [[ex.id, ex.text] for ex in examples],
+        "device": str(loaded.device),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -126,16 +155,24 @@ def _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress):
             return json.loads(path.read_text(encoding="utf-8")), True
         except json.JSONDecodeError:
             pass  # a damaged cache entry is regenerated
-    outputs = run(loaded, [ex.text for ex in examples], settings, tuned=False, progress=progress,
-                  on_progress=on_progress)
+    outputs = run(
+        loaded, [ex.text for ex in examples], settings, tuned=False, progress=progress, on_progress=on_progress
+    )
     if path is not None:
         write_json_atomic(path, outputs)
     return outputs, False
 
 
-def evaluate_pair(loaded: LoadedModel, examples: list[Example], settings: GenerationSettings | None = None,
-                  scorer: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, on_progress: ProgressFn | None = None) -> dict:
+def evaluate_pair(
+    loaded: LoadedModel,
+    examples: list[Example],
+    settings: GenerationSettings | None = None,
+    scorer: str | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> dict:
     """Score base and tuned outputs on `examples` and compare them pairwise.
 
     Args:
@@ -152,14 +189,22 @@ def evaluate_pair(loaded: LoadedModel, examples: list[Example], settings: Genera
     if not examples:
         raise LlmftError("no examples to evaluate")
     task = loaded.task
-    settings = settings or GenerationSettings(max_new_tokens=task.max_target_tokens,
-                                              max_input_tokens=task.max_input_tokens)
+    settings = settings or GenerationSettings(
+        max_new_tokens=task.max_target_tokens, max_input_tokens=task.max_input_tokens
+    )
     base_out, cached = _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress)
     run = classify if task.kind == CLASSIFICATION else generate
-    tuned_out = run(loaded, [ex.text for ex in examples], settings, tuned=True, progress=progress,
-                    on_progress=on_progress)
-    result = {"task": task.name, "n": len(examples), "model": loaded.model_ref, "adapter": loaded.adapter,
-              "generation": asdict(settings), "base_outputs_cached": cached}
+    tuned_out = run(
+        loaded, [ex.text for ex in examples], settings, tuned=True, progress=progress, on_progress=on_progress
+    )
+    result = {
+        "task": task.name,
+        "n": len(examples),
+        "model": loaded.model_ref,
+        "adapter": loaded.adapter,
+        "generation": asdict(settings),
+        "base_outputs_cached": cached,
+    }
     if task.kind == CLASSIFICATION:
         result.update(_compare_classification(task, examples, base_out, tuned_out, seed))
     else:
@@ -173,8 +218,9 @@ def _compare_summaries(examples, base_out, tuned_out, scorer, seed, on_progress)
         on_progress("scoring", 0, len(examples))
     base_scores = summary_scores(base_out, refs, scorer)
     tuned_scores = summary_scores(tuned_out, refs, scorer)
-    metrics = {name: paired_comparison(base_scores[name], tuned_scores[name], "wilcoxon", seed)
-               for name in base_scores}
+    metrics = {
+        name: paired_comparison(base_scores[name], tuned_scores[name], "wilcoxon", seed) for name in base_scores
+    }
     width = max(len(r) for r in refs)
     rows = []
     for i, ex in enumerate(examples):
@@ -216,17 +262,29 @@ def _compare_classification(task, examples, base_probs, tuned_probs, seed):
     metrics["p_true_label"] = paired_comparison(base_pt, tuned_pt, "wilcoxon", seed)
     rows = []
     for i, ex in enumerate(examples):
-        row = {"id": ex.id, "input": ex.text, "reference": labels[ex.label],
-               "base_output": labels[base_pred[i]], "tuned_output": labels[tuned_pred[i]],
-               "base_correct": base_ok[i], "tuned_correct": tuned_ok[i],
-               "base_p_true_label": base_pt[i], "tuned_p_true_label": tuned_pt[i]}
+        row = {
+            "id": ex.id,
+            "input": ex.text,
+            "reference": labels[ex.label],
+            "base_output": labels[base_pred[i]],
+            "tuned_output": labels[tuned_pred[i]],
+            "base_correct": base_ok[i],
+            "tuned_correct": tuned_ok[i],
+            "base_p_true_label": base_pt[i],
+            "tuned_p_true_label": tuned_pt[i],
+        }
         row.update({f"base_p_{name}": base_probs[i][k] for k, name in enumerate(labels)})
         row.update({f"tuned_p_{name}": tuned_probs[i][k] for k, name in enumerate(labels)})
         rows.append(row)
     return {
-        "scorer": None, "labels": list(labels), "metrics": metrics, "rows": rows,
-        "confusion_matrix": {"base": classification_report(base_pred, y, labels)["confusion_matrix"],
-                             "tuned": classification_report(tuned_pred, y, labels)["confusion_matrix"]},
+        "scorer": None,
+        "labels": list(labels),
+        "metrics": metrics,
+        "rows": rows,
+        "confusion_matrix": {
+            "base": classification_report(base_pred, y, labels)["confusion_matrix"],
+            "tuned": classification_report(tuned_pred, y, labels)["confusion_matrix"],
+        },
     }
 
 
@@ -244,15 +302,21 @@ def write_results(result: dict, out_dir: str | os.PathLike) -> dict[str, str]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"examples": out / "examples.csv", "summary": out / "summary.json", "boxplot": out / "boxplot.html",
-             "scatter": out / "scatter.html"}
+    paths = {
+        "examples": out / "examples.csv",
+        "summary": out / "summary.json",
+        "boxplot": out / "boxplot.html",
+        "scatter": out / "scatter.html",
+    }
     pd.DataFrame(result["rows"]).to_csv(paths["examples"], index=False)
     write_json_atomic(paths["summary"], {k: v for k, v in result.items() if k != "rows"})
     names = per_example_metrics(result)
     scores = {m: ([r[f"base_{m}"] for r in result["rows"]], [r[f"tuned_{m}"] for r in result["rows"]]) for m in names}
     metric_boxplot(scores, title=f"{result['task']}: base vs tuned (n={result['n']})").write_html(
-        paths["boxplot"], include_plotlyjs=True)
+        paths["boxplot"], include_plotlyjs=True
+    )
     main = "overall" if "overall" in scores else names[-1]
     paired_scatter(*scores[main], ids=[r["id"] for r in result["rows"]], metric=main).write_html(
-        paths["scatter"], include_plotlyjs=True)
+        paths["scatter"], include_plotlyjs=True
+    )
     return {k: str(v) for k, v in paths.items()}

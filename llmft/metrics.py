@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import LlmftError
 
@@ -68,7 +68,7 @@ def rougeL(predictions, references):  # noqa: N802 - the metric's name
 class BertScorer:
     """A warm bert_score scorer; the model name it was built from is recorded with every result."""
 
-    _cache: dict[str, "BertScorer"] = {}
+    _cache: dict[str, BertScorer] = {}
 
     def __init__(self, model: str):
         try:
@@ -82,12 +82,11 @@ class BertScorer:
         self.name = model
         path = check_model_ref(model)
         layers = bert_score.utils.model2layers.get(model) or AutoConfig.from_pretrained(path).num_hidden_layers
-        self.scorer = bert_score.BERTScorer(model_type=path, num_layers=layers, use_fast_tokenizer=True,
-                                            batch_size=32)
+        self.scorer = bert_score.BERTScorer(model_type=path, num_layers=layers, use_fast_tokenizer=True, batch_size=32)
         self.num_layers = layers
 
     @classmethod
-    def get(cls, model: str) -> "BertScorer":
+    def get(cls, model: str) -> BertScorer:
         if model not in cls._cache:
             cls._cache[model] = cls(model)
         return cls._cache[model]
@@ -147,10 +146,13 @@ def classification_report(predictions: list[int], references: list[int], labels:
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     average = "binary" if len(labels) == 2 else "macro"
-    precision, recall, f1, _ = precision_recall_fscore_support(references, predictions, average=average,
-                                                               zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        references, predictions, average=average, zero_division=0
+    )
     return {
-        "f1": float(f1), "accuracy": float(accuracy_score(references, predictions)),
-        "precision": float(precision), "recall": float(recall),
+        "f1": float(f1),
+        "accuracy": float(accuracy_score(references, predictions)),
+        "precision": float(precision),
+        "recall": float(recall),
         "confusion_matrix": confusion_matrix(references, predictions, labels=list(range(len(labels)))).tolist(),
     }

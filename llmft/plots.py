@@ -19,42 +19,98 @@ def metric_boxplot(scores: dict[str, tuple[list[float], list[float]]], title: st
         for metric, pair in scores.items():
             xs += [metric] * len(pair[index])
             ys += list(pair[index])
-        fig.add_trace(go.Box(x=xs, y=ys, name=side, marker_color=color, boxpoints="all", jitter=0.4,
-                             pointpos=0, boxmean=True, customdata=list(range(len(ys)))))
-    fig.update_layout(title=title, boxmode="group", yaxis_title="score per example", xaxis_title="metric",
-                      template="plotly_white", legend_title_text="model")
+        fig.add_trace(
+            go.Box(
+                x=xs,
+                y=ys,
+                name=side,
+                marker_color=color,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                boxmean=True,
+                customdata=list(range(len(ys))),
+            )
+        )
+    fig.update_layout(
+        title=title,
+        boxmode="group",
+        yaxis_title="score per example",
+        xaxis_title="metric",
+        template="plotly_white",
+        legend_title_text="model",
+    )
     return fig
 
 
-def paired_scatter(base: list[float], tuned: list[float], ids: list[str] | None = None,
-                   metric: str = "score") -> go.Figure:
+def paired_scatter(
+    base: list[float], tuned: list[float], ids: list[str] | None = None, metric: str = "score"
+) -> go.Figure:
     """Tuned vs base score per example; points above the diagonal are examples the fine-tune improved."""
     ids = ids or [str(i) for i in range(len(base))]
     lo = min([0.0, *base, *tuned])
     hi = max([1.0, *base, *tuned])
     colors = [TUNED_COLOR if t > b else BASE_COLOR if t < b else "#999999" for b, t in zip(base, tuned)]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="#bbbbbb"),
-                             name="no change", hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=list(base), y=list(tuned), mode="markers", marker=dict(color=colors, size=9),
-                             text=ids, customdata=ids, name="examples",
-                             hovertemplate="example %{text}<br>base %{x:.3f}<br>tuned %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=f"{metric}: tuned vs base per example", xaxis_title=f"base {metric}",
-                      yaxis_title=f"tuned {metric}", template="plotly_white", showlegend=False)
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi],
+            y=[lo, hi],
+            mode="lines",
+            line=dict(dash="dash", color="#bbbbbb"),
+            name="no change",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=list(base),
+            y=list(tuned),
+            mode="markers",
+            marker=dict(color=colors, size=9),
+            text=ids,
+            customdata=ids,
+            name="examples",
+            hovertemplate="example %{text}<br>base %{x:.3f}<br>tuned %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"{metric}: tuned vs base per example",
+        xaxis_title=f"base {metric}",
+        yaxis_title=f"tuned {metric}",
+        template="plotly_white",
+        showlegend=False,
+    )
     return fig
 
 
 def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
     """Loss per step from run.json's `loss_history` ([{"step", "loss"}, ...])."""
-    fig = go.Figure(go.Scatter(x=[h["step"] for h in history], y=[h["loss"] for h in history],
-                               mode="lines+markers", marker=dict(size=4), line=dict(color=TUNED_COLOR)))
+    fig = go.Figure(
+        go.Scatter(
+            x=[h["step"] for h in history],
+            y=[h["loss"] for h in history],
+            mode="lines+markers",
+            marker=dict(size=4),
+            line=dict(color=TUNED_COLOR),
+        )
+    )
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", template="plotly_white")
     return fig
 
 
 def confusion_matrix_figure(matrix: list[list[int]], labels: list[str], title: str) -> go.Figure:
     """Heatmap of a confusion matrix (rows = true label, columns = predicted)."""
-    fig = go.Figure(go.Heatmap(z=matrix, x=[f"pred {l}" for l in labels], y=[f"true {l}" for l in labels],
-                               colorscale="Blues", text=matrix, texttemplate="%{text}", showscale=False))
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=[f"pred {l}" for l in labels],
+            y=[f"true {l}" for l in labels],
+            colorscale="Blues",
+            text=matrix,
+            texttemplate="%{text}",
+            showscale=False,
+        )
+    )
     fig.update_layout(title=title, template="plotly_white", yaxis=dict(autorange="reversed"))
     return fig

@@ -15,12 +15,24 @@ def bootstrap_ci(deltas, n_resamples: int = 2000, seed: int = 0, confidence: flo
         # No spread: every resample has the same mean.
         mean = float(deltas.mean()) if len(deltas) else float("nan")
         return mean, mean
-    res = stats.bootstrap((deltas,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                          method="BCa", random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (deltas,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="BCa",
+        random_state=np.random.default_rng(seed),
+    )
     lo, hi = res.confidence_interval
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        res = stats.bootstrap((deltas,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                              method="percentile", random_state=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            (deltas,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
         lo, hi = res.confidence_interval
     return float(lo), float(hi)
 
@@ -61,10 +73,16 @@ def paired_comparison(base, tuned, test: str = "wilcoxon", seed: int = 0) -> dic
     p_value = mcnemar_exact_p(base > 0.5, tuned > 0.5) if test == "mcnemar" else wilcoxon_p(base, tuned)
     lo, hi = bootstrap_ci(deltas, seed=seed)
     return {
-        "base_mean": float(base.mean()), "tuned_mean": float(tuned.mean()),
-        "base_median": float(np.median(base)), "tuned_median": float(np.median(tuned)),
-        "delta_mean": float(deltas.mean()), "ci95": [lo, hi], "p_value": p_value, "test": test,
-        "wins": int(np.sum(deltas > TIE_TOLERANCE)), "ties": int(np.sum(np.abs(deltas) <= TIE_TOLERANCE)),
+        "base_mean": float(base.mean()),
+        "tuned_mean": float(tuned.mean()),
+        "base_median": float(np.median(base)),
+        "tuned_median": float(np.median(tuned)),
+        "delta_mean": float(deltas.mean()),
+        "ci95": [lo, hi],
+        "p_value": p_value,
+        "test": test,
+        "wins": int(np.sum(deltas > TIE_TOLERANCE)),
+        "ties": int(np.sum(np.abs(deltas) <= TIE_TOLERANCE)),
         "losses": int(np.sum(deltas < -TIE_TOLERANCE)),
     }
 
@@ -83,15 +101,29 @@ def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n
         return metric(ref, t) - metric(ref, b)
 
     if len(references) >= 2:
-        res = stats.bootstrap((references, base_pred, tuned_pred), delta, paired=True, vectorized=False,
-                              n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            (references, base_pred, tuned_pred),
+            delta,
+            paired=True,
+            vectorized=False,
+            n_resamples=n_resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
         ci = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
     else:
         ci = [tuned_value - base_value] * 2
     base_ok, tuned_ok = base_pred == references, tuned_pred == references
     return {
-        "base_mean": base_value, "tuned_mean": tuned_value, "base_median": None, "tuned_median": None,
-        "delta_mean": tuned_value - base_value, "ci95": ci, "p_value": mcnemar_exact_p(base_ok, tuned_ok),
-        "test": "mcnemar", "wins": int(np.sum(tuned_ok & ~base_ok)), "ties": int(np.sum(tuned_ok == base_ok)),
+        "base_mean": base_value,
+        "tuned_mean": tuned_value,
+        "base_median": None,
+        "tuned_median": None,
+        "delta_mean": tuned_value - base_value,
+        "ci95": ci,
+        "p_value": mcnemar_exact_p(base_ok, tuned_ok),
+        "test": "mcnemar",
+        "wins": int(np.sum(tuned_ok & ~base_ok)),
+        "ties": int(np.sum(tuned_ok == base_ok)),
         "losses": int(np.sum(base_ok & ~tuned_ok)),
     }

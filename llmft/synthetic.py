@@ -18,8 +18,9 @@ T5_SIZES = {
     "base": dict(d_model=768, d_ff=2048, d_kv=64, num_heads=12, num_layers=12, num_decoder_layers=12),
     # A smaller init than T5's default keeps a random tiny model's logits near uniform, so a few LoRA steps
     # can steer it (with the default the first loss is ~40 and LoRA barely moves it).
-    "tiny": dict(d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2,
-                 initializer_factor=0.3),
+    "tiny": dict(
+        d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2, initializer_factor=0.3
+    ),
 }
 DISTILBERT_SIZES = {
     "base": dict(dim=768, hidden_dim=3072, n_layers=6, n_heads=12),
@@ -38,9 +39,15 @@ def build_t5(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     from transformers import T5Config, T5ForConditionalGeneration
 
     tokenizer = _tokenizer()
-    config = T5Config(vocab_size=len(tokenizer), feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-                      decoder_start_token_id=tokenizer.pad_token_id, **T5_SIZES[size])
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **T5_SIZES[size],
+    )
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
     out = Path(out_dir)
@@ -54,8 +61,7 @@ def build_distilbert(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
     from transformers import DistilBertConfig, DistilBertModel
 
     tokenizer = _tokenizer()
-    config = DistilBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                              **DISTILBERT_SIZES[size])
+    config = DistilBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **DISTILBERT_SIZES[size])
     torch.manual_seed(seed)
     model = DistilBertModel(config)
     out = Path(out_dir)

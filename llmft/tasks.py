@@ -164,10 +164,21 @@ register_task(
         max_input_tokens=512,
         offline_model="minilm",
         presets={
-            "full": Preset(8, 16, 0.05, ("q_lin",), 1e-3, max_steps=None, epochs=1.0, batch_size=16,
-                           train_samples=1000, eval_n=500),
-            "quick": Preset(8, 16, 0.05, ("q_lin", "v_lin"), 2e-3, max_steps=60, batch_size=16, train_samples=400,
-                            eval_n=100),
+            "full": Preset(
+                8,
+                16,
+                0.05,
+                ("q_lin",),
+                1e-3,
+                max_steps=None,
+                epochs=1.0,
+                batch_size=16,
+                train_samples=1000,
+                eval_n=500,
+            ),
+            "quick": Preset(
+                8, 16, 0.05, ("q_lin", "v_lin"), 2e-3, max_steps=60, batch_size=16, train_samples=400, eval_n=100
+            ),
         },
     )
 )

@@ -14,9 +14,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 from transformers import TrainerCallback
 
@@ -24,7 +24,15 @@ from .data import describe_source, load_examples, sample_examples
 from .errors import LlmftError
 from .models import head_modules, load_base, resolve_model, resolve_target_modules
 from .runs import (
-    CANCELLED, COMPLETED, FAILED, RUNNING, check_run_name, new_run_name, read_run, runs_home, update_run,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    check_run_name,
+    new_run_name,
+    read_run,
+    runs_home,
+    update_run,
 )
 from .tasks import CLASSIFICATION, get_task
 
@@ -118,14 +126,23 @@ class TrainConfig:
         """The `python -m llmft train` command that reproduces this run."""
         args = ["python", "-m", "llmft", "train", "--task", self.task, "--preset", self.preset]
         opt = {
-            "--model": self.model, "--data": self.data, "--train-samples": self.train_samples,
-            "--max-steps": self.max_steps, "--epochs": None if self.max_steps else self.epochs,
-            "--lr": self.learning_rate, "--batch-size": self.batch_size, "--lora-r": self.lora_r,
-            "--lora-alpha": self.lora_alpha, "--lora-dropout": self.lora_dropout,
-            "--target-modules": ",".join(self.target_modules), "--seed": self.seed,
+            "--model": self.model,
+            "--data": self.data,
+            "--train-samples": self.train_samples,
+            "--max-steps": self.max_steps,
+            "--epochs": None if self.max_steps else self.epochs,
+            "--lr": self.learning_rate,
+            "--batch-size": self.batch_size,
+            "--lora-r": self.lora_r,
+            "--lora-alpha": self.lora_alpha,
+            "--lora-dropout": self.lora_dropout,
+            "--target-modules": ",".join(self.target_modules),
+            "--seed": self.seed,
             "--text-column": self.text_column,
             "--target-column": ",".join(self.target_columns) if self.target_columns else None,
-            "--label-column": self.label_column, "--run-name": self.run_name, "--runs-dir": self.runs_dir,
+            "--label-column": self.label_column,
+            "--run-name": self.run_name,
+            "--runs-dir": self.runs_dir,
         }
         for flag, value in opt.items():
             if value is not None:
@@ -151,8 +168,12 @@ def library_versions() -> dict:
     import torch
     import transformers
 
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def train(
@@ -185,28 +206,59 @@ def train(
 
     # Everything that can fail on user input happens before the run directory exists.
     model_ref = resolve_model(task, config.model)
-    examples = load_examples(task, config.data, task.train_split, config.text_column, config.target_columns,
-                             config.label_column)
+    examples = load_examples(
+        task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
+    )
     examples = sample_examples(examples, config.train_samples or None, config.seed)
     model, tokenizer = load_base(task, model_ref, head_seed=config.seed)
     targets = resolve_target_modules(model, config.target_modules)
 
     started = time.time()
     info = {
-        "name": config.run_name, "task": task.name, "kind": task.kind, "base_model": model_ref,
-        "data": describe_source(config.data), "train_examples": len(examples), "config": asdict(config),
-        "lora_target_modules_resolved": targets, "head_seed": config.seed, "versions": library_versions(),
-        "command": config.cli_command(), "argv": shlex.join(sys.argv), "status": RUNNING, "pid": os.getpid(),
-        "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loss_history": [],
+        "name": config.run_name,
+        "task": task.name,
+        "kind": task.kind,
+        "base_model": model_ref,
+        "data": describe_source(config.data),
+        "train_examples": len(examples),
+        "config": asdict(config),
+        "lora_target_modules_resolved": targets,
+        "head_seed": config.seed,
+        "versions": library_versions(),
+        "command": config.cli_command(),
+        "argv": shlex.join(sys.argv),
+        "status": RUNNING,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loss_history": [],
         "step": 0,
     }
     if resume:
-        info = {**read_run(run_dir), "status": RUNNING, "pid": os.getpid(), "host": socket.gethostname(),
-                "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "error": None}
+        info = {
+            **read_run(run_dir),
+            "status": RUNNING,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "error": None,
+        }
     update_run(run_dir, **info)
     try:
-        trainer, progress_cb = _build_trainer(config, task, model, tokenizer, examples, targets, run_dir,
-                                              on_progress, cancel, show_progress, started, info)
+        trainer, progress_cb = _build_trainer(
+            config,
+            task,
+            model,
+            tokenizer,
+            examples,
+            targets,
+            run_dir,
+            on_progress,
+            cancel,
+            show_progress,
+            started,
+            info,
+        )
         last = _last_checkpoint(checkpoints) if resume else None
         result = trainer.train(resume_from_checkpoint=last)
         cancelled = bool(cancel and cancel.is_set())
@@ -214,10 +266,16 @@ def train(
             _save_adapter_atomically(trainer.model, tokenizer, run_dir / "adapter")
         elapsed = time.time() - started
         final = update_run(
-            run_dir, status=CANCELLED if cancelled else COMPLETED, step=trainer.state.global_step,
-            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), duration_s=round(elapsed, 2),
-            train_loss=result.training_loss, final_loss=progress_cb.last_loss, loss_history=progress_cb.history,
-            tokens_seen=progress_cb.tokens, tokens_per_s=round(progress_cb.tokens / max(elapsed, 1e-9), 1),
+            run_dir,
+            status=CANCELLED if cancelled else COMPLETED,
+            step=trainer.state.global_step,
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            duration_s=round(elapsed, 2),
+            train_loss=result.training_loss,
+            final_loss=progress_cb.last_loss,
+            loss_history=progress_cb.history,
+            tokens_seen=progress_cb.tokens,
+            tokens_per_s=round(progress_cb.tokens / max(elapsed, 1e-9), 1),
         )
     except KeyboardInterrupt:
         update_run(run_dir, status=CANCELLED, error="interrupted by the user")
@@ -249,34 +307,48 @@ def tokenize_examples(task, tokenizer, examples, max_input_tokens, max_target_to
     """Token ids (unpadded: the collator pads each batch to its own longest) and labels for training."""
     texts = [task.format_prompt(ex.text) for ex in examples]
     features = tokenizer(texts, truncation=True, max_length=max_input_tokens)
-    rows = [{"input_ids": ids, "attention_mask": mask} for ids, mask in
-            zip(features["input_ids"], features["attention_mask"])]
+    rows = [
+        {"input_ids": ids, "attention_mask": mask}
+        for ids, mask in zip(features["input_ids"], features["attention_mask"])
+    ]
     if task.kind == CLASSIFICATION:
         for row, ex in zip(rows, examples):
             row["labels"] = ex.label
     else:
         # The first reference is the training target.
-        targets = tokenizer(text_target=[ex.references[0] for ex in examples], truncation=True,
-                            max_length=max_target_tokens)
+        targets = tokenizer(
+            text_target=[ex.references[0] for ex in examples], truncation=True, max_length=max_target_tokens
+        )
         for row, ids in zip(rows, targets["input_ids"]):
             row["labels"] = ids
     return rows
 
 
-def _build_trainer(config, task, model, tokenizer, examples, targets, run_dir, on_progress, cancel,
-                   show_progress, started, info):
+def _build_trainer(
+    config, task, model, tokenizer, examples, targets, run_dir, on_progress, cancel, show_progress, started, info
+):
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainingArguments
 
     if task.kind == CLASSIFICATION:
-        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
-                          lora_dropout=config.lora_dropout, target_modules=targets,
-                          modules_to_save=head_modules(model))
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            modules_to_save=head_modules(model),
+        )
         collator = DataCollatorWithPadding(tokenizer)
     else:
-        lora = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=config.lora_r, lora_alpha=config.lora_alpha,
-                          lora_dropout=config.lora_dropout, target_modules=targets)
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+        )
         collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     import torch
 
@@ -311,8 +383,14 @@ def _build_trainer(config, task, model, tokenizer, examples, targets, run_dir, o
         include_num_input_tokens_seen="non_padding",
     )
     callback = _ProgressCallback(run_dir, total, on_progress, cancel, started, info.get("loss_history", []))
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                      processing_class=tokenizer, callbacks=[callback])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
     return trainer, callback
 
 
@@ -342,11 +420,18 @@ class _ProgressCallback(TrainerCallback):
         step, total = state.global_step, state.max_steps or self.total
         eta = elapsed / step * (total - step) if step else None
         if args.process_index == 0:
-            update_run(self.run_dir, step=step, total_steps=total, loss_history=self.history,
-                       elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 1))
+            update_run(
+                self.run_dir,
+                step=step,
+                total_steps=total,
+                loss_history=self.history,
+                elapsed_s=round(elapsed, 2),
+                eta_s=None if eta is None else round(eta, 1),
+            )
         if self.on_progress is not None:
-            self.on_progress(Progress(step, total, self.last_loss, elapsed, eta, str(self.run_dir),
-                                      list(self.history)))
+            self.on_progress(
+                Progress(step, total, self.last_loss, elapsed, eta, str(self.run_dir), list(self.history))
+            )
         # Checked here too, so a cancel during the report stops before the next step starts.
         if self.cancel is not None and self.cancel.is_set():
             control.should_training_stop = True

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "llmft", *args], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "llmft", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+    )
 
 
 def test_sentiment_train_evaluate_predict_end_to_end(tmp_path):
@@ -25,28 +26,68 @@ def test_sentiment_train_evaluate_predict_end_to_end(tmp_path):
     data = tmp_path / "train.csv"
     pd.read_json(ROOT / "assets/sentiment/train.jsonl", lines=True).to_csv(data, index=False)
 
-    trained = run_cli("train", "--task", "sentiment", "--model", "minilm", "--data", str(data), "--max-steps", "40",
-                      "--run-name", "cli", "--runs-dir", runs)
+    trained = run_cli(
+        "train",
+        "--task",
+        "sentiment",
+        "--model",
+        "minilm",
+        "--data",
+        str(data),
+        "--max-steps",
+        "40",
+        "--run-name",
+        "cli",
+        "--runs-dir",
+        runs,
+    )
     assert trained.returncode == 0, trained.stderr
     assert "run cli: completed" in trained.stdout
 
-    evaluated = run_cli("evaluate", "--task", "sentiment", "--run", "cli", "--runs-dir", runs, "--n", "60",
-                        "--out", str(out))
+    evaluated = run_cli(
+        "evaluate", "--task", "sentiment", "--run", "cli", "--runs-dir", runs, "--n", "60", "--out", str(out)
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "sentiment" and summary["n"] == 60
     for name in ("f1", "accuracy", "precision", "recall", "correct"):
-        assert set(summary["metrics"][name]) >= {"base_mean", "tuned_mean", "base_median", "tuned_median",
-                                                 "delta_mean", "ci95", "p_value", "wins", "ties", "losses"}
+        assert set(summary["metrics"][name]) >= {
+            "base_mean",
+            "tuned_mean",
+            "base_median",
+            "tuned_median",
+            "delta_mean",
+            "ci95",
+            "p_value",
+            "wins",
+            "ties",
+            "losses",
+        }
     assert summary["metrics"]["f1"]["tuned_mean"] > summary["metrics"]["f1"]["base_mean"] + 0.2
     rows = pd.read_csv(out / "examples.csv")
-    assert len(rows) == 60 and {"id", "input", "reference", "base_output", "tuned_output",
-                                "base_correct", "tuned_correct"} <= set(rows.columns)
+    assert len(rows) == 60 and {
+        "id",
+        "input",
+        "reference",
+        "base_output",
+        "tuned_output",
+        "base_correct",
+        "tuned_correct",
+    } <= set(rows.columns)
     assert "plotly" in (out / "boxplot.html").read_text()[:200000].lower()
     assert list((Path(runs) / "cli" / "evaluations").glob("*/summary.json"))  # recorded with the run too
 
-    predicted = run_cli("predict", "--task", "sentiment", "--run", "cli", "--runs-dir", runs, "--text",
-                        "A wonderful film, the acting was superb.")
+    predicted = run_cli(
+        "predict",
+        "--task",
+        "sentiment",
+        "--run",
+        "cli",
+        "--runs-dir",
+        runs,
+        "--text",
+        "A wonderful film, the acting was superb.",
+    )
     assert predicted.returncode == 0, predicted.stderr
     lines = predicted.stdout.strip().splitlines()
     assert lines[0].startswith("base: ") and lines[1].startswith("tuned: Positive")
@@ -54,10 +95,52 @@ def test_sentiment_train_evaluate_predict_end_to_end(tmp_path):
 
 def test_seq2seq_train_and_evaluate_with_a_local_model_folder(tiny_t5, constant_summaries, tmp_path, capsys):
     runs, out = str(tmp_path / "runs"), tmp_path / "eval"
-    assert main(["train", "--task", "dialogue", "--model", tiny_t5, "--data", constant_summaries, "--max-steps",
-                 "30", "--lr", "0.03", "--run-name", "d", "--runs-dir", runs]) == 0
-    assert main(["evaluate", "--task", "dialogue", "--run", "d", "--runs-dir", runs, "--data", constant_summaries,
-                 "--n", "8", "--max-new-tokens", "10", "--bertscore-model", "minilm", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "dialogue",
+                "--model",
+                tiny_t5,
+                "--data",
+                constant_summaries,
+                "--max-steps",
+                "30",
+                "--lr",
+                "0.03",
+                "--run-name",
+                "d",
+                "--runs-dir",
+                runs,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "dialogue",
+                "--run",
+                "d",
+                "--runs-dir",
+                runs,
+                "--data",
+                constant_summaries,
+                "--n",
+                "8",
+                "--max-new-tokens",
+                "10",
+                "--bertscore-model",
+                "minilm",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["metrics"]) == {"rouge1", "rouge2", "rougeL", "bertscore_f1", "overall"}
     assert summary["scorer"].startswith("sentence-transformers/all-MiniLM-L6-v2")
@@ -68,23 +151,26 @@ def test_seq2seq_train_and_evaluate_with_a_local_model_folder(tiny_t5, constant_
     assert "rouge1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train", "--task", "poetry"], "unknown task 'poetry'"),
-    (["train", "--task", "sentiment", "--data", "missing.csv"], "data file not found: missing.csv"),
-    (["train", "--task", "sentiment", "--lr", "-0.1"], "lr must be in (0, 1]"),
-    (["train", "--task", "sentiment", "--lora-r", "0"], "lora-r must be between 1 and 1024"),
-    (["train", "--task", "sentiment", "--lora-dropout", "1.5"], "lora-dropout must be in [0, 1)"),
-    (["train", "--task", "sentiment", "--max-steps", "0"], "max-steps must be between"),
-    (["train", "--task", "sentiment", "--batch-size", "1000000"], "batch-size must be between"),
-    (["train", "--task", "sentiment", "--model", "./no/such/folder"], "model folder not found"),
-    (["train", "--task", "sentiment", "--model", "someone/missing-model"], "not in the local cache"),
-    (["train", "--task", "dialogue"], "pass --model /path/to/local/model"),
-    (["train", "--task", "sentiment", "--model", "minilm", "--target-modules", "nope"], "match no linear layer"),
-    (["train", "--task", "sentiment", "--max-steps", "5", "--epochs", "1"], "not allowed with argument"),
-    (["evaluate", "--task", "sentiment", "--run", "ghost"], "run 'ghost' not found"),
-    (["predict", "--task", "sentiment", "--adapter", "./nowhere", "--text", "hi"], "adapter folder not found"),
-    (["predict", "--task", "sentiment", "--adapter", "x/y", "--text", "  "], "--text is empty"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--task", "poetry"], "unknown task 'poetry'"),
+        (["train", "--task", "sentiment", "--data", "missing.csv"], "data file not found: missing.csv"),
+        (["train", "--task", "sentiment", "--lr", "-0.1"], "lr must be in (0, 1]"),
+        (["train", "--task", "sentiment", "--lora-r", "0"], "lora-r must be between 1 and 1024"),
+        (["train", "--task", "sentiment", "--lora-dropout", "1.5"], "lora-dropout must be in [0, 1)"),
+        (["train", "--task", "sentiment", "--max-steps", "0"], "max-steps must be between"),
+        (["train", "--task", "sentiment", "--batch-size", "1000000"], "batch-size must be between"),
+        (["train", "--task", "sentiment", "--model", "./no/such/folder"], "model folder not found"),
+        (["train", "--task", "sentiment", "--model", "someone/missing-model"], "not in the local cache"),
+        (["train", "--task", "dialogue"], "pass --model /path/to/local/model"),
+        (["train", "--task", "sentiment", "--model", "minilm", "--target-modules", "nope"], "match no linear layer"),
+        (["train", "--task", "sentiment", "--max-steps", "5", "--epochs", "1"], "not allowed with argument"),
+        (["evaluate", "--task", "sentiment", "--run", "ghost"], "run 'ghost' not found"),
+        (["predict", "--task", "sentiment", "--adapter", "./nowhere", "--text", "hi"], "adapter folder not found"),
+        (["predict", "--task", "sentiment", "--adapter", "x/y", "--text", "  "], "--text is empty"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
     try:
         code = main([*args, "--runs-dir", str(tmp_path / "runs")])
@@ -112,5 +198,7 @@ def test_entry_point_exit_status_and_tasks_listing():
     listed = run_cli("tasks")
     assert listed.returncode == 0 and "dialogue" in listed.stdout and "r=32 alpha=64" in listed.stdout
     bad = run_cli("train", "--task", "nope")
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown task 'nope'; choose from dialogue, " \
-                                                          "document, sentiment"
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == "error: unknown task 'nope'; choose from dialogue, document, sentiment"
+    )

@@ -17,7 +17,9 @@ def test_formats_load_the_same_examples(tmp_path):
     frame = pd.DataFrame(rows)
     paths = {
         "jsonl": write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in rows]),
-        "json": str(tmp_path / "d.json"), "csv": str(tmp_path / "d.csv"), "tsv": str(tmp_path / "d.tsv"),
+        "json": str(tmp_path / "d.json"),
+        "csv": str(tmp_path / "d.csv"),
+        "tsv": str(tmp_path / "d.tsv"),
         "parquet": str(tmp_path / "d.parquet"),
     }
     (tmp_path / "d.json").write_text(json.dumps({"data": rows}))
@@ -44,8 +46,10 @@ def test_numbered_references_are_all_used(tmp_path):
     assert example.references == ("b is greeted",)
 
 
-@pytest.mark.parametrize("value,expected", [(0, 0), (1, 1), ("1", 1), ("positive", 1), ("Negative", 0),
-                                            (" POSITIVE ", 1), (1.0, 1), (True, 1)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [(0, 0), (1, 1), ("1", 1), ("positive", 1), ("Negative", 0), (" POSITIVE ", 1), (1.0, 1), (True, 1)],
+)
 def test_labels_as_ids_or_names(value, expected):
     assert normalize_label(value, ("Negative", "Positive")) == expected
 
@@ -57,8 +61,9 @@ def test_unknown_labels_are_rejected(value):
 
 
 def test_unknown_label_names_the_line(tmp_path):
-    path = write_lines(tmp_path / "d.jsonl", [json.dumps({"text": "ok", "label": 1}),
-                                              json.dumps({"text": "meh", "label": "neutral"})])
+    path = write_lines(
+        tmp_path / "d.jsonl", [json.dumps({"text": "ok", "label": 1}), json.dumps({"text": "meh", "label": "neutral"})]
+    )
     with pytest.raises(LlmftError, match=r"line 2: unknown label 'neutral'"):
         load_examples(SENTIMENT, path)
 

@@ -26,7 +26,8 @@ def test_bertscore_orders_similarity_and_guards_empty_outputs():
     scorer = BertScorer.get("minilm")
     same, near, far, empty = scorer.f1(
         ["the meeting is on friday", "the meeting moved to friday", "bananas are yellow", ""],
-        [("the meeting is on friday",)] * 4)
+        [("the meeting is on friday",)] * 4,
+    )
     assert same == pytest.approx(1.0, abs=1e-4)
     assert 1.0 > near > far > 0.0
     assert empty == 0.0

@@ -26,8 +26,13 @@ def test_every_task_loads_its_bundled_sample(name):
 
 def test_origin_presets_are_kept():
     dialogue, document, sentiment = (get_task(n).preset("full") for n in ("dialogue", "document", "sentiment"))
-    assert (dialogue.lora_r, dialogue.lora_alpha, dialogue.lora_dropout, dialogue.learning_rate,
-            dialogue.max_steps) == (16, 8, 0.10, 1e-3, 150)
+    assert (
+        dialogue.lora_r,
+        dialogue.lora_alpha,
+        dialogue.lora_dropout,
+        dialogue.learning_rate,
+        dialogue.max_steps,
+    ) == (16, 8, 0.10, 1e-3, 150)
     assert (document.lora_r, document.lora_alpha, document.learning_rate, document.max_steps) == (32, 64, 1e-4, 100)
     assert get_task("document").max_input_tokens == 1024
     assert sentiment.target_modules == ("q_lin",) and sentiment.train_samples == 1000 and sentiment.eval_n == 500
@@ -50,8 +55,17 @@ def test_invalid_specs_are_rejected():
     with pytest.raises(ValueError, match="prompt"):
         TaskSpec("x", SEQ2SEQ, "", "m", "d", "t", ("s",), prompt="no slot", presets={"quick": preset, "full": preset})
     with pytest.raises(ValueError, match="labels"):
-        TaskSpec("x", CLASSIFICATION, "", "m", "d", "t", label_column="l", labels=("one",),
-                 presets={"quick": preset, "full": preset})
+        TaskSpec(
+            "x",
+            CLASSIFICATION,
+            "",
+            "m",
+            "d",
+            "t",
+            label_column="l",
+            labels=("one",),
+            presets={"quick": preset, "full": preset},
+        )
 
 
 def test_prompt_keeps_braces_in_user_text():

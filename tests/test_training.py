@@ -1,4 +1,4 @@
-"""LoRA training, run directories, cancel/resume, and tuned-vs-base on tiny models. Run: pytest tests/test_training.py"""
+"""LoRA training, run directories, cancel/resume, tuned-vs-base on tiny models. Run: pytest tests/test_training.py"""
 
 import json
 import threading
@@ -21,8 +21,18 @@ def _base_weights(path):
 
 
 def test_training_moves_lora_weights_and_leaves_base_weights_unchanged(tiny_t5, constant_summaries, runs_dir):
-    info = train(TrainConfig(task="dialogue", model=tiny_t5, data=constant_summaries, runs_dir=runs_dir,
-                             run_name="t5", max_steps=8, learning_rate=3e-2), show_progress=False)
+    info = train(
+        TrainConfig(
+            task="dialogue",
+            model=tiny_t5,
+            data=constant_summaries,
+            runs_dir=runs_dir,
+            run_name="t5",
+            max_steps=8,
+            learning_rate=3e-2,
+        ),
+        show_progress=False,
+    )
     adapter = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: nonzero means it trained
@@ -38,8 +48,19 @@ def test_training_moves_lora_weights_and_leaves_base_weights_unchanged(tiny_t5, 
 
 def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
     task = get_task("dialogue")
-    info = train(TrainConfig(task="dialogue", model=tiny_t5, data=constant_summaries, runs_dir=runs_dir,
-                             run_name="learn", max_steps=40, learning_rate=3e-2, batch_size=8), show_progress=False)
+    info = train(
+        TrainConfig(
+            task="dialogue",
+            model=tiny_t5,
+            data=constant_summaries,
+            runs_dir=runs_dir,
+            run_name="learn",
+            max_steps=40,
+            learning_rate=3e-2,
+            batch_size=8,
+        ),
+        show_progress=False,
+    )
     loaded = load_model(task, tiny_t5, info["dir"])
     examples = load_examples(task, constant_summaries)[:16]
     result = evaluate_pair(loaded, examples, GenerationSettings(max_new_tokens=12), scorer=MINILM, progress=False)
@@ -52,8 +73,10 @@ def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
 
 def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
     task = get_task("sentiment")
-    info = train(TrainConfig(task="sentiment", model=MINILM, runs_dir=runs_dir, run_name="sent", max_steps=30),
-                 show_progress=False)
+    info = train(
+        TrainConfig(task="sentiment", model=MINILM, runs_dir=runs_dir, run_name="sent", max_steps=30),
+        show_progress=False,
+    )
     assert info["lora_target_modules_resolved"] == ["query", "value"]  # q_lin/v_lin mapped onto BERT
     loaded = load_model(task, info["base_model"], info["dir"], head_seed=info["head_seed"])
     examples = load_examples(task, None, "test")[:80]
@@ -75,8 +98,18 @@ def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distil
 
 
 def test_run_directory_contents(tiny_distilbert, runs_dir):
-    info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="r1",
-                             max_steps=4, train_samples=32, lora_r=4), show_progress=False)
+    info = train(
+        TrainConfig(
+            task="sentiment",
+            model=tiny_distilbert,
+            runs_dir=runs_dir,
+            run_name="r1",
+            max_steps=4,
+            train_samples=32,
+            lora_r=4,
+        ),
+        show_progress=False,
+    )
     run_dir = Path(info["dir"])
     saved = json.loads((run_dir / "run.json").read_text())
     assert saved["status"] == "completed" and saved["step"] == 4 and saved["train_examples"] == 32
@@ -108,16 +141,28 @@ def test_cancel_stops_within_a_step_and_marks_the_run(tiny_distilbert, runs_dir)
         if p.step == 3:
             cancel.set()
 
-    info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="c",
-                             max_steps=50, train_samples=64), on_progress=on_progress, cancel=cancel,
-                 show_progress=False)
+    info = train(
+        TrainConfig(
+            task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="c", max_steps=50, train_samples=64
+        ),
+        on_progress=on_progress,
+        cancel=cancel,
+        show_progress=False,
+    )
     assert info["status"] == "cancelled" and info["step"] == 3 and steps == [1, 2, 3]
     assert not (Path(info["dir"]) / "adapter").exists()  # a cancelled run offers no final adapter
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_distilbert, runs_dir):
-    config = dict(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="crash", max_steps=12,
-                  train_samples=64, save_steps=5)
+    config = dict(
+        task="sentiment",
+        model=tiny_distilbert,
+        runs_dir=runs_dir,
+        run_name="crash",
+        max_steps=12,
+        train_samples=64,
+        save_steps=5,
+    )
 
     def crash(p):
         if p.step == 7:
@@ -136,8 +181,12 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_distilbert, runs_
 
 
 def test_a_run_whose_process_died_reads_as_failed(tiny_distilbert, runs_dir):
-    info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="k", max_steps=1,
-                             train_samples=8), show_progress=False)
+    info = train(
+        TrainConfig(
+            task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="k", max_steps=1, train_samples=8
+        ),
+        show_progress=False,
+    )
     update_run(Path(info["dir"]), status="running", pid=2**22 + 12345)  # no such process
     assert read_run(Path(info["dir"]))["status"] == "failed"
     assert "interrupted" in read_run(Path(info["dir"]))["error"]
@@ -148,19 +197,35 @@ def test_base_outputs_are_cached_across_adapters(tiny_distilbert, runs_dir, tmp_
     examples = load_examples(task, None, "test")[:8]
     results = []
     for name in ("a1", "a2"):
-        info = train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name=name,
-                                 max_steps=2, train_samples=16, seed=1), show_progress=False)
+        info = train(
+            TrainConfig(
+                task="sentiment",
+                model=tiny_distilbert,
+                runs_dir=runs_dir,
+                run_name=name,
+                max_steps=2,
+                train_samples=16,
+                seed=1,
+            ),
+            show_progress=False,
+        )
         loaded = load_model(task, tiny_distilbert, info["dir"], head_seed=1)
         results.append(evaluate_pair(loaded, examples, cache_dir=tmp_path / "cache", progress=False))
     assert [r["base_outputs_cached"] for r in results] == [False, True]
     assert [r["base_p_Positive"] for r in results[0]["rows"]] == [r["base_p_Positive"] for r in results[1]["rows"]]
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("learning_rate", -1.0, "lr must be in"), ("lora_r", 0, "lora-r must be"), ("lora_dropout", 1.0, "dropout"),
-    ("max_steps", 0, "max-steps must be"), ("batch_size", 10**6, "batch-size must be"),
-    ("run_name", "../evil", "invalid run name"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("learning_rate", -1.0, "lr must be in"),
+        ("lora_r", 0, "lora-r must be"),
+        ("lora_dropout", 1.0, "dropout"),
+        ("max_steps", 0, "max-steps must be"),
+        ("batch_size", 10**6, "batch-size must be"),
+        ("run_name", "../evil", "invalid run name"),
+    ],
+)
 def test_absurd_hyperparameters_are_rejected(field, value, message):
     with pytest.raises(LlmftError, match=message):
         TrainConfig(task="sentiment", **{field: value})
