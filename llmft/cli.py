@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 from .errors import LlmftError
@@ -158,70 +157,17 @@ def cmd_train(args) -> None:
     )
 
 
-def _load_for_compare(args):
-    """Task, loaded model (adapter attached) and run info (or None) for evaluate/predict."""
-    from .models import load_model, resolve_model
-    from .runs import COMPLETED, find_run, read_run
-
-    task = get_task(args.task)
-    run_info, head_seed = None, 0
-    if args.run:
-        run_dir = find_run(args.run, args.runs_dir)
-        run_info = {**read_run(run_dir), "dir": str(run_dir)}
-        if run_info.get("task") != task.name:
-            raise LlmftError(f"run {args.run} is a {run_info.get('task')!r} run, not {task.name!r}")
-        if run_info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
-            raise LlmftError(
-                f"run {args.run} has no final adapter (status {run_info.get('status')}); "
-                f"pass --adapter with one of its checkpoints under {run_dir / 'checkpoints'}"
-            )
-        adapter, head_seed = str(run_dir / "adapter"), int(run_info.get("head_seed", 0))
-        model_ref = resolve_model(task, args.model or run_info["base_model"])
-    else:
-        adapter = args.adapter
-        model_ref = resolve_model(task, args.model)
-    return task, load_model(task, model_ref, adapter, head_seed=head_seed), run_info
-
-
 def cmd_evaluate(args) -> None:
-    from .data import load_examples, sample_examples
-    from .evaluation import GenerationSettings, evaluate_pair, write_results
-    from .runs import runs_home
+    from .pipeline import evaluate
 
-    task = get_task(args.task)
-    # Read the data first: a bad file should fail before minutes of model loading.
-    examples = load_examples(
-        task, args.data, args.split or task.test_split, args.text_column, args.target_columns, args.label_column
-    )
-    task, loaded, run_info = _load_for_compare(args)
-    preset = (run_info or {}).get("config", {}).get("preset", "quick")
-    n = args.n if args.n is not None else task.preset(preset).eval_n
-    if n < 1:
-        raise LlmftError(f"--n must be at least 1, got {n}")
-    examples = sample_examples(examples, n, args.seed)
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens or task.max_target_tokens,
-        batch_size=args.batch_size,
-        max_input_tokens=task.max_input_tokens,
-    )
-    home = runs_home(args.runs_dir)
-    result = evaluate_pair(
-        loaded, examples, settings, scorer=args.bertscore_model, seed=args.seed, cache_dir=home / ".base-cache"
-    )
-    result.update(
-        data=args.data or "sample",
-        split=args.split or task.test_split,
-        seed=args.seed,
-        run=(run_info or {}).get("name"),
-        evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
-    written = []
-    if run_info:
-        written.append(write_results(result, Path(run_info["dir"]) / "evaluations" / time.strftime("%Y%m%d-%H%M%S")))
-    if args.out:
-        written.append(write_results(result, args.out))
+    columns = {"text_column": args.text_column, "target_columns": args.target_columns,
+               "label_column": args.label_column}
+    result = evaluate(args.task, run=args.run, adapter=args.adapter, model=args.model, data=args.data,
+                      split=args.split, n=args.n, seed=args.seed, scorer=args.bertscore_model,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, out=args.out,
+                      runs_dir=args.runs_dir, columns=columns)
     print(format_summary(result))
-    for paths in written:
+    for paths in result["written"]:
         print(f"wrote {Path(paths['summary']).parent}")
 
 
@@ -246,7 +192,10 @@ def cmd_predict(args) -> None:
 
     if not args.text.strip():
         raise LlmftError("--text is empty")
-    task, loaded, _ = _load_for_compare(args)
+    from .pipeline import open_model
+
+    task = get_task(args.task)
+    loaded, _ = open_model(task, args.run, args.adapter, args.model, args.runs_dir)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_target_tokens,
         batch_size=1,

@@ -122,6 +122,75 @@ def classify(
         )
 
 
+def stream_generate(loaded: LoadedModel, text: str, settings: GenerationSettings, tuned: bool):
+    """Generate one summary token by token.
+
+    Yields:
+        dicts with `text` so far, `tokens` generated, `ttft_s` (time to first token), `elapsed_s`, and
+        `truncated` (the input was cut to max_input_tokens).
+    """
+    import queue
+    import threading
+    import time
+
+    from transformers.generation.streamers import BaseStreamer
+
+    updates: queue.Queue = queue.Queue()
+    prompt = loaded.task.format_prompt(text)
+    enc = loaded.tokenizer([prompt], truncation=True, max_length=settings.max_input_tokens, return_tensors="pt")
+    truncated = len(loaded.tokenizer(prompt)["input_ids"]) > settings.max_input_tokens
+    enc = {k: enc[k].to(loaded.device) for k in ("input_ids", "attention_mask")}
+
+    class _Streamer(BaseStreamer):
+        def __init__(self):
+            self.ids, self.first = [], True
+
+        def put(self, value):
+            if self.first:  # the decoder start token, not an output
+                self.first = False
+                return
+            self.ids += value.reshape(-1).tolist()
+            updates.put(list(self.ids))
+
+        def end(self):
+            updates.put(None)
+
+    def work():
+        try:
+            with loaded.lock, loaded.use(tuned), torch.inference_mode():
+                loaded.model.generate(**enc, max_new_tokens=settings.max_new_tokens, num_beams=1, do_sample=False,
+                                      streamer=_Streamer())
+        except Exception as err:  # surfaced to the caller below
+            updates.put(err)
+
+    start = time.perf_counter()
+    threading.Thread(target=work, daemon=True).start()
+    ttft, ids = None, []
+    while (item := updates.get()) is not None:
+        if isinstance(item, Exception):
+            raise item
+        ids = item
+        ttft = ttft if ttft is not None else time.perf_counter() - start
+        yield {"text": loaded.tokenizer.decode(ids, skip_special_tokens=True).strip(), "tokens": len(ids),
+               "ttft_s": ttft, "elapsed_s": time.perf_counter() - start, "truncated": truncated}
+    if not ids:
+        yield {"text": "", "tokens": 0, "ttft_s": None, "elapsed_s": time.perf_counter() - start,
+               "truncated": truncated}
+
+
+def classify_one(loaded: LoadedModel, text: str, settings: GenerationSettings, tuned: bool) -> dict:
+    """Class probabilities for one text, with latency."""
+    import time
+
+    start = time.perf_counter()
+    with loaded.lock:
+        probs = classify(loaded, [text], settings, tuned, progress=False)[0]
+    prompt = loaded.task.format_prompt(text)
+    return {"probs": dict(zip(loaded.task.labels, probs)), "elapsed_s": time.perf_counter() - start,
+            "tokens": min(len(loaded.tokenizer(prompt)["input_ids"]), settings.max_input_tokens),
+            "truncated": len(loaded.tokenizer(prompt)["input_ids"]) > settings.max_input_tokens}
+
+
 def _model_fingerprint(model_ref: str) -> str:
     path = Path(model_ref)
     if not path.is_dir():

@@ -10,7 +10,9 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -118,6 +120,8 @@ class LoadedModel:
     adapter: str | None
     device: torch.device
     head_seed: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while generating: toggling the adapter changes the model for every thread."""
 
     def use(self, tuned: bool):
         """Context in which the model acts as tuned (adapter on) or base (adapter off)."""
@@ -219,3 +223,22 @@ def load_model(task: TaskSpec, model_ref: str, adapter: str | None = None, head_
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first}") from None
     return LoadedModel(model, tokenizer, task, model_ref, adapter, device, head_seed)
+
+
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = int(os.environ.get("LLMFT_MODEL_CACHE", "2"))
+
+
+def get_model(task: TaskSpec, model_ref: str, adapter: str | None = None, head_seed: int = 0) -> LoadedModel:
+    """`load_model` behind a small LRU cache, so the app keeps its models warm between requests."""
+    key = (task.name, model_ref, adapter, head_seed)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        loaded = load_model(task, model_ref, adapter, head_seed)
+        _cache[key] = loaded
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+        return loaded
