@@ -160,12 +160,27 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .pipeline import evaluate
 
-    columns = {"text_column": args.text_column, "target_columns": args.target_columns,
-               "label_column": args.label_column}
-    result = evaluate(args.task, run=args.run, adapter=args.adapter, model=args.model, data=args.data,
-                      split=args.split, n=args.n, seed=args.seed, scorer=args.bertscore_model,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, out=args.out,
-                      runs_dir=args.runs_dir, columns=columns)
+    columns = {
+        "text_column": args.text_column,
+        "target_columns": args.target_columns,
+        "label_column": args.label_column,
+    }
+    result = evaluate(
+        args.task,
+        run=args.run,
+        adapter=args.adapter,
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        n=args.n,
+        seed=args.seed,
+        scorer=args.bertscore_model,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        out=args.out,
+        runs_dir=args.runs_dir,
+        columns=columns,
+    )
     print(format_summary(result))
     for paths in result["written"]:
         print(f"wrote {Path(paths['summary']).parent}")

@@ -69,12 +69,12 @@ def load_examples(
         path = bundled_path(task, split)
         if not path.exists():
             raise LlmftError(f"no bundled {split!r} sample for task {task.name!r} (expected {path})")
-        rows, where = _read_file(path), str(path)
+        rows, where = read_rows(path), str(path)
     elif _looks_like_path(source):
         path = Path(source).expanduser()
         if not path.is_file():
             raise LlmftError(f"data file not found: {source}")
-        rows, where = _read_file(path), str(path)
+        rows, where = read_rows(path), str(path)
     else:
         rows, where = _read_hub(source, split), f"{source} [{split}]"
     if not rows:
@@ -121,7 +121,7 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
-def _read_file(path: Path) -> list[tuple[int, dict]]:
+def read_rows(path: Path) -> list[tuple[int, dict]]:
     """Rows of a local file as (line number, record) pairs."""
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:

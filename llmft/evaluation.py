@@ -158,8 +158,9 @@ def stream_generate(loaded: LoadedModel, text: str, settings: GenerationSettings
     def work():
         try:
             with loaded.lock, loaded.use(tuned), torch.inference_mode():
-                loaded.model.generate(**enc, max_new_tokens=settings.max_new_tokens, num_beams=1, do_sample=False,
-                                      streamer=_Streamer())
+                loaded.model.generate(
+                    **enc, max_new_tokens=settings.max_new_tokens, num_beams=1, do_sample=False, streamer=_Streamer()
+                )
         except Exception as err:  # surfaced to the caller below
             updates.put(err)
 
@@ -171,11 +172,21 @@ def stream_generate(loaded: LoadedModel, text: str, settings: GenerationSettings
             raise item
         ids = item
         ttft = ttft if ttft is not None else time.perf_counter() - start
-        yield {"text": loaded.tokenizer.decode(ids, skip_special_tokens=True).strip(), "tokens": len(ids),
-               "ttft_s": ttft, "elapsed_s": time.perf_counter() - start, "truncated": truncated}
+        yield {
+            "text": loaded.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            "tokens": len(ids),
+            "ttft_s": ttft,
+            "elapsed_s": time.perf_counter() - start,
+            "truncated": truncated,
+        }
     if not ids:
-        yield {"text": "", "tokens": 0, "ttft_s": None, "elapsed_s": time.perf_counter() - start,
-               "truncated": truncated}
+        yield {
+            "text": "",
+            "tokens": 0,
+            "ttft_s": None,
+            "elapsed_s": time.perf_counter() - start,
+            "truncated": truncated,
+        }
 
 
 def classify_one(loaded: LoadedModel, text: str, settings: GenerationSettings, tuned: bool) -> dict:
@@ -186,9 +197,12 @@ def classify_one(loaded: LoadedModel, text: str, settings: GenerationSettings, t
     with loaded.lock:
         probs = classify(loaded, [text], settings, tuned, progress=False)[0]
     prompt = loaded.task.format_prompt(text)
-    return {"probs": dict(zip(loaded.task.labels, probs)), "elapsed_s": time.perf_counter() - start,
-            "tokens": min(len(loaded.tokenizer(prompt)["input_ids"]), settings.max_input_tokens),
-            "truncated": len(loaded.tokenizer(prompt)["input_ids"]) > settings.max_input_tokens}
+    return {
+        "probs": dict(zip(loaded.task.labels, probs)),
+        "elapsed_s": time.perf_counter() - start,
+        "tokens": min(len(loaded.tokenizer(prompt)["input_ids"]), settings.max_input_tokens),
+        "truncated": len(loaded.tokenizer(prompt)["input_ids"]) > settings.max_input_tokens,
+    }
 
 
 def _model_fingerprint(model_ref: str) -> str:

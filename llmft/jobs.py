@@ -52,13 +52,15 @@ def start(config: TrainConfig) -> Job:
     with _lock:
         if _current is not None and _current.running:
             started = time.strftime("%H:%M:%S", time.localtime(_current.started_at))
-            raise LlmftError(f"a run is in progress ({_current.config.run_name}, started {started}); wait for it "
-                             "or cancel it")
+            raise LlmftError(
+                f"a run is in progress ({_current.config.run_name}, started {started}); wait for it or cancel it"
+            )
         # Fail fast, in the request, on what the user can fix: data, columns and the model reference.
         task = get_task(config.task)
         resolve_model(task, config.model)
-        load_examples(task, config.data, task.train_split, config.text_column, config.target_columns,
-                      config.label_column)
+        load_examples(
+            task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
+        )
         if config.run_name is None:
             from .runs import new_run_name
 

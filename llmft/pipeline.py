@@ -13,8 +13,14 @@ from .runs import COMPLETED, find_run, read_run, runs_home
 from .tasks import TaskSpec, get_task
 
 
-def open_model(task: TaskSpec, run: str | None = None, adapter: str | None = None, model: str | None = None,
-               runs_dir: str | None = None, cached: bool = False) -> tuple[LoadedModel, dict | None]:
+def open_model(
+    task: TaskSpec,
+    run: str | None = None,
+    adapter: str | None = None,
+    model: str | None = None,
+    runs_dir: str | None = None,
+    cached: bool = False,
+) -> tuple[LoadedModel, dict | None]:
     """Base model with the adapter of `run` (a completed run) or `adapter` attached, and the run's info."""
     run_info, head_seed = None, 0
     if run:
@@ -23,8 +29,10 @@ def open_model(task: TaskSpec, run: str | None = None, adapter: str | None = Non
         if run_info.get("task") != task.name:
             raise LlmftError(f"run {run} is a {run_info.get('task')!r} run, not {task.name!r}")
         if run_info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
-            raise LlmftError(f"run {run} has no final adapter (status {run_info.get('status')}); "
-                             f"pass --adapter with one of its checkpoints under {run_dir / 'checkpoints'}")
+            raise LlmftError(
+                f"run {run} has no final adapter (status {run_info.get('status')}); "
+                f"pass --adapter with one of its checkpoints under {run_dir / 'checkpoints'}"
+            )
         adapter, head_seed = str(run_dir / "adapter"), int(run_info.get("head_seed", 0))
         model_ref = resolve_model(task, model or run_info["base_model"])
     elif adapter:
@@ -35,11 +43,25 @@ def open_model(task: TaskSpec, run: str | None = None, adapter: str | None = Non
     return loader(task, model_ref, adapter, head_seed=head_seed), run_info
 
 
-def evaluate(task_name: str, run: str | None = None, adapter: str | None = None, model: str | None = None,
-             data: str | None = None, split: str | None = None, n: int | None = None, seed: int = 0,
-             scorer: str | None = None, max_new_tokens: int | None = None, batch_size: int = 16,
-             out: str | None = None, runs_dir: str | None = None, columns: dict | None = None,
-             progress: bool = True, on_progress: ProgressFn | None = None, cached_model: bool = False) -> dict:
+def evaluate(
+    task_name: str,
+    run: str | None = None,
+    adapter: str | None = None,
+    model: str | None = None,
+    data: str | None = None,
+    split: str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    scorer: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+    out: str | None = None,
+    runs_dir: str | None = None,
+    columns: dict | None = None,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+    cached_model: bool = False,
+) -> dict:
     """Evaluate base vs tuned and write the results (into the run's evaluations/ and `out`).
 
     Returns the result dict with `written`: the folders written.
@@ -54,12 +76,28 @@ def evaluate(task_name: str, run: str | None = None, adapter: str | None = None,
     if n < 1:
         raise LlmftError(f"n must be at least 1, got {n}")
     examples = sample_examples(examples, n, seed)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens or task.max_target_tokens, batch_size=batch_size,
-                                  max_input_tokens=task.max_input_tokens)
-    result = evaluate_pair(loaded, examples, settings, scorer=scorer, seed=seed,
-                           cache_dir=runs_home(runs_dir) / ".base-cache", progress=progress, on_progress=on_progress)
-    result.update(data=data or "sample", split=split or task.test_split, seed=seed,
-                  run=(run_info or {}).get("name"), evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens or task.max_target_tokens,
+        batch_size=batch_size,
+        max_input_tokens=task.max_input_tokens,
+    )
+    result = evaluate_pair(
+        loaded,
+        examples,
+        settings,
+        scorer=scorer,
+        seed=seed,
+        cache_dir=runs_home(runs_dir) / ".base-cache",
+        progress=progress,
+        on_progress=on_progress,
+    )
+    result.update(
+        data=data or "sample",
+        split=split or task.test_split,
+        seed=seed,
+        run=(run_info or {}).get("name"),
+        evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
     written = []
     if run_info:
         folder = Path(run_info["dir"]) / "evaluations" / time.strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,14 @@
+"""llmft app (Hugging Face Space entry point). Run: python app.py [--port 7860] [--runs-dir DIR]"""
+
+import argparse
+import os
+
+from llmft.ui import build_app, launch
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="llmft Gradio app")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--runs-dir", default=None)
+    args = parser.parse_args()
+    launch(build_app(args.runs_dir), server_name=args.host, server_port=args.port)

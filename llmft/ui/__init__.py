@@ -1,0 +1,47 @@
+"""The Gradio app: one module per tab; `build_app` assembles them. The library never imports this package."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..runs import runs_home
+from . import about, compare, evaluate, finetune, runs_tab
+from .common import DOWNLOADS, MAX_UPLOAD, SETTINGS, completed_runs
+
+
+def build_app(runs_dir: str | None = None) -> gr.Blocks:
+    """Build the tabbed app; `runs_dir` overrides the runs home for this server."""
+    SETTINGS["runs_dir"] = str(runs_home(runs_dir))
+    with gr.Blocks(title="llmft — LoRA fine-tuning, base vs tuned") as app:
+        gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
+        with gr.Tabs() as tabs:
+            cmp = compare.build()
+            ft = finetune.build()
+            ev = evaluate.build()
+            runs_tab.build()
+            about.build()
+
+        def to_evaluate(name):
+            # A finished run appears in every picker; jump to Evaluate with it selected.
+            return gr.Tabs(selected="evaluate"), gr.update(choices=completed_runs(), value=name)
+
+        ft["evaluate_btn"].click(to_evaluate, ft["finished"], [tabs, ev["run"]], api_name=False)
+
+        def refresh_pickers(name, task):
+            runs = completed_runs(task)
+            return (
+                gr.update(choices=completed_runs(), value=name),
+                gr.update(choices=runs, value=name if name in runs else (runs[0] if runs else None)),
+            )
+
+        ft["finished"].change(
+            refresh_pickers, [ft["finished"], cmp["task"]], [ev["run"], cmp["adapter"]], api_name=False
+        )
+        app.load(lambda: gr.update(choices=completed_runs()), None, ev["run"], api_name=False)
+    return app
+
+
+def launch(app: gr.Blocks, **kwargs):
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    app.queue(default_concurrency_limit=4)
+    return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], **kwargs)

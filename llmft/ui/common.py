@@ -1,0 +1,115 @@
+"""Helpers shared by the tabs: app settings, run pickers, error translation, safe HTML, downloads."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import html
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import LlmftError
+from ..runs import COMPLETED, list_runs
+from ..tasks import task_names
+
+SETTINGS = {"runs_dir": None}
+"""App-wide settings, set once by `build_app` (the runs home for this server)."""
+DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
+"""The only folder the app serves files from: copies made for download."""
+MAX_UPLOAD = "20mb"
+TASKS = task_names()
+
+
+def runs_dir():
+    return SETTINGS["runs_dir"]
+
+
+def user_errors(fn):
+    """Show `LlmftError` (a problem the user can fix) as a gr.Error; keep other errors' text short too."""
+
+    def report(err):
+        if isinstance(err, LlmftError):
+            return gr.Error(str(err))
+        return gr.Error(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+    if _is_generator(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as err:
+                raise report(err) from None
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as err:
+            raise report(err) from None
+
+    return wrapper
+
+
+def _is_generator(fn):
+    import inspect
+
+    return inspect.isgeneratorfunction(fn)
+
+
+def completed_runs(task: str | None = None) -> list[str]:
+    return [
+        r["name"] for r in list_runs(runs_dir()) if r.get("status") == COMPLETED and (not task or r["task"] == task)
+    ]
+
+
+def run_choices(task: str | None = None):
+    names = completed_runs(task)
+    return gr.update(choices=names, value=names[0] if names else None)
+
+
+def for_download(path: str | Path) -> str:
+    """A copy of `path` inside DOWNLOADS (the only folder the app serves)."""
+    src = Path(path)
+    dest = DOWNLOADS / uuid.uuid4().hex[:12] / src.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return str(dest)
+
+
+def zip_for_download(folder: str | Path, name: str) -> str:
+    dest = DOWNLOADS / uuid.uuid4().hex[:12]
+    dest.mkdir(parents=True, exist_ok=True)
+    return shutil.make_archive(str(dest / name), "zip", root_dir=folder)
+
+
+def word_diff_html(before: str, after: str) -> str:
+    """Word-level diff of two outputs as HTML; the texts are escaped, never rendered as markup."""
+    a, b = before.split(), after.split()
+    parts = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op in ("delete", "replace"):
+            parts.append(f'<del style="background:#fde2e2">{html.escape(" ".join(a[i1:i2]))}</del>')
+        if op in ("insert", "replace"):
+            parts.append(
+                f'<ins style="background:#dcf5dc;text-decoration:none">{html.escape(" ".join(b[j1:j2]))}</ins>'
+            )
+        if op == "equal":
+            parts.append(html.escape(" ".join(a[i1:i2])))
+    return " ".join(parts)
+
+
+def fmt(value, digits=4):
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,118 @@
+"""Runs tab: history of runs, one run's details and loss curve, delete, download the adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import LlmftError
+from ..plots import loss_curve
+from ..runs import delete_run, find_run, latest_evaluation, list_runs, read_run
+from .common import runs_dir, user_errors, zip_for_download
+
+HYPER = ("preset", "max_steps", "learning_rate", "batch_size", "lora_r", "lora_alpha", "lora_dropout")
+
+
+def runs_table() -> pd.DataFrame:
+    rows = []
+    for run in list_runs(runs_dir()):
+        cfg = run.get("config", {})
+        evaluation = latest_evaluation(Path(run["dir"]))
+        headline = ""
+        if evaluation:
+            name = "overall" if "overall" in evaluation["metrics"] else "f1"
+            m = evaluation["metrics"].get(name)
+            if m:
+                headline = f"{name} {m['base_mean']:.3f} → {m['tuned_mean']:.3f} (p={m['p_value']:.2g})"
+        rows.append(
+            {
+                "run": run["name"],
+                "status": run.get("status"),
+                "task": run.get("task"),
+                "model": Path(str(run.get("base_model", ""))).name,
+                "data": Path(str(run.get("data", ""))).name,
+                **{k: cfg.get(k) for k in HYPER},
+                "duration s": run.get("duration_s"),
+                "final loss": None if run.get("final_loss") is None else round(run["final_loss"], 4),
+                "latest evaluation": headline,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["run", "status", "task", "model", "data", *HYPER, "duration s", "final loss", "latest evaluation"],
+    )
+
+
+def refresh():
+    table = runs_table()
+    names = table["run"].tolist()
+    return table, gr.update(choices=names, value=names[0] if names else None)
+
+
+def details(name):
+    if not name:
+        return "", None
+    info = read_run(find_run(name, runs_dir()))
+    shown = {
+        k: info.get(k)
+        for k in (
+            "name",
+            "status",
+            "task",
+            "base_model",
+            "data",
+            "train_examples",
+            "config",
+            "lora_target_modules_resolved",
+            "command",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "final_loss",
+            "tokens_per_s",
+            "versions",
+            "error",
+        )
+    }
+    history = info.get("loss_history", [])
+    return json.dumps(shown, indent=2, default=str), loss_curve(history, f"Loss — {name}") if history else None
+
+
+def delete(name):
+    if not name:
+        raise LlmftError("pick a run to delete")
+    delete_run(find_run(name, runs_dir()))
+    return (f"Deleted run {name}.", *refresh())
+
+
+def download_adapter(name):
+    if not name:
+        raise LlmftError("pick a run")
+    run_dir = find_run(name, runs_dir())
+    if not (run_dir / "adapter").is_dir():
+        raise LlmftError(f"run {name} has no final adapter")
+    return zip_for_download(run_dir / "adapter", f"{name}-adapter")
+
+
+def build():
+    with gr.Tab("Runs", id="runs"):
+        refresh_btn = gr.Button("Refresh", size="sm")
+        table = gr.Dataframe(runs_table(), label="Runs", interactive=False, max_height=320)
+        names = table.value["data"] if isinstance(table.value, dict) else []
+        pick = gr.Dropdown([row[0] for row in names], label="Run")
+        with gr.Row():
+            info = gr.Code(label="run.json", language="json")
+            loss = gr.Plot(label="Loss")
+        with gr.Row():
+            download_btn = gr.Button("Download adapter (.zip)")
+            delete_btn = gr.Button("Delete run", variant="stop")
+        message = gr.Markdown()
+        file = gr.File(label="Adapter", interactive=False)
+        refresh_btn.click(user_errors(refresh), None, [table, pick], api_name="runs")
+        pick.change(user_errors(details), pick, [info, loss], api_name="run_details")
+        delete_btn.click(user_errors(delete), pick, [message, table, pick], api_name="delete_run")
+        download_btn.click(user_errors(download_adapter), pick, file, api_name="download_adapter")
+    return {"refresh": refresh_btn, "table": table, "pick": pick}

@@ -1,0 +1,134 @@
+"""The real app on a localhost port, driven through gradio_client. Run: pytest tests/test_app.py"""
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+from llmft.models import MINILM
+from llmft.training import TrainConfig, train
+from llmft.ui import build_app, launch
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_t5, constant_summaries):
+    runs = tmp_path_factory.mktemp("app-runs")
+    train(TrainConfig(task="sentiment", model=MINILM, runs_dir=str(runs), run_name="ready"),
+          show_progress=False)
+    train(TrainConfig(task="dialogue", model=tiny_t5, data=constant_summaries, runs_dir=str(runs),
+                      run_name="tiny-dialogue", max_steps=40, learning_rate=3e-2), show_progress=False)
+    app = build_app(str(runs))
+    _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield Client(url, verbose=False), runs
+    app.close()
+
+
+def form(task="sentiment", model="", source="bundled sample", upload=None, text_col=None, steps=5, run_name="",
+         train_samples=32):
+    return dict(task=task, model=model, source=source, hub_id="", upload=upload, text_col=text_col,
+                target_col=None, label_col=None, preset="quick", steps=steps, lr=0.002, batch=8, r=4, alpha=8,
+                dropout=0.05, targets="q_lin,v_lin", train_samples=train_samples, seed=1, run_name=run_name)
+
+
+def start_training(client, **kwargs):
+    return client.predict(*form(**kwargs).values(), api_name="/train")
+
+
+def wait_for(client, predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.predict(api_name="/progress")
+        if predicate(state):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; last progress: {state[0]}")
+
+
+def test_compare_sentiment_shows_both_models(served):
+    client, _ = served
+    base, tuned, base_stats, tuned_stats, base_probs, tuned_probs, scores = client.predict(
+        "sentiment", "", "ready", "What a wonderful film. The acting was superb and the story moving.", "Positive",
+        64, api_name="/compare")
+    assert tuned == "Positive" and base in ("Positive", "Negative")
+    probs = {c["label"]: c["confidence"] for c in tuned_probs["confidences"]}
+    assert probs["Positive"] > 0.8 and abs(sum(probs.values()) - 1) < 1e-4
+    assert "ms" in base_stats and "tokens" in tuned_stats
+    assert "tuned ✓" in scores
+
+
+def test_compare_summaries_stream_and_score(served, constant_summaries):
+    client, _ = served
+    text = json.loads(Path(constant_summaries).read_text().splitlines()[0])["dialogue"]
+    base, tuned, base_stats, tuned_stats, *_, scores = client.predict(
+        "dialogue", "", "tiny-dialogue", text, "the cat sat on the mat", 12, api_name="/compare")
+    assert tuned == "the cat sat on the mat" and base != tuned
+    assert "first token" in tuned_stats and "rouge1" in scores
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_compare_rejects_empty_text(served, text):
+    client, _ = served
+    with pytest.raises(Exception, match="the text is empty"):
+        client.predict("sentiment", "", "ready", text, "", 64, api_name="/compare")
+
+
+def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
+    client, runs = served
+    message, command = start_training(client, model=tiny_distilbert, steps=6, run_name="ui-run")
+    assert "ui-run" in message and "python -m llmft train --task sentiment" in command
+    state = wait_for(client, lambda s: s[3] == "ui-run")
+    assert "completed" in state[0] and "step 6 / 6" in state[0]
+    info = json.loads((Path(runs) / "ui-run" / "run.json").read_text())
+    assert info["status"] == "completed" and (Path(runs) / "ui-run" / "adapter").is_dir()
+
+
+def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_distilbert):
+    client, runs = served
+    start_training(client, model=tiny_distilbert, steps=5000, run_name="long", train_samples=0)
+    wait_for(client, lambda s: "running" in s[0] and "step 0 /" not in s[0])
+    with pytest.raises(Exception, match="a run is in progress \\(long, started"):
+        start_training(client, model=tiny_distilbert, steps=5, run_name="second")
+    assert "Cancelling" in client.predict(api_name="/cancel")
+    state = wait_for(client, lambda s: "cancelled" in s[0], timeout=60)
+    assert "long" in state[0]
+    info = json.loads((Path(runs) / "long" / "run.json").read_text())
+    assert info["status"] == "cancelled" and info["step"] < 5000
+    assert not (Path(runs) / "second").exists()
+
+
+def test_evaluate_returns_summary_and_plots(served):
+    client, _ = served
+    head, summary, box, scatter, cm_base, cm_tuned, table, worse, pick, files = client.predict(
+        "ready", 40, 0, "", None, api_name="/evaluate")
+    metrics = {row[0]: row for row in summary["data"]}
+    assert {"f1", "accuracy", "precision", "recall", "correct"} <= set(metrics)
+    assert float(metrics["f1"][2]) > float(metrics["f1"][1])  # tuned mean > base mean
+    assert box is not None and "plot" in json.dumps(box)[:100000]
+    assert sorted(Path(f).name for f in files) == ["boxplot.html", "examples.csv", "summary.json"]
+    first_id = table["data"][0][0]
+    detail = client.predict(first_id, api_name="/example")  # the result stays in this session's state
+    assert f"Example {first_id}" in detail
+    assert "Word diff" in detail and "<script" not in detail
+
+
+def test_bad_upload_column_and_oversized_file(served, tmp_path):
+    client, _ = served
+    good = tmp_path / "reviews.csv"
+    good.write_text("review,label\nGreat film,positive\nDull film,negative\n")
+    preview, *_ = client.predict(handle_file(str(good)), api_name="/preview")
+    assert preview["headers"] == ["review", "label"]
+    with pytest.raises(Exception, match="column 'nope' not found"):
+        start_training(client, source="upload", upload=handle_file(str(good)), text_col="nope", run_name="badcol")
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"text,label\n" + b"x" * (21 * 1024 * 1024) + b",1\n")
+    with pytest.raises(Exception):
+        client.predict(handle_file(str(big)), api_name="/preview")
