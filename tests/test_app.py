@@ -5,6 +5,7 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 
@@ -22,21 +23,56 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_t5, constant_summaries):
     runs = tmp_path_factory.mktemp("app-runs")
-    train(TrainConfig(task="sentiment", model=MINILM, runs_dir=str(runs), run_name="ready"),
-          show_progress=False)
-    train(TrainConfig(task="dialogue", model=tiny_t5, data=constant_summaries, runs_dir=str(runs),
-                      run_name="tiny-dialogue", max_steps=40, learning_rate=3e-2), show_progress=False)
+    train(TrainConfig(task="sentiment", model=MINILM, runs_dir=str(runs), run_name="ready"), show_progress=False)
+    train(
+        TrainConfig(
+            task="dialogue",
+            model=tiny_t5,
+            data=constant_summaries,
+            runs_dir=str(runs),
+            run_name="tiny-dialogue",
+            max_steps=40,
+            learning_rate=3e-2,
+        ),
+        show_progress=False,
+    )
     app = build_app(str(runs))
     _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield Client(url, verbose=False), runs
     app.close()
 
 
-def form(task="sentiment", model="", source="bundled sample", upload=None, text_col=None, steps=5, run_name="",
-         train_samples=32):
-    return dict(task=task, model=model, source=source, hub_id="", upload=upload, text_col=text_col,
-                target_col=None, label_col=None, preset="quick", steps=steps, lr=0.002, batch=8, r=4, alpha=8,
-                dropout=0.05, targets="q_lin,v_lin", train_samples=train_samples, seed=1, run_name=run_name)
+def form(
+    task="sentiment",
+    model="",
+    source="bundled sample",
+    upload=None,
+    text_col=None,
+    steps=5,
+    run_name="",
+    train_samples=32,
+):
+    return dict(
+        task=task,
+        model=model,
+        source=source,
+        hub_id="",
+        upload=upload,
+        text_col=text_col,
+        target_col=None,
+        label_col=None,
+        preset="quick",
+        steps=steps,
+        lr=0.002,
+        batch=8,
+        r=4,
+        alpha=8,
+        dropout=0.05,
+        targets="q_lin,v_lin",
+        train_samples=train_samples,
+        seed=1,
+        run_name=run_name,
+    )
 
 
 def start_training(client, **kwargs):
@@ -56,8 +92,14 @@ def wait_for(client, predicate, timeout=120):
 def test_compare_sentiment_shows_both_models(served):
     client, _ = served
     base, tuned, base_stats, tuned_stats, base_probs, tuned_probs, scores = client.predict(
-        "sentiment", "", "ready", "What a wonderful film. The acting was superb and the story moving.", "Positive",
-        64, api_name="/compare")
+        "sentiment",
+        "",
+        "ready",
+        "What a wonderful film. The acting was superb and the story moving.",
+        "Positive",
+        64,
+        api_name="/compare",
+    )
     assert tuned == "Positive" and base in ("Positive", "Negative")
     probs = {c["label"]: c["confidence"] for c in tuned_probs["confidences"]}
     assert probs["Positive"] > 0.8 and abs(sum(probs.values()) - 1) < 1e-4
@@ -69,7 +111,8 @@ def test_compare_summaries_stream_and_score(served, constant_summaries):
     client, _ = served
     text = json.loads(Path(constant_summaries).read_text().splitlines()[0])["dialogue"]
     base, tuned, base_stats, tuned_stats, *_, scores = client.predict(
-        "dialogue", "", "tiny-dialogue", text, "the cat sat on the mat", 12, api_name="/compare")
+        "dialogue", "", "tiny-dialogue", text, "the cat sat on the mat", 12, api_name="/compare"
+    )
     assert tuned == "the cat sat on the mat" and base != tuned
     assert "first token" in tuned_stats and "rouge1" in scores
 
@@ -108,7 +151,8 @@ def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_disti
 def test_evaluate_returns_summary_and_plots(served):
     client, _ = served
     head, summary, box, scatter, cm_base, cm_tuned, table, worse, pick, files = client.predict(
-        "ready", 40, 0, "", None, api_name="/evaluate")
+        "ready", 40, 0, "", None, api_name="/evaluate"
+    )
     metrics = {row[0]: row for row in summary["data"]}
     assert {"f1", "accuracy", "precision", "recall", "correct"} <= set(metrics)
     assert float(metrics["f1"][2]) > float(metrics["f1"][1])  # tuned mean > base mean
@@ -130,5 +174,8 @@ def test_bad_upload_column_and_oversized_file(served, tmp_path):
         start_training(client, source="upload", upload=handle_file(str(good)), text_col="nope", run_name="badcol")
     big = tmp_path / "big.csv"
     big.write_bytes(b"text,label\n" + b"x" * (21 * 1024 * 1024) + b",1\n")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks first
         client.predict(handle_file(str(big)), api_name="/preview")
+    with open(big, "rb") as f:  # and the server refuses it on its own
+        response = httpx.post(client.src + "gradio_api/upload", files={"files": ("big.csv", f)}, timeout=60)
+    assert response.status_code == 413 and "maximum allowed size" in response.text

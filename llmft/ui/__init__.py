@@ -28,6 +28,8 @@ def build_app(runs_dir: str | None = None) -> gr.Blocks:
         ft["evaluate_btn"].click(to_evaluate, ft["finished"], [tabs, ev["run"]], api_name=False)
 
         def refresh_pickers(name, task):
+            if not name:
+                return gr.update(), gr.update()
             runs = completed_runs(task)
             return (
                 gr.update(choices=completed_runs(), value=name),

@@ -118,6 +118,14 @@ def run_evaluation(run, n, seed, scorer, max_new_tokens, progress=gr.Progress())
         + (f", BERTScore scorer `{result['scorer']}`" if result["scorer"] else "")
         + (" · base outputs from cache" if result["base_outputs_cached"] else "")
     )
+    key = "overall" if "overall" in result["metrics"] else "f1"
+    m = result["metrics"][key]
+    significant = m["ci95"][0] > 0 or m["ci95"][1] < 0
+    head += (
+        f"\n\n**{key}: base {m['base_mean']:.3f} → tuned {m['tuned_mean']:.3f}** (Δ {m['delta_mean']:+.3f}, "
+        f"95% CI [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}], p = {m['p_value']:.2g}) — "
+        + ("the interval excludes 0." if significant else "the interval includes 0: no clear change.")
+    )
     ids = [str(r["id"]) for r in result["rows"]]
     public = {k: v for k, v in result.items() if k != "written"}
     return (
@@ -140,16 +148,16 @@ def build():
         with gr.Row():
             runs = completed_runs()
             run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run")
-            n = gr.Number(None, label="Examples (blank = the preset's)", minimum=1, maximum=5000, precision=0)
+            n = gr.Number(0, label="Examples (0 = the preset's)", minimum=0, maximum=5000, precision=0)
             seed = gr.Number(0, label="Seed", precision=0)
             scorer = gr.Textbox(label="BERTScore scorer (blank = roberta-large, offline MiniLM)")
-            max_new = gr.Number(None, label="Max new tokens (blank = task's)", minimum=1, maximum=1024, precision=0)
+            max_new = gr.Number(0, label="Max new tokens (0 = the task's)", minimum=0, maximum=1024, precision=0)
         refresh = gr.Button("Refresh runs", size="sm")
         go = gr.Button("Evaluate", variant="primary")
         head = gr.Markdown()
-        summary = gr.Dataframe(label="Paired comparison (tuned − base)", interactive=False)
+        summary = gr.Dataframe(label="Paired comparison (tuned − base)", interactive=False, elem_id="summary-table")
         with gr.Row():
-            box = gr.Plot(label="Per-example scores")
+            box = gr.Plot(label="Per-example scores", elem_id="boxplot")
             scatter = gr.Plot(label="Tuned vs base")
         with gr.Row():
             cm_base = gr.Plot(label="Base confusion matrix")

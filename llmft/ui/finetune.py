@@ -213,6 +213,16 @@ def build():
         form = [task, model, source, hub_id, upload, text_col, target_col, label_col, preset, *hyper, seed, run_name]
         for trigger in (task.change, preset.change):
             trigger(user_errors(preset_values), [task, preset], hyper, api_name=False)
+        source.change(
+            lambda s: (
+                gr.update(visible=s == "hub dataset"),
+                gr.update(visible=s == "upload"),
+                gr.update(visible=s == "upload"),
+            ),
+            source,
+            [hub_id, upload, table],
+            api_name=False,
+        )
         upload.change(user_errors(preview), upload, [table, text_col, target_col, label_col], api_name="preview")
         start_btn.click(user_errors(start), form, [message, command], api_name="train")
         cancel_btn.click(cancel, None, message, api_name="cancel")

@@ -1,0 +1,105 @@
+"""A user's walk through the app in real headless Chromium: Compare -> Fine-tune -> Evaluate.
+
+Run: pytest tests/test_browser.py   (needs Debian's chromium at /usr/bin/chromium; .ci/run installs it)
+Screenshots land in test-artifacts/.
+"""
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from llmft.models import MINILM
+from llmft.training import TrainConfig, train
+from llmft.ui import build_app, launch
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+    reason="Debian chromium is not installed (CI installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("browser-runs")
+    train(TrainConfig(task="sentiment", model=MINILM, runs_dir=str(runs), run_name="demo"), show_progress=False)
+    app = build_app(str(runs))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def test_compare_fine_tune_evaluate(page):
+    from playwright.sync_api import expect
+
+    # Compare: the tuned sentiment model on a clearly positive review.
+    page.get_by_label("Text", exact=True).fill("A wonderful, moving film. The cast was brilliant and I loved it.")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    expect(page.get_by_label("Tuned", exact=True)).to_have_value("Positive")
+    expect(page.get_by_text("Tuned class probabilities")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+
+    # Fine-tune: a tiny run from the browser, followed to completion.
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_label("Base model (blank = the task's; offline: minilm for sentiment)").fill("minilm")
+    steps = page.get_by_label("Max steps (0 = one epoch)")
+    steps.fill("40")
+    steps.press("Tab")
+    page.get_by_label("Run name (blank = automatic)").fill("browser-run")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_text("Started run browser-run")).to_be_visible()
+    expect(page.get_by_text("python -m llmft train --task sentiment", exact=False)).to_be_visible()
+    expect(page.get_by_text("browser-run — completed", exact=False)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("step 40 / 40", exact=False)).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)
+
+    # Evaluate this run: the button switches tabs with the run picked.
+    page.get_by_role("button", name="Evaluate this run").click()
+    expect(page.get_by_role("tab", name="Evaluate", selected=True)).to_be_visible()
+    page.get_by_label("Examples (0 = the preset's)").fill("30")
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    expect(page.get_by_text("run browser-run, n = 30", exact=False)).to_be_visible(timeout=120_000)
+    page.wait_for_timeout(1500)  # let plotly draw before the screenshot
+    page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
+    summary = page.locator("#summary-table")
+    for metric in ("f1", "accuracy", "precision", "recall", "p_true_label", "mcnemar", "wilcoxon"):
+        expect(summary).to_contain_text(metric)
+    expect(page.locator("#boxplot .js-plotly-plot")).to_be_visible()
+    expect(page.locator("text.gtitle", has_text="base confusion matrix")).to_be_visible()
+    # The fine-tune worked: tuned accuracy beats base in the table the user reads.
+    verdict = page.locator("p", has_text="f1: base").inner_text()
+    base, tuned = (float(x) for x in re.search(r"base ([0-9.]+) → tuned ([0-9.]+)", verdict).groups())
+    assert tuned > base + 0.2 and "the interval excludes 0" in verdict, verdict
