@@ -196,12 +196,12 @@ def classify_one(loaded: LoadedModel, text: str, settings: GenerationSettings, t
     start = time.perf_counter()
     with loaded.lock:
         probs = classify(loaded, [text], settings, tuned, progress=False)[0]
-    prompt = loaded.task.format_prompt(text)
+    n_tokens = len(loaded.tokenizer(loaded.task.format_prompt(text))["input_ids"])
     return {
         "probs": dict(zip(loaded.task.labels, probs)),
         "elapsed_s": time.perf_counter() - start,
-        "tokens": min(len(loaded.tokenizer(prompt)["input_ids"]), settings.max_input_tokens),
-        "truncated": len(loaded.tokenizer(prompt)["input_ids"]) > settings.max_input_tokens,
+        "tokens": min(n_tokens, settings.max_input_tokens),
+        "truncated": n_tokens > settings.max_input_tokens,
     }
 
 

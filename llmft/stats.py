@@ -15,25 +15,19 @@ def bootstrap_ci(deltas, n_resamples: int = 2000, seed: int = 0, confidence: flo
         # No spread: every resample has the same mean.
         mean = float(deltas.mean()) if len(deltas) else float("nan")
         return mean, mean
-    res = stats.bootstrap(
-        (deltas,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="BCa",
-        random_state=np.random.default_rng(seed),
-    )
-    lo, hi = res.confidence_interval
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    # BCa is the better interval; it is undefined for some degenerate samples, then percentile is used.
+    for method in ("BCa", "percentile"):
         res = stats.bootstrap(
             (deltas,),
             np.mean,
             n_resamples=n_resamples,
             confidence_level=confidence,
-            method="percentile",
+            method=method,
             random_state=np.random.default_rng(seed),
         )
         lo, hi = res.confidence_interval
+        if np.isfinite(lo) and np.isfinite(hi):
+            break
     return float(lo), float(hi)
 
 
