@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--bertscore-model", help="BERTScore scorer (default roberta-large; offline the packaged MiniLM)")
     e.add_argument("--max-new-tokens", type=int)
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--out", help="also write examples.csv, summary.json, boxplot.html here")
     e.add_argument("--runs-dir")
     _add_columns(e)

@@ -33,14 +33,22 @@ class GenerationSettings:
 
     max_new_tokens: int = 128
     num_beams: int = 1
-    batch_size: int = 16
+    batch_size: int = 32
+    """Texts per batch (measured on 2 cores at FLAN-T5-base size: 32 beat 16 by 1.25x, 50 gained nothing)."""
+    max_batch_tokens: int = 8192
+    """Cap on padded input tokens per batch, which bounds activation memory for long inputs."""
     max_input_tokens: int = 512
+    min_new_tokens: int = 0
+    """Force at least this many tokens (benchmarks use min = max so every side does identical work)."""
 
     def __post_init__(self):
+        if self.min_new_tokens > self.max_new_tokens:
+            raise LlmftError("min-new-tokens cannot exceed max-new-tokens")
         for name, low, high in [
             ("max_new_tokens", 1, 4096),
             ("num_beams", 1, 16),
             ("batch_size", 1, 1024),
+            ("max_batch_tokens", 1, 1_000_000),
             ("max_input_tokens", 1, 16384),
         ]:
             if not low <= getattr(self, name) <= high:
@@ -49,16 +57,30 @@ class GenerationSettings:
                 )
 
 
-def _length_sorted_batches(tokenizer, texts, batch_size, max_len):
-    """Indices in batches of similar token length, longest first, so padding stays small."""
+def _length_sorted_batches(tokenizer, texts, batch_size, max_len, max_batch_tokens):
+    """Indices in batches of similar token length, longest first, so padding stays small.
+
+    A batch holds at most `batch_size` texts and at most `max_batch_tokens` padded input tokens, so short
+    dialogues go 32 at a time while 1024-token documents go in smaller batches that keep memory bounded.
+    """
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, current = [], []
+    for i in order:
+        # Longest first: the batch's first text sets its padded width.
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
 
 
 def _run_batches(loaded, prompts, settings, step, desc, progress, on_progress):
     results = [None] * len(prompts)
-    batches = _length_sorted_batches(loaded.tokenizer, prompts, settings.batch_size, settings.max_input_tokens)
+    batches = _length_sorted_batches(
+        loaded.tokenizer, prompts, settings.batch_size, settings.max_input_tokens, settings.max_batch_tokens
+    )
     done = 0
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
@@ -92,7 +114,11 @@ def generate(
         # Tokenizers such as BERT's add token_type_ids, which seq2seq models do not take.
         enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
         out = loaded.model.generate(
-            **enc, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams, do_sample=False
+            **enc,
+            max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens or None,
+            num_beams=settings.num_beams,
+            do_sample=False,
         )
         return [s.strip() for s in loaded.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
@@ -159,7 +185,12 @@ def stream_generate(loaded: LoadedModel, text: str, settings: GenerationSettings
         try:
             with loaded.lock, loaded.use(tuned), torch.inference_mode():
                 loaded.model.generate(
-                    **enc, max_new_tokens=settings.max_new_tokens, num_beams=1, do_sample=False, streamer=_Streamer()
+                    **enc,
+                    max_new_tokens=settings.max_new_tokens,
+                    min_new_tokens=settings.min_new_tokens or None,
+                    num_beams=1,
+                    do_sample=False,
+                    streamer=_Streamer(),
                 )
         except Exception as err:  # surfaced to the caller below
             updates.put(err)

@@ -54,7 +54,7 @@ def evaluate(
     seed: int = 0,
     scorer: str | None = None,
     max_new_tokens: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = 32,
     out: str | None = None,
     runs_dir: str | None = None,
     columns: dict | None = None,

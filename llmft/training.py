@@ -275,7 +275,9 @@ def train(
             final_loss=progress_cb.last_loss,
             loss_history=progress_cb.history,
             tokens_seen=progress_cb.tokens,
-            tokens_per_s=round(progress_cb.tokens / max(elapsed, 1e-9), 1),
+            train_runtime_s=round(result.metrics["train_runtime"], 3),
+            # Real (non-padding) input tokens per second of the training loop itself.
+            tokens_per_s=round(progress_cb.tokens / max(result.metrics["train_runtime"], 1e-9), 1),
         )
     except KeyboardInterrupt:
         update_run(run_dir, status=CANCELLED, error="interrupted by the user")

@@ -1,0 +1,123 @@
+"""Evaluation speed: llmft's batched `evaluate_pair` vs a faithful re-implementation of the origin's loop.
+
+Run: python benchmarks/bench_eval.py [--size base|tiny] [--n 50] [--tokens 32]
+
+Both sides: the same FLAN-T5-architecture model and adapter, the same examples, exactly `--tokens` generated
+tokens per output (min = max new tokens), ROUGE and BERTScore with the packaged MiniLM scorer.
+The origin: two model copies (base and base+adapter), one `generate` per example and model, prompts padded
+to 512 tokens, and BERTScore's model loaded again on every scoring call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmarks.common import model_dir, table, write_result
+from llmft.data import load_examples
+from llmft.evaluation import GenerationSettings, evaluate_pair
+from llmft.metrics import BertScorer
+from llmft.models import MINILM, load_model, minilm_path
+from llmft.tasks import get_task
+
+
+def make_adapter(model_path: str, out: str) -> str:
+    """A LoRA adapter with nonzero random weights (r=16 on q,v, as the dialogue preset)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=8, target_modules=["q", "v"], init_lora_weights=False
+    )
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+def llmft_side(model_path, adapter, examples, tokens, batch_size):
+    BertScorer._cache.clear()  # count the scorer's one load
+    start = time.perf_counter()
+    loaded = load_model(get_task("dialogue"), model_path, adapter)
+    settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
+    result = evaluate_pair(loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False)
+    return time.perf_counter() - start, result
+
+
+def origin_side(model_path, adapter, examples, tokens):
+    """The notebooks' method, kept as it was (apart from evaluate.load, which needs the hub)."""
+    import bert_score
+    from peft import PeftModel
+    from rouge_score import rouge_scorer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    task = get_task("dialogue")
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    original_model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
+    peft_model = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_path), adapter)
+    original_out, peft_out = [], []
+    for ex in examples:
+        prompt = task.format_prompt(ex.text)
+        input_ids = tokenizer(
+            prompt, return_tensors="pt", padding="max_length", max_length=512, truncation=True
+        ).input_ids
+        for model, outputs in ((original_model, original_out), (peft_model, peft_out)):
+            ids = model.generate(input_ids=input_ids, max_new_tokens=tokens, min_new_tokens=tokens)
+            outputs.append(tokenizer.decode(ids[0], skip_special_tokens=True))
+    refs = [ex.references[0] for ex in examples]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    rouge = [[scorer.score(r, o) for r, o in zip(refs, outs)] for outs in (original_out, peft_out)]
+    # bert_score.score builds its model on every call, as evaluate's bertscore did per compute().
+    safe = lambda outs: [o if o.strip() else "." for o in outs]  # noqa: E731  (empty strings crash bert_score)
+    f1 = [
+        bert_score.score(safe(outs), refs, model_type=minilm_path(), num_layers=6)[2]
+        for outs in (original_out, peft_out)
+    ]
+    return time.perf_counter() - start, (rouge, f1)
+
+
+def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32) -> dict:
+    import tempfile
+
+    model_path = model_dir(size)
+    adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
+    examples = load_examples(get_task("dialogue"), None, "test")[:n]
+    llmft_s, _ = llmft_side(model_path, adapter, examples, tokens, batch_size)
+    origin_s, _ = origin_side(model_path, adapter, examples, tokens)
+    result = {
+        "size": size,
+        "n": n,
+        "tokens_per_output": tokens,
+        "batch_size": batch_size,
+        "llmft_s": round(llmft_s, 2),
+        "origin_s": round(origin_s, 2),
+        "speedup": round(origin_s / llmft_s, 2),
+    }
+    print(
+        table(
+            [
+                [
+                    f"evaluate n={n}, {tokens} tokens, {size}",
+                    result["origin_s"],
+                    result["llmft_s"],
+                    f"{result['speedup']}x",
+                ]
+            ],
+            ["benchmark", "origin s", "llmft s", "ratio"],
+        )
+    )
+    write_result("eval", result)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    main(args.size, args.n, args.tokens, args.batch_size)

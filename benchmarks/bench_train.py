@@ -1,0 +1,138 @@
+"""Training throughput: llmft's LoRA training vs the origin's configuration, same model, data and steps.
+
+Run: python benchmarks/bench_train.py [--size base|tiny] [--steps 6] [--batch-size 8]
+
+The origin pads every prompt to 512 tokens and every target to 128 and samples batches at random; llmft pads
+each batch only to its longest example and groups examples of similar length. Throughput counts real
+(non-padding) input tokens per second of the training loop; model FLOPs use 2N per token forward and 2N for
+the activation gradients (frozen base weights need no weight gradients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from benchmarks.common import gemm_gflops, model_dir, t5_params, table, write_result
+from llmft.data import load_examples, sample_examples
+from llmft.tasks import get_task
+from llmft.training import TrainConfig, train
+
+
+def origin_side(model_path, examples, steps, batch_size, lr, seed):
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, TrainingArguments
+
+    task = get_task("dialogue")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    torch.manual_seed(seed)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
+    model = get_peft_model(
+        model,
+        LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q", "v"]),
+    )
+    enc = tokenizer(
+        [task.format_prompt(ex.text) for ex in examples], padding="max_length", max_length=512, truncation=True
+    )
+    labels = tokenizer(
+        text_target=[ex.references[0] for ex in examples], padding="max_length", max_length=128, truncation=True
+    )["input_ids"]
+    labels = [[t if t != tokenizer.pad_token_id else -100 for t in row] for row in labels]
+    dataset = Dataset.from_dict(
+        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    )
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="llmft-bench-origin-"),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset)
+    out = trainer.train()
+    padded_tokens = steps * batch_size * (512 + 128)
+    return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss, padded_tokens
+
+
+def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e-3, seed: int = 0) -> dict:
+    from transformers import AutoModelForSeq2SeqLM
+
+    model_path = model_dir(size)
+    task = get_task("dialogue")
+    examples = sample_examples(load_examples(task, None, "train"), steps * batch_size, seed)
+    info = train(
+        TrainConfig(
+            task="dialogue",
+            model=model_path,
+            data="sample",
+            train_samples=steps * batch_size,
+            max_steps=steps,
+            batch_size=batch_size,
+            learning_rate=lr,
+            lora_r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            target_modules=["q", "v"],
+            seed=seed,
+            runs_dir=tempfile.mkdtemp(prefix="llmft-bench-runs-"),
+        ),
+        show_progress=False,
+    )
+    origin_s, origin_tokens, origin_loss, padded = origin_side(model_path, examples, steps, batch_size, lr, seed)
+    enc_params, dec_params = t5_params(AutoModelForSeq2SeqLM.from_pretrained(model_path))
+    gflops = gemm_gflops()
+    # Per real input token, with targets ~1/4 as long as inputs on this data: 4 * (N_enc + N_dec / 4).
+    flops_per_token = 4 * (enc_params + dec_params / 4)
+    llmft_tps = info["tokens_per_s"]
+    origin_tps = origin_tokens / origin_s
+    result = {
+        "size": size,
+        "steps": steps,
+        "batch_size": batch_size,
+        "llmft_tokens_per_s": round(llmft_tps, 1),
+        "origin_tokens_per_s": round(origin_tps, 1),
+        "speedup": round(llmft_tps / origin_tps, 2),
+        "llmft_train_s": info["train_runtime_s"],
+        "origin_train_s": round(origin_s, 2),
+        "llmft_loss": round(info["train_loss"], 4),
+        "origin_loss": round(origin_loss, 4),
+        "origin_padded_tokens": padded,
+        "gemm_gflops": round(gflops, 1),
+        "llmft_fraction_of_gemm": round(llmft_tps * flops_per_token / 1e9 / gflops, 3),
+        "origin_fraction_of_gemm_padded": round(
+            padded / origin_s * 4 * (enc_params + dec_params / 4) / 1e9 / gflops, 3
+        ),
+    }
+    print(
+        table(
+            [
+                [
+                    f"train {steps} steps x {batch_size}, {size}",
+                    result["origin_tokens_per_s"],
+                    result["llmft_tokens_per_s"],
+                    f"{result['speedup']}x",
+                    f"{result['origin_loss']} / {result['llmft_loss']}",
+                ]
+            ],
+            ["benchmark", "origin tok/s", "llmft tok/s", "ratio", "loss origin / llmft"],
+        )
+    )
+    write_result("train", result)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    main(args.size, args.steps, args.batch_size)

@@ -1,0 +1,85 @@
+"""Shared pieces of the benchmarks: machine facts, GEMM throughput, model FLOPs, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+RESULTS = HERE / "results"
+
+
+def machine() -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def gemm_gflops(n: int = 2048, seconds: float = 2.0, dtype=torch.float32) -> float:
+    """Measured matmul throughput of this machine (GFLOP/s), the ceiling the model runs are compared with."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)  # warm-up
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.matmul(a, b)
+        runs += 1
+    return 2 * n**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def t5_params(model) -> tuple[int, int]:
+    """(encoder, decoder + lm_head) parameter counts, embeddings excluded: the per-token matmul work."""
+    enc = sum(p.numel() for n, p in model.named_parameters() if ".encoder." in f".{n}" and "embed" not in n)
+    dec = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if (".decoder." in f".{n}" or "lm_head" in n) and "embed" not in n
+    )
+    return enc, dec
+
+
+def model_dir(size: str) -> str:
+    """A FLAN-T5-architecture folder of the given size (random weights; built once, then cached)."""
+    from llmft.synthetic import build_t5
+
+    folder = CACHE / f"t5-{size}"
+    if not (folder / "model.safetensors").is_file():
+        build_t5(folder, size=size)
+    return str(folder)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
+    parent through fork and exec, so a child of a large process would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({**data, "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+    return path
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    cols = list(zip(headers, *rows))
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])

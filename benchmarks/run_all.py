@@ -1,0 +1,58 @@
+"""Run every benchmark and print the ratio table (about 10 minutes on 2 cores at base size, offline).
+
+Run: python -m benchmarks.run_all [--size base|tiny] [--quick]
+Results: benchmarks/results/*.json (one file per benchmark, plus summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks import bench_eval, bench_latency, bench_memory, bench_train  # noqa: E402
+from benchmarks.common import gemm_gflops, machine, table, write_result  # noqa: E402
+
+
+def main(size: str = "base", quick: bool = False) -> dict:
+    n, steps, tokens = (4, 2, 4) if quick else (50, 6, 32)
+    gflops = gemm_gflops()
+    results = {
+        "gemm_fp32_gflops": round(gflops, 1),
+        "eval": bench_eval.main(size, n=n, tokens=tokens),
+        "train": bench_train.main(size, steps=steps, batch_size=4 if quick else 8),
+        "memory": bench_memory.main(size),
+        "latency": bench_latency.main(size, tokens=8 if quick else 64, repeats=1 if quick else 3),
+    }
+    e, t, m, lat = results["eval"], results["train"], results["memory"], results["latency"]
+    rows = [
+        [f"evaluation wall time (n={e['n']})", f"{e['origin_s']} s", f"{e['llmft_s']} s", f"{e['speedup']}x", ">= 3x"],
+        ["training tokens/s", t["origin_tokens_per_s"], t["llmft_tokens_per_s"], f"{t['speedup']}x", ">= 2x"],
+        [
+            "base+tuned peak RSS",
+            f"{m['two_copies_peak_mb']} MB",
+            f"{m['one_instance_peak_mb']} MB",
+            f"{m['ratio']}x",
+            "<= 0.6x",
+        ],
+        ["Compare time to first token (warm)", "", f"{lat['warm_ttft_s']} s", "", "<= 1 s"],
+        ["training fraction of fp32 GEMM peak", "", f"{t['llmft_fraction_of_gemm']:.1%}", "", ""],
+    ]
+    print()
+    print(
+        f"machine: {machine()['cpu_count']} cores, torch threads {machine()['torch_threads']}, "
+        f"fp32 GEMM {gflops:.0f} GFLOP/s, model size {size}"
+    )
+    print(table(rows, ["measure", "origin", "llmft", "ratio", "target"]))
+    write_result("summary", results)
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--quick", action="store_true", help="tiny workloads: checks the scripts run")
+    args = parser.parse_args()
+    main(args.size, args.quick)
