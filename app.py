@@ -10,5 +10,11 @@ if __name__ == "__main__":
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--runs-dir", default=None)
+    parser.add_argument(
+        "--model-dir",
+        action="append",
+        default=None,
+        help="a folder users may load local models from (repeatable; default $LLMFT_MODEL_DIRS)",
+    )
     args = parser.parse_args()
-    launch(build_app(args.runs_dir), server_name=args.host, server_port=args.port)
+    launch(build_app(args.runs_dir, args.model_dir), server_name=args.host, server_port=args.port)

@@ -202,11 +202,16 @@ def format_summary(result: dict) -> str:
 
 
 def cmd_predict(args) -> None:
+    from .data import normalize_text
     from .evaluation import GenerationSettings, classify, generate
     from .tasks import CLASSIFICATION
 
-    if not args.text.strip():
-        raise LlmftError("--text is empty")
+    try:
+        text, notice = normalize_text(args.text)
+    except LlmftError:
+        raise LlmftError("--text is empty") from None
+    if notice:
+        print(f"note: {notice}", file=sys.stderr)
     from .pipeline import open_model
 
     task = get_task(args.task)
@@ -219,12 +224,12 @@ def cmd_predict(args) -> None:
     for tuned in (False, True):
         label = "tuned" if tuned else "base"
         if task.kind == CLASSIFICATION:
-            probs = classify(loaded, [args.text], settings, tuned, progress=False)[0]
+            probs = classify(loaded, [text], settings, tuned, progress=False)[0]
             best = max(range(len(probs)), key=probs.__getitem__)
             detail = ", ".join(f"{name} {p:.3f}" for name, p in zip(task.labels, probs))
             print(f"{label}: {task.labels[best]} ({detail})")
         else:
-            print(f"{label}: {generate(loaded, [args.text], settings, tuned, progress=False)[0]}")
+            print(f"{label}: {generate(loaded, [text], settings, tuned, progress=False)[0]}")
 
 
 def cmd_runs(args) -> None:

@@ -92,6 +92,27 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
     return [examples[i] for i in picked]
 
 
+MAX_TEXT_CHARS = 20_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def normalize_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> tuple[str, str | None]:
+    """Clean one user text for a model: drop control characters (keeping newlines and tabs), strip, and cut
+    to `max_chars`.
+
+    Returns:
+        (text, notice): notice says what was cut, or None.
+    Raises:
+        LlmftError: when nothing is left.
+    """
+    text = _CONTROL.sub("", text or "").strip()
+    if not text:
+        raise LlmftError("the text is empty: type or pick an example")
+    if len(text) > max_chars:
+        return text[:max_chars], f"text cut to its first {max_chars:,} characters (of {len(text):,})"
+    return text, None
+
+
 def normalize_label(value, labels: tuple[str, ...]) -> int:
     """Map a label given as an id (0, "1", 1.0) or a name ("positive", "Negative") to its id."""
     if isinstance(value, bool):

@@ -7,6 +7,7 @@ same weights with the adapter disabled. Loading is safetensors-only and never ru
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -68,15 +69,49 @@ def in_hub_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
+MAX_REF_CHARS = 200
+LOCAL_ROOTS: list[Path] | None = None
+"""Folders local models and adapters may come from; None = anywhere (the CLI). The app restricts it."""
+
+
+def restrict_local_paths(roots: list[str | os.PathLike] | None) -> None:
+    """Allow local model and adapter folders only under `roots` (None lifts the restriction)."""
+    global LOCAL_ROOTS
+    LOCAL_ROOTS = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+
+
+def _check_local(path: Path, ref: str) -> Path:
+    resolved = path.resolve()
+    if LOCAL_ROOTS is not None and not any(resolved.is_relative_to(root) for root in LOCAL_ROOTS):
+        raise LlmftError(f"local folder {ref} is outside the folders this server allows")
+    return resolved
+
+
+def _check_ref_text(ref: str, what: str) -> None:
+    if len(ref) > MAX_REF_CHARS:
+        raise LlmftError(f"{what} id is too long ({len(ref)} characters, at most {MAX_REF_CHARS})")
+    if "://" in ref or ref.lower().startswith(("http:", "https:", "file:")):
+        raise LlmftError(f"{what} must be a hub id or a local folder, not a URL: {ref[:80]!r}")
+
+
 def check_model_ref(ref: str) -> str:
-    """Return `ref` as an absolute folder path or a validated hub id; raise for anything else."""
+    """Return `ref` as an absolute folder path or a validated hub id; raise for anything else.
+
+    A local folder must hold safetensors weights and must not ask for remote code.
+    """
     if ref == MINILM:
         return minilm_path()
+    _check_ref_text(ref, "model")
     path = Path(ref).expanduser()
     if path.is_dir():
+        path = _check_local(path, ref)
         if not (path / "config.json").is_file():
             raise LlmftError(f"model folder {ref} has no config.json")
-        return str(path.resolve())
+        if "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8")):
+            raise LlmftError(f"model {ref} needs custom code (auto_map in config.json); llmft never runs remote code")
+        if not list(path.glob("*.safetensors")):
+            raise LlmftError(f"model folder {ref} has no .safetensors weights; pickle weights (.bin) are refused")
+        return str(path)
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise LlmftError(f"model folder not found: {ref}")
     if not HUB_ID_RE.match(ref) or ".." in ref:
@@ -158,7 +193,12 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0):
         else:
             model = AutoModelForSeq2SeqLM.from_pretrained(model_ref, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err)
+        if "trust_remote_code" in text:
+            raise LlmftError(f"model {model_ref} needs custom code; llmft never runs remote code") from None
+        if "safetensors" in text.lower():
+            raise LlmftError(f"model {model_ref} has no safetensors weights; pickle weights are refused") from None
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         raise LlmftError(f"cannot load {task.kind} model {model_ref}: {first}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -196,14 +236,18 @@ def head_modules(model: torch.nn.Module) -> list[str]:
 
 
 def adapter_dir(adapter: str) -> str:
-    """A folder holding adapter_config.json, or a validated hub id."""
+    """A folder holding adapter_config.json and safetensors weights, or a validated hub id."""
+    _check_ref_text(adapter, "adapter")
     path = Path(adapter).expanduser()
     if path.is_dir():
+        path = _check_local(path, adapter)
         if (path / "adapter").is_dir():  # a run directory
             path = path / "adapter"
         if not (path / "adapter_config.json").is_file():
             raise LlmftError(f"no adapter_config.json in {adapter}")
-        return str(path.resolve())
+        if not (path / "adapter_model.safetensors").is_file():
+            raise LlmftError(f"adapter {adapter} has no adapter_model.safetensors; pickle weights are refused")
+        return str(path)
     if adapter.startswith((".", "/", "~")) or not HUB_ID_RE.match(adapter) or ".." in adapter:
         raise LlmftError(f"adapter folder not found: {adapter}")
     return adapter

@@ -7,6 +7,7 @@ the state.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import shutil
@@ -282,24 +283,54 @@ def train(
     except KeyboardInterrupt:
         update_run(run_dir, status=CANCELLED, error="interrupted by the user")
         raise
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            update_run(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
+            raise
+        message = f"the disk is full: run {config.run_name} stopped while writing to {run_dir}"
+        try:
+            update_run(run_dir, status=FAILED, error=message)
+        except OSError:
+            pass  # run.json could not be rewritten either; readers see the process gone and report it failed
+        raise LlmftError(message) from None
     except BaseException as err:
         update_run(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
         raise
     return {**final, "dir": str(run_dir)}
 
 
-def _last_checkpoint(checkpoints: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt")
 
-    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+def complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """Checkpoint folders that were fully written, oldest first.
+
+    The Trainer writes trainer_state.json last, but a process killed mid-save can leave a folder with some
+    files missing; such a folder is never resumed from.
+    """
+    if not checkpoints.is_dir():
+        return []
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    complete = [p for p in found if all((p / f).is_file() and (p / f).stat().st_size > 0 for f in CHECKPOINT_FILES)]
+    return sorted(complete, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _last_checkpoint(checkpoints: Path) -> str | None:
+    complete = complete_checkpoints(checkpoints)
+    return str(complete[-1]) if complete else None
 
 
 def _save_adapter_atomically(model, tokenizer, dest: Path) -> None:
     """Write the adapter into a temporary folder, then rename it into place: never half an adapter."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or str(err)
+        raise LlmftError(f"could not save the adapter to {dest.parent}: {reason}") from None
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

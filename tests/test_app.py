@@ -9,7 +9,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from llmft.models import MINILM
+from llmft.models import MINILM, restrict_local_paths
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 
@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_t5, constant_summaries):
+def served(tmp_path_factory, tiny_t5, tiny_distilbert, constant_summaries):
     runs = tmp_path_factory.mktemp("app-runs")
     train(TrainConfig(task="sentiment", model=MINILM, runs_dir=str(runs), run_name="ready"), show_progress=False)
     train(
@@ -36,10 +36,12 @@ def served(tmp_path_factory, tiny_t5, constant_summaries):
         ),
         show_progress=False,
     )
-    app = build_app(str(runs))
+    # The tiny models live under pytest's temporary folder: the only local folder the app may load from.
+    app = build_app(str(runs), model_dirs=[tiny_t5, tiny_distilbert])
     _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield Client(url, verbose=False), runs
     app.close()
+    restrict_local_paths(None)  # the app's restriction is server-wide; later tests use the library freely
 
 
 def form(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmft.models import MINILM
+from llmft.models import MINILM, restrict_local_paths
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 
@@ -35,6 +35,7 @@ def app_url(tmp_path_factory):
     _, url, _ = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield url
     app.close()
+    restrict_local_paths(None)  # the app's restriction is server-wide; later tests use the library freely
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
+from ..models import minilm_path, restrict_local_paths
 from ..runs import runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, SETTINGS, completed_runs
 
 
-def build_app(runs_dir: str | None = None) -> gr.Blocks:
-    """Build the tabbed app; `runs_dir` overrides the runs home for this server."""
-    SETTINGS["runs_dir"] = str(runs_home(runs_dir))
+def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None) -> gr.Blocks:
+    """Build the tabbed app.
+
+    Args:
+        runs_dir: the runs home for this server (default: the usual runs home).
+        model_dirs: extra folders users may load local models or adapters from (default: $LLMFT_MODEL_DIRS,
+            separated by os.pathsep). The runs home and the packaged MiniLM are always allowed; any other
+            local path typed into the app is refused.
+    """
+    home = runs_home(runs_dir)
+    SETTINGS["runs_dir"] = str(home)
+    if model_dirs is None:
+        model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
+    restrict_local_paths([home, minilm_path(), *model_dirs])
     with gr.Blocks(title="llmft — LoRA fine-tuning, base vs tuned") as app:
         gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
         with gr.Tabs() as tabs:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..data import load_examples
+from ..data import load_examples, normalize_text
 from ..errors import LlmftError
 from ..evaluation import GenerationSettings, classify_one, stream_generate
 from ..metrics import resolve_scorer, summary_scores
 from ..pipeline import open_model
 from ..tasks import CLASSIFICATION, get_task
 from .common import TASKS, completed_runs, runs_dir, user_errors
-
-MAX_TEXT_CHARS = 20_000
 
 
 def bundled_examples(task_name: str, k: int = 12) -> list:
@@ -54,12 +52,8 @@ def _stats(update) -> str:
 def compare(task_name, model, adapter_choice, text, reference, max_new_tokens):
     """Yields (base text, tuned text, base stats, tuned stats, base probs, tuned probs, scores)."""
     task = get_task(task_name)
-    text = (text or "").replace("\x00", "").strip()
-    if not text:
-        raise LlmftError("the text is empty: type or pick an example")
-    notice = ""
-    if len(text) > MAX_TEXT_CHARS:
-        text, notice = text[:MAX_TEXT_CHARS], f" · text cut to its first {MAX_TEXT_CHARS:,} characters"
+    text, cut = normalize_text(text)
+    notice = f" · {cut}" if cut else ""
     loaded = _open(task, adapter_choice, model)
     settings = GenerationSettings(
         max_new_tokens=int(max_new_tokens), batch_size=1, max_input_tokens=task.max_input_tokens

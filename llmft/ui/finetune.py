@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import jobs
-from ..data import SAMPLE, read_rows
+from ..data import HUB_ID_RE, SAMPLE, read_rows
 from ..errors import LlmftError
 from ..plots import loss_curve
 from ..runs import read_run, runs_home
@@ -89,6 +89,8 @@ def make_config(
         if not (hub_id or "").strip():
             raise LlmftError("enter a hub dataset id, or choose another data source")
         data = hub_id.strip()
+        if not HUB_ID_RE.match(data) or ".." in data:
+            raise LlmftError(f"not a hub dataset id: {data[:80]!r} (owner/name; local files go through Upload)")
     elif source == "upload":
         if not upload:
             raise LlmftError("upload a data file, or choose another data source")
