@@ -181,3 +181,50 @@ def test_bad_upload_column_and_oversized_file(served, tmp_path):
     with open(big, "rb") as f:  # and the server refuses it on its own
         response = httpx.post(client.src + "gradio_api/upload", files={"files": ("big.csv", f)}, timeout=60)
     assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../../etc/passwd",
+        "%2e%2e/%2e%2e/etc/passwd",
+        "app.py",
+        ".git/config",
+        "RUNS/ready/run.json",
+        "RUNS/ready/adapter/adapter_model.safetensors",
+    ],
+)
+def test_files_outside_the_apps_downloads_are_refused(served, path):
+    client, runs = served
+    path = path.replace("RUNS", str(runs))
+    response = httpx.get(client.src + "gradio_api/file=" + path, timeout=30)
+    assert response.status_code in (403, 404), (path, response.status_code)
+    assert "root:" not in response.text and "peft_type" not in response.text
+
+
+def test_downloads_are_served(served):
+    client, _ = served
+    zip_path = client.predict("ready", api_name="/download_adapter")
+    assert Path(zip_path).name == "ready-adapter.zip" and Path(zip_path).stat().st_size > 1000
+
+
+def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):
+    client, _ = served
+    with pytest.raises(Exception, match="outside the folders this server allows"):
+        client.predict("sentiment", "/etc", "ready", "good film", "", 8, api_name="/compare")
+    with pytest.raises(Exception, match="not a hub dataset id"):
+        client.predict(*dict(form(), source="hub dataset", hub_id="/etc/passwd.csv").values(), api_name="/train")
+
+
+def test_evaluation_state_stays_in_its_own_session(served):
+    client, _ = served
+    other = Client(client.src, verbose=False)  # a second browser session
+    table = client.predict("ready", 10, 0, "", None, api_name="/evaluate")[6]
+    first_id = table["data"][0][0]
+    assert f"Example {first_id}" in client.predict(first_id, api_name="/example")
+    try:  # the other session has no result: gradio refuses the id or the handler finds nothing to show
+        seen = other.predict(first_id, api_name="/example")
+    except Exception as err:
+        seen = str(err)
+    assert f"Example {first_id}" not in seen and "Word diff" not in seen
