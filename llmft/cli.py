@@ -1,4 +1,4 @@
-"""Command line: python -m llmft tasks|train|evaluate|predict|runs
+"""Command line: python -m llmft tasks|train|evaluate|predict|runs|export|push
 
 Thin: parse arguments, build library objects, call the library, print. Any `LlmftError` becomes one line
 on stderr and exit status 2.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--runs-dir")
 
+    x = sub.add_parser("export", help="write a run's adapter (or merged model) with a model card")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True)
+    x.add_argument("--merge", action="store_true", help="merge the adapter into the base model")
+    x.add_argument("--runs-dir")
+
+    u = sub.add_parser("push", help="export a run and upload it to the Hugging Face hub")
+    u.add_argument("--run", required=True)
+    u.add_argument("--repo-id", required=True)
+    u.add_argument("--private", action="store_true")
+    u.add_argument("--merge", action="store_true")
+    u.add_argument("--runs-dir")
+
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")
     return parser
@@ -146,6 +160,8 @@ def cmd_train(args) -> None:
         ]
         config = TrainConfig(**{k: getattr(args, k) for k in keys})
     info = train(config, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun / accelerate launch, the main process reports
     print(
         f"run {info['name']}: {info['status']} in {info['duration_s']:.1f}s, {info['step']} steps, "
         f"final loss {info['final_loss']:.4f}"
@@ -232,6 +248,20 @@ def cmd_predict(args) -> None:
             print(f"{label}: {generate(loaded, [text], settings, tuned, progress=False)[0]}")
 
 
+def cmd_export(args) -> None:
+    from .export import export_run
+
+    out = export_run(args.run, args.out, merge=args.merge, runs_dir=args.runs_dir)
+    print(f"exported {'merged model' if args.merge else 'adapter'} of run {args.run} to {out}")
+
+
+def cmd_push(args) -> None:
+    from .export import push_run
+
+    url = push_run(args.run, args.repo_id, private=args.private, merge=args.merge, runs_dir=args.runs_dir)
+    print(f"pushed run {args.run} to {args.repo_id}: {url}")
+
+
 def cmd_runs(args) -> None:
     from .runs import list_runs
 
@@ -243,7 +273,15 @@ def cmd_runs(args) -> None:
         )
 
 
-COMMANDS = {"tasks": cmd_tasks, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs}
+COMMANDS = {
+    "tasks": cmd_tasks,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "runs": cmd_runs,
+    "export": cmd_export,
+    "push": cmd_push,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ def write_json_atomic(path: Path, data) -> None:
             json.dump(data, f, indent=2, default=str)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files are meant to be read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -195,14 +195,19 @@ def train(
     """
     task = get_task(config.task)
     home = runs_home(config.runs_dir)
+    # Under torchrun / accelerate launch every process runs this function; only the main one writes.
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    is_main = rank == 0
     if config.run_name is None:
+        if world_size > 1:
+            raise LlmftError("give --run-name when training with several processes: they must share one run")
         config.run_name = new_run_name(task.name)
     run_dir = home / config.run_name
     checkpoints = run_dir / "checkpoints"
     if resume:
         if not (run_dir / "run.json").is_file():
             raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
-    elif run_dir.exists():
+    elif is_main and run_dir.exists():
         raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
 
     # Everything that can fail on user input happens before the run directory exists.
@@ -234,6 +239,7 @@ def train(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_history": [],
         "step": 0,
+        "world_size": world_size,
     }
     if resume:
         info = {
@@ -243,8 +249,15 @@ def train(
             "host": socket.gethostname(),
             "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "error": None,
+            "world_size": world_size,
         }
-    update_run(run_dir, **info)
+
+    def record(**fields) -> dict:
+        """Write fields into run.json (main process); other processes only keep their local copy."""
+        info.update(fields)
+        return update_run(run_dir, **fields) if is_main else dict(info)
+
+    record(**info)
     try:
         trainer, progress_cb = _build_trainer(
             config,
@@ -263,11 +276,10 @@ def train(
         last = _last_checkpoint(checkpoints) if resume else None
         result = trainer.train(resume_from_checkpoint=last)
         cancelled = bool(cancel and cancel.is_set())
-        if not cancelled:
+        if not cancelled and trainer.is_world_process_zero():
             _save_adapter_atomically(trainer.model, tokenizer, run_dir / "adapter")
         elapsed = time.time() - started
-        final = update_run(
-            run_dir,
+        final = record(
             status=CANCELLED if cancelled else COMPLETED,
             step=trainer.state.global_step,
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -281,20 +293,20 @@ def train(
             tokens_per_s=round(progress_cb.tokens / max(result.metrics["train_runtime"], 1e-9), 1),
         )
     except KeyboardInterrupt:
-        update_run(run_dir, status=CANCELLED, error="interrupted by the user")
+        record(status=CANCELLED, error="interrupted by the user")
         raise
     except OSError as err:
         if err.errno != errno.ENOSPC:
-            update_run(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
+            record(status=FAILED, error=f"{type(err).__name__}: {err}")
             raise
         message = f"the disk is full: run {config.run_name} stopped while writing to {run_dir}"
         try:
-            update_run(run_dir, status=FAILED, error=message)
+            record(status=FAILED, error=message)
         except OSError:
             pass  # run.json could not be rewritten either; readers see the process gone and report it failed
         raise LlmftError(message) from None
     except BaseException as err:
-        update_run(run_dir, status=FAILED, error=f"{type(err).__name__}: {err}")
+        record(status=FAILED, error=f"{type(err).__name__}: {err}")
         raise
     return {**final, "dir": str(run_dir)}
 

@@ -228,3 +228,20 @@ def test_evaluation_state_stays_in_its_own_session(served):
     except Exception as err:
         seen = str(err)
     assert f"Example {first_id}" not in seen and "Word diff" not in seen
+
+
+def test_runs_tab_pushes_through_the_hub_api(served, monkeypatch, tmp_path):
+    """Uses a LOCAL STAND-IN for the two hub API calls (no hub is reachable here); see test_scaleout.FakeHub."""
+    import huggingface_hub
+
+    from tests.test_scaleout import FakeHub
+
+    client, _ = served
+    fake = FakeHub(tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: fake.create_repo(*a, **k))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, *a, **k: fake.upload_folder(*a, **k))
+    message = client.predict("ready", "someone/ready", True, False, api_name="/push")
+    assert "Pushed run ready to someone/ready" in message
+    assert (tmp_path / "hub" / "someone" / "ready" / "adapter_model.safetensors").is_file()
+    with pytest.raises(Exception, match="must look like user/name"):
+        client.predict("ready", "not a repo", True, False, api_name="/push")

@@ -97,6 +97,15 @@ def download_adapter(name):
     return zip_for_download(run_dir / "adapter", f"{name}-adapter")
 
 
+def push(name, repo_id, private, merge):
+    from ..export import push_run
+
+    if not name:
+        raise LlmftError("pick a run to push")
+    url = push_run(name, (repo_id or "").strip(), private=bool(private), merge=bool(merge), runs_dir=runs_dir())
+    return f"Pushed run {name} to {repo_id}: {url}"
+
+
 def build():
     with gr.Tab("Runs", id="runs"):
         refresh_btn = gr.Button("Refresh", size="sm")
@@ -109,10 +118,16 @@ def build():
         with gr.Row():
             download_btn = gr.Button("Download adapter (.zip)")
             delete_btn = gr.Button("Delete run", variant="stop")
+        with gr.Row():
+            repo_id = gr.Textbox(label="Hub repo id (user/name; token from HF_TOKEN)")
+            private = gr.Checkbox(label="Private", value=True)
+            merge = gr.Checkbox(label="Merge into the base model", value=False)
+            push_btn = gr.Button("Push to the hub")
         message = gr.Markdown()
         file = gr.File(label="Adapter", interactive=False)
         refresh_btn.click(user_errors(refresh), None, [table, pick], api_name="runs")
         pick.change(user_errors(details), pick, [info, loss], api_name="run_details")
         delete_btn.click(user_errors(delete), pick, [message, table, pick], api_name="delete_run")
+        push_btn.click(user_errors(push), [pick, repo_id, private, merge], message, api_name="push")
         download_btn.click(user_errors(download_adapter), pick, file, api_name="download_adapter")
     return {"refresh": refresh_btn, "table": table, "pick": pick}

@@ -1,0 +1,162 @@
+"""Export a run (adapter, or base+adapter merged into one model) with a model card, and push it to the hub."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import LlmftError
+from .models import load_model, resolve_model
+from .runs import COMPLETED, find_run, latest_evaluation, read_run
+from .tasks import get_task
+
+HYPERPARAMETERS = (
+    "preset",
+    "max_steps",
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "train_samples",
+    "seed",
+)
+
+
+def model_card(info: dict, evaluation: dict | None, merged: bool) -> str:
+    """README.md for an exported run: what it is, how it was made, and its latest evaluation."""
+    task = get_task(info["task"])
+    cfg = info.get("config", {})
+    rows = "\n".join(f"| {k} | {cfg.get(k)} |" for k in HYPERPARAMETERS if cfg.get(k) is not None)
+    library = "transformers" if merged else "peft"
+    lines = [
+        "---",
+        f"library_name: {library}",
+        f"base_model: {info['base_model']}",
+        "tags:",
+        "- llmft",
+        "- lora",
+        f"- {task.kind}",
+        "---",
+        "",
+        f"# {info['name']}",
+        "",
+        f"A LoRA fine-tune of `{info['base_model']}` for **{task.name}**: {task.description}",
+        "This folder holds "
+        + (
+            "the base model with the adapter merged in (plain transformers, safetensors)."
+            if merged
+            else "the LoRA adapter (load it with peft on top of the base model)."
+        ),
+        "",
+        "## Training",
+        f"- data: `{info.get('data')}` ({info.get('train_examples')} examples)",
+        f"- LoRA target modules: {', '.join(info.get('lora_target_modules_resolved', []))}",
+        f"- steps: {info.get('step')}, final loss {info.get('final_loss')}, duration {info.get('duration_s')} s",
+        f"- library versions: {info.get('versions')}",
+        "",
+        "| hyperparameter | value |",
+        "|---|---|",
+        rows,
+        "",
+        "Reproduce with:",
+        "",
+        "```",
+        info.get("command", ""),
+        "```",
+        "",
+        "## Evaluation (base vs tuned, same examples)",
+    ]
+    if not evaluation:
+        lines += ["", f"Not evaluated yet: `python -m llmft evaluate --task {task.name} --run {info['name']}`."]
+    else:
+        scorer = f", BERTScore scorer `{evaluation['scorer']}`" if evaluation.get("scorer") else ""
+        lines += [
+            "",
+            f"n = {evaluation['n']} test examples ({evaluation.get('data')}, split "
+            f"{evaluation.get('split')}, seed {evaluation.get('seed')}){scorer}.",
+            "",
+            "| metric | base | tuned | delta | 95% CI | p-value | win/tie/loss |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, m in evaluation["metrics"].items():
+            lines.append(
+                f"| {name} | {m['base_mean']:.4f} | {m['tuned_mean']:.4f} | {m['delta_mean']:+.4f} | "
+                f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['p_value']:.3g} ({m.get('test', '')}) | "
+                f"{m['wins']}/{m['ties']}/{m['losses']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def export_run(run: str, out: str | os.PathLike, merge: bool = False, runs_dir: str | None = None) -> Path:
+    """Write run `run`'s adapter (or the merged model when `merge`) and a model card into `out`.
+
+    The folder is assembled next to `out` and renamed into place, so a failed export leaves nothing behind.
+    """
+    run_dir = find_run(run, runs_dir)
+    info = read_run(run_dir)
+    if info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
+        raise LlmftError(f"run {run} has no final adapter (status {info.get('status')}): nothing to export")
+    out = Path(out).expanduser().resolve()
+    if out.exists() and any(out.iterdir()):
+        raise LlmftError(f"{out} exists and is not empty; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if merge:
+            task = get_task(info["task"])
+            loaded = load_model(
+                task,
+                resolve_model(task, info["base_model"]),
+                str(run_dir / "adapter"),
+                head_seed=int(info.get("head_seed", 0)),
+            )
+            merged = loaded.model.merge_and_unload()
+            merged.save_pretrained(staging, safe_serialization=True)
+            loaded.tokenizer.save_pretrained(staging)
+        else:
+            shutil.copytree(run_dir / "adapter", staging, dirs_exist_ok=True)
+        (staging / "README.md").write_text(model_card(info, latest_evaluation(run_dir), merge), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def push_run(
+    run: str,
+    repo_id: str,
+    private: bool = False,
+    merge: bool = False,
+    runs_dir: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Export run `run` and upload it to the hub repo `repo_id` (token from HF_TOKEN or `hf auth login`).
+
+    Returns the URL of the uploaded commit.
+    """
+    from huggingface_hub import HfApi
+
+    from .data import HUB_ID_RE
+
+    if not HUB_ID_RE.match(repo_id) or "/" not in repo_id or ".." in repo_id:
+        raise LlmftError(f"--repo-id must look like user/name, got {repo_id!r}")
+    with tempfile.TemporaryDirectory(prefix="llmft-push-") as tmp:
+        folder = export_run(run, Path(tmp) / "export", merge=merge, runs_dir=runs_dir)
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(
+                folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=f"llmft: upload run {run}"
+            )
+        except Exception as err:  # network, auth and permission errors come in many types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise LlmftError(f"could not push to {repo_id}: {first}") from None
+    return str(getattr(commit, "commit_url", commit))
