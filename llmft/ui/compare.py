@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from ..data import load_examples, normalize_text
@@ -68,7 +70,8 @@ def compare(task_name, model, adapter_choice, text, reference, max_new_tokens):
         if reference and reference.strip():
             ref = reference.strip().lower()
             marks = ["✓" if best.lower() == ref else "✗" for best, _ in out]
-            scores = f"Reference **{reference.strip()}** — base {marks[0]} · tuned {marks[1]}"
+            # Escaped: the reference is user text and must not render as markup.
+            scores = f"Reference **{html.escape(reference.strip())}** — base {marks[0]} · tuned {marks[1]}"
         yield out[0][0], out[1][0], out[0][1], out[1][1], base["probs"], tuned["probs"], scores
         return
     base_text = tuned_text = base_stats = tuned_stats = ""
