@@ -126,7 +126,7 @@ def cmd_tasks(args) -> None:
 
 def cmd_train(args) -> None:
     from .runs import find_run, read_run
-    from .training import TrainConfig, train
+    from .training import TrainConfig, config_fields, train
 
     get_task(args.task)
     if args.resume:
@@ -137,28 +137,8 @@ def cmd_train(args) -> None:
             raise LlmftError(f"run {args.run_name} is already completed")
         config = TrainConfig(**saved["config"])
     else:
-        keys = [
-            "task",
-            "preset",
-            "model",
-            "data",
-            "train_samples",
-            "max_steps",
-            "epochs",
-            "learning_rate",
-            "batch_size",
-            "lora_r",
-            "lora_alpha",
-            "lora_dropout",
-            "target_modules",
-            "seed",
-            "run_name",
-            "runs_dir",
-            "text_column",
-            "target_columns",
-            "label_column",
-        ]
-        config = TrainConfig(**{k: getattr(args, k) for k in keys})
+        # Every TrainConfig field the parser defines, under the same name.
+        config = TrainConfig(**{k: getattr(args, k) for k in config_fields() if hasattr(args, k)})
     info = train(config, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun / accelerate launch, the main process reports

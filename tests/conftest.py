@@ -47,3 +47,12 @@ def runs_dir(tmp_path):
 def write_lines(path, lines, encoding="utf-8"):
     path.write_text("\n".join(lines) + "\n", encoding=encoding)
     return str(path)
+
+
+def free_port() -> int:
+    """A free loopback port (asking a launcher for port 0 does not work for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,7 +1,6 @@
 """The real app on a localhost port, driven through gradio_client. Run: pytest tests/test_app.py"""
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -12,12 +11,7 @@ from gradio_client import Client, handle_file
 from llmft.models import MINILM, restrict_local_paths
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")

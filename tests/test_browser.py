@@ -7,7 +7,6 @@ Screenshots land in test-artifacts/.
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from llmft.models import MINILM, restrict_local_paths
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
+from tests.conftest import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -29,10 +29,7 @@ def app_url(tmp_path_factory):
     runs = tmp_path_factory.mktemp("browser-runs")
     train(TrainConfig(task="sentiment", model=MINILM, runs_dir=str(runs), run_name="demo"), show_progress=False)
     app = build_app(str(runs))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    _, url, _ = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url
     app.close()
     restrict_local_paths(None)  # the app's restriction is server-wide; later tests use the library freely

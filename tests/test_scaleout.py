@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,9 @@ from llmft.export import export_run, push_run
 from llmft.models import load_model
 from llmft.pipeline import evaluate
 from llmft.training import TrainConfig, train
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> str:
-    # torchrun's own "--master_port 0" leaves the workers waiting on a port nobody listens on
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def test_torchrun_two_processes_write_one_run_and_one_adapter(tiny_distilbert, tmp_path):
@@ -40,7 +33,7 @@ def test_torchrun_two_processes_write_one_run_and_one_adapter(tiny_distilbert, t
             "--master_addr",
             "127.0.0.1",
             "--master_port",
-            free_port(),
+            str(free_port()),
             "-m",
             "llmft",
             "train",
