@@ -239,3 +239,13 @@ def test_runs_tab_pushes_through_the_hub_api(served, monkeypatch, tmp_path):
     assert (tmp_path / "hub" / "someone" / "ready" / "adapter_model.safetensors").is_file()
     with pytest.raises(Exception, match="must look like user/name"):
         client.predict("ready", "not a repo", True, False, api_name="/push")
+
+
+def test_runs_tab_lists_runs_with_details(served):
+    client, _ = served
+    table, pick, info, _loss = client.predict(api_name="/runs")
+    names = [row[0] for row in table["data"]]
+    assert "ready" in names and pick["value"] in names  # the client returns the picker's update
+    assert json.loads(info)["name"] == pick["value"]
+    models = {row[0]: row[3] for row in table["data"]}
+    assert models["ready"] == "all-MiniLM-L6-v2 (packaged)"

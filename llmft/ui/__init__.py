@@ -9,7 +9,7 @@ import gradio as gr
 from ..models import minilm_path, restrict_local_paths
 from ..runs import runs_home
 from . import about, compare, evaluate, finetune, runs_tab
-from .common import DOWNLOADS, MAX_UPLOAD, SETTINGS, completed_runs
+from .common import DOWNLOADS, MAX_UPLOAD, SETTINGS, completed_runs, user_errors
 
 
 def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None) -> gr.Blocks:
@@ -32,7 +32,7 @@ def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None) 
             cmp = compare.build()
             ft = finetune.build()
             ev = evaluate.build()
-            runs_tab.build()
+            rt = runs_tab.build()
             about.build()
 
         def to_evaluate(name):
@@ -54,6 +54,7 @@ def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None) 
             refresh_pickers, [ft["finished"], cmp["task"]], [ev["run"], cmp["adapter"]], api_name=False
         )
         app.load(lambda: gr.update(choices=completed_runs()), None, ev["run"], api_name=False)
+        app.load(user_errors(runs_tab.refresh), None, rt["outputs"], api_name=False)  # a fresh page shows current runs
     return app
 
 

@@ -9,11 +9,22 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import LlmftError
+from ..models import minilm_path
 from ..plots import loss_curve
 from ..runs import delete_run, find_run, latest_evaluation, list_runs, read_run
 from .common import runs_dir, user_errors, zip_for_download
 
 HYPER = ("preset", "max_steps", "learning_rate", "batch_size", "lora_r", "lora_alpha", "lora_dropout")
+
+
+def model_label(ref: str) -> str:
+    """A short name for the table: the hub id, or the packaged MiniLM, or a folder's last two parts."""
+    path = Path(ref)
+    if not path.is_absolute():
+        return ref
+    if path == Path(minilm_path()):
+        return "all-MiniLM-L6-v2 (packaged)"
+    return "/".join(path.parts[-2:])
 
 
 def runs_table() -> pd.DataFrame:
@@ -32,7 +43,7 @@ def runs_table() -> pd.DataFrame:
                 "run": run["name"],
                 "status": run.get("status"),
                 "task": run.get("task"),
-                "model": Path(str(run.get("base_model", ""))).name,
+                "model": model_label(str(run.get("base_model", ""))),
                 "data": Path(str(run.get("data", ""))).name,
                 **{k: cfg.get(k) for k in HYPER},
                 "duration s": run.get("duration_s"),
@@ -47,9 +58,12 @@ def runs_table() -> pd.DataFrame:
 
 
 def refresh():
+    """The runs table, the picker, and the first run's details (set here: a picker update alone may not
+    trigger its change event)."""
     table = runs_table()
     names = table["run"].tolist()
-    return table, gr.update(choices=names, value=names[0] if names else None)
+    first = names[0] if names else None
+    return table, gr.update(choices=names, value=first), *details(first)
 
 
 def details(name):
@@ -125,9 +139,9 @@ def build():
             push_btn = gr.Button("Push to the hub")
         message = gr.Markdown()
         file = gr.File(label="Adapter", interactive=False)
-        refresh_btn.click(user_errors(refresh), None, [table, pick], api_name="runs")
+        refresh_btn.click(user_errors(refresh), None, [table, pick, info, loss], api_name="runs")
         pick.change(user_errors(details), pick, [info, loss], api_name="run_details")
-        delete_btn.click(user_errors(delete), pick, [message, table, pick], api_name="delete_run")
+        delete_btn.click(user_errors(delete), pick, [message, table, pick, info, loss], api_name="delete_run")
         push_btn.click(user_errors(push), [pick, repo_id, private, merge], message, api_name="push")
         download_btn.click(user_errors(download_adapter), pick, file, api_name="download_adapter")
-    return {"refresh": refresh_btn, "table": table, "pick": pick}
+    return {"outputs": [table, pick, info, loss]}
