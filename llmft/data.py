@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LlmftError
+from .errors import LlmftError, first_line
 from .tasks import CLASSIFICATION, TaskSpec
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -220,7 +220,7 @@ def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
     try:
         ds = datasets.load_dataset(dataset_id, split=split)
     except ValueError as err:  # e.g. an unknown split
-        raise LlmftError(f"cannot load split {split!r} of dataset {dataset_id}: {str(err).splitlines()[0]}") from None
+        raise LlmftError(f"cannot load split {split!r} of dataset {dataset_id}: {first_line(err)}") from None
     except Exception as err:  # connection and not-found errors come in many types
         raise LlmftError(
             f"cannot load dataset {dataset_id} from the hub ({type(err).__name__}); offline, pass a local file "

@@ -8,3 +8,9 @@ as a `gr.Error`. Every other exception is a bug and keeps its traceback.
 
 class LlmftError(ValueError):
     """A problem the user can fix, described in one line."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

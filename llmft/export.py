@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import LlmftError
+from .errors import LlmftError, first_line
 from .models import load_model, resolve_model
 from .runs import COMPLETED, find_run, latest_evaluation, read_run
 from .tasks import get_task
@@ -157,6 +157,5 @@ def push_run(
                 folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=f"llmft: upload run {run}"
             )
         except Exception as err:  # network, auth and permission errors come in many types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise LlmftError(f"could not push to {repo_id}: {first}") from None
+            raise LlmftError(f"could not push to {repo_id}: {first_line(err)}") from None
     return str(getattr(commit, "commit_url", commit))

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 from .data import HUB_ID_RE
-from .errors import LlmftError
+from .errors import LlmftError, first_line
 from .tasks import CLASSIFICATION, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,7 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0):
             raise LlmftError(f"model {model_ref} needs custom code; llmft never runs remote code") from None
         if "safetensors" in text.lower():
             raise LlmftError(f"model {model_ref} has no safetensors weights; pickle weights are refused") from None
-        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        raise LlmftError(f"cannot load {task.kind} model {model_ref}: {first}") from None
+        raise LlmftError(f"cannot load {task.kind} model {model_ref}: {first_line(err)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
@@ -264,8 +263,7 @@ def load_model(task: TaskSpec, model_ref: str, adapter: str | None = None, head_
         try:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=False).to(device).eval()
         except (OSError, ValueError, RuntimeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first}") from None
+            raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first_line(err)}") from None
     return LoadedModel(model, tokenizer, task, model_ref, adapter, device, head_seed)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..errors import LlmftError
+from ..errors import LlmftError, first_line
 from ..runs import COMPLETED, list_runs
 from ..tasks import task_names
 
@@ -34,7 +34,7 @@ def user_errors(fn):
     def report(err):
         if isinstance(err, LlmftError):
             return gr.Error(str(err))
-        return gr.Error(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        return gr.Error(f"{type(err).__name__}: {first_line(err)}")
 
     if _is_generator(fn):
 
