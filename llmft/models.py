@@ -80,11 +80,19 @@ def restrict_local_paths(roots: list[str | os.PathLike] | None) -> None:
     LOCAL_ROOTS = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
 
 
-def _check_local(path: Path, ref: str) -> Path:
+def _local_folder(ref: str) -> Path | None:
+    """The resolved folder `ref` names, or None when it names no folder here.
+
+    Under the app's restriction a path outside the allowed folders is refused whether or not it exists,
+    so a request cannot probe the server's file system.
+    """
+    path = Path(ref).expanduser()
+    if not (ref.startswith((".", "/", "~")) or path.is_dir()):
+        return None
     resolved = path.resolve()
     if LOCAL_ROOTS is not None and not any(resolved.is_relative_to(root) for root in LOCAL_ROOTS):
         raise LlmftError(f"local folder {ref} is outside the folders this server allows")
-    return resolved
+    return resolved if resolved.is_dir() else None
 
 
 def _check_ref_text(ref: str, what: str) -> None:
@@ -102,9 +110,8 @@ def check_model_ref(ref: str) -> str:
     if ref == MINILM:
         return minilm_path()
     _check_ref_text(ref, "model")
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        path = _check_local(path, ref)
+    path = _local_folder(ref)
+    if path is not None:
         if not (path / "config.json").is_file():
             raise LlmftError(f"model folder {ref} has no config.json")
         if "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8")):
@@ -237,9 +244,8 @@ def head_modules(model: torch.nn.Module) -> list[str]:
 def adapter_dir(adapter: str) -> str:
     """A folder holding adapter_config.json and safetensors weights, or a validated hub id."""
     _check_ref_text(adapter, "adapter")
-    path = Path(adapter).expanduser()
-    if path.is_dir():
-        path = _check_local(path, adapter)
+    path = _local_folder(adapter)
+    if path is not None:
         if (path / "adapter").is_dir():  # a run directory
             path = path / "adapter"
         if not (path / "adapter_config.json").is_file():

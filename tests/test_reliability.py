@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from llmft import LlmftError, get_task, jobs
 from llmft import data as data_module
 from llmft.data import load_examples, normalize_label, normalize_text, read_rows
-from llmft.models import check_model_ref, load_model, restrict_local_paths
+from llmft.models import adapter_dir, check_model_ref, load_model, restrict_local_paths
 from llmft.runs import read_run
 from llmft.training import TrainConfig, complete_checkpoints, train
 from llmft.ui.common import word_diff_html
@@ -71,7 +71,8 @@ def as_the_app(tmp_path):
     "ref,message",
     [
         ("../../etc", "outside the folders this server allows"),
-        ("../../no/such/place", "model folder not found"),
+        ("../../no/such/place", "outside the folders this server allows"),
+        ("/no/such/place", "outside the folders this server allows"),
         ("https://evil.example/model", "not a URL"),
         ("file:///etc/passwd", "not a URL"),
         ("org/model; rm -rf /", "model folder not found"),
@@ -83,6 +84,13 @@ def as_the_app(tmp_path):
 def test_hostile_model_ids_are_rejected_before_any_load(ref, message, as_the_app):
     with pytest.raises(LlmftError, match=message):
         check_model_ref(ref)
+
+
+def test_a_missing_folder_inside_the_allowed_roots_is_reported_as_missing(tmp_path, as_the_app):
+    with pytest.raises(LlmftError, match="model folder not found"):
+        check_model_ref(str(tmp_path / "nope"))
+    with pytest.raises(LlmftError, match="adapter folder not found"):
+        adapter_dir(str(tmp_path / "nope"))
 
 
 @pytest.mark.parametrize("dataset", ["../../etc/passwd", "https://x.y/data.csv", "org/data`id`", "a/b/c"])
