@@ -282,6 +282,7 @@ def train(
         final = record(
             status=CANCELLED if cancelled else COMPLETED,
             step=trainer.state.global_step,
+            epochs=round(trainer.state.epoch or 0.0, 3),  # passes over the training data, all processes together
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             duration_s=round(elapsed, 2),
             train_loss=result.training_loss,
@@ -425,6 +426,7 @@ def _build_trainer(
         use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         dataloader_pin_memory=False,
+        ddp_find_unused_parameters=False,  # LoRA uses every trainable weight; the extra graph walk only costs
         include_num_input_tokens_seen="non_padding",
     )
     callback = _ProgressCallback(run_dir, total, on_progress, cancel, started, info.get("loss_history", []))

@@ -21,49 +21,55 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_torchrun_two_processes_write_one_run_and_one_adapter(tiny_distilbert, tmp_path):
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"],
+    # --multi_gpu is accelerate's switch for its torchrun-based launcher; on a machine without GPUs it runs
+    # DDP over gloo on CPU. Without it, `accelerate launch --num_processes 2` starts one process on a CPU.
+    "accelerate": [
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+    ],
+}
+
+
+@pytest.mark.parametrize("launcher,task", [("torchrun", "sentiment"), ("accelerate", "dialogue")])
+def test_two_processes_write_one_run_and_one_adapter(launcher, task, tiny_distilbert, tiny_t5, tmp_path):
+    model = tiny_distilbert if task == "sentiment" else tiny_t5
+    port = ["--master_port" if launcher == "torchrun" else "--main_process_port", str(free_port())]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_CONFIG_FILE", None)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "llmft",
-            "train",
-            "--task",
-            "sentiment",
-            "--model",
-            tiny_distilbert,
-            "--max-steps",
-            "4",
-            "--train-samples",
-            "64",
-            "--run-name",
-            "ddp",
-            "--runs-dir",
-            str(tmp_path),
-        ],
+        [sys.executable, *LAUNCHERS[launcher], *port, "-m", "llmft", "train", "--task", task, "--model", model,
+         "--max-steps", "4", "--batch-size", "8", "--train-samples", "64", "--run-name", "ddp",
+         "--runs-dir", str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
     assert proc.stdout.count("run ddp: completed") == 1  # only the main process reports
     info = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert info["status"] == "completed" and info["world_size"] == 2 and info["step"] == 4
+    # Each process takes its own shard: 4 steps of 2 x 8 examples are one pass over the 64 training examples
+    # (without sharding, each process would see all 64 and 4 steps would be half a pass).
+    assert info["epochs"] == pytest.approx(1.0)
     adapters = list(tmp_path.rglob("adapter_model.safetensors"))
     assert [p.parent.name for p in adapters if "checkpoint" not in str(p)] == ["adapter"]
-    loaded = load_model(get_task("sentiment"), tiny_distilbert, str(tmp_path / "ddp"), head_seed=info["head_seed"])
+    loaded = load_model(get_task(task), model, str(tmp_path / "ddp"), head_seed=info["head_seed"])
     assert loaded.adapter.endswith("ddp/adapter")
 
 
