@@ -1,4 +1,4 @@
-"""llmft app (Hugging Face Space entry point). Run: python app.py [--port 7860] [--runs-dir DIR]"""
+"""llmft app (Hugging Face Space entry point). Run: python app.py [--port 7860] [--runs-dir DIR] [--dtype bfloat16]"""
 
 import argparse
 import os
@@ -16,5 +16,12 @@ if __name__ == "__main__":
         default=None,
         help="a folder users may load local models from (repeatable; default $LLMFT_MODEL_DIRS)",
     )
+    parser.add_argument(
+        "--dtype",
+        default=os.environ.get("LLMFT_DTYPE", "auto"),
+        choices=["auto", "float32", "bfloat16"],
+        help="weights' dtype: auto (fp32 on CPU, bf16 on a bf16 GPU) or bfloat16, faster on bf16 CPUs "
+        "(default $LLMFT_DTYPE or auto)",
+    )
     args = parser.parse_args()
-    launch(build_app(args.runs_dir, args.model_dir), server_name=args.host, server_port=args.port)
+    launch(build_app(args.runs_dir, args.model_dir, args.dtype), server_name=args.host, server_port=args.port)

@@ -37,10 +37,10 @@ def make_adapter(model_path: str, out: str) -> str:
     return out
 
 
-def llmft_side(model_path, adapter, examples, tokens, batch_size):
+def llmft_side(model_path, adapter, examples, tokens, batch_size, dtype="auto"):
     BertScorer._cache.clear()  # count the scorer's one load
     start = time.perf_counter()
-    loaded = load_model(get_task("dialogue"), model_path, adapter)
+    loaded = load_model(get_task("dialogue"), model_path, adapter, dtype=dtype)
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
     result = evaluate_pair(loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False)
     return time.perf_counter() - start, result
@@ -85,8 +85,12 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
     model_path = model_dir(size)
     adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
     examples = load_examples(get_task("dialogue"), None, "test")[:n]
-    llmft_s, _ = llmft_side(model_path, adapter, examples, tokens, batch_size)
+    llmft_s, fp32 = llmft_side(model_path, adapter, examples, tokens, batch_size)
+    # Opt-in bf16 weights (--dtype bfloat16): same work; outputs may differ slightly from fp32.
+    bf16_s, bf16 = llmft_side(model_path, adapter, examples, tokens, batch_size, dtype="bfloat16")
     origin_s, _ = origin_side(model_path, adapter, examples, tokens)
+    pairs = zip(fp32["rows"], bf16["rows"])
+    same = [a[f"{side}_output"] == b[f"{side}_output"] for a, b in pairs for side in ("base", "tuned")]
     result = {
         "size": size,
         "n": n,
@@ -95,6 +99,9 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
         "llmft_s": round(llmft_s, 2),
         "origin_s": round(origin_s, 2),
         "speedup": round(origin_s / llmft_s, 2),
+        "llmft_bf16_s": round(bf16_s, 2),
+        "speedup_bf16": round(origin_s / bf16_s, 2),
+        "bf16_outputs_equal_to_fp32": round(sum(same) / len(same), 3),
     }
     print(
         table(
@@ -104,9 +111,11 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
                     result["origin_s"],
                     result["llmft_s"],
                     f"{result['speedup']}x",
+                    result["llmft_bf16_s"],
+                    f"{result['speedup_bf16']}x",
                 ]
             ],
-            ["benchmark", "origin s", "llmft s", "ratio"],
+            ["benchmark", "origin s", "llmft s", "ratio", "llmft bf16 s", "ratio"],
         )
     )
     write_result("eval", result)

@@ -3,48 +3,65 @@
 Run: python benchmarks/bench_memory.py [--size base|tiny]
 
 Each way runs in its own fresh process (peak RSS never goes down), loads the models and generates one
-output from each side.
+output from each side. Ways: llmft's one instance (fp32, and opt-in bf16) and the origin's two copies.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from benchmarks.common import HERE, model_dir, peak_rss_mb, table, write_result
 
 
-def child(way: str, model_path: str, adapter: str) -> None:
-    """Runs in a subprocess: load, generate from both sides, print peak RSS as JSON."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForSeq2SeqLM
+def memory_now() -> dict:
+    """Resident set split into anonymous and file-backed pages, and PSS (shared pages divided by their users)."""
+    status = Path("/proc/self/status").read_text()
+    rollup = Path("/proc/self/smaps_rollup").read_text()
 
-    from llmft.evaluation import GenerationSettings, generate
-    from llmft.models import load_model
-    from llmft.tasks import get_task
+    def kb(text, key):
+        return int(re.search(rf"^{key}:\s+(\d+)", text, re.M).group(1)) / 1024
+
+    return {"anon_mb": kb(status, "RssAnon"), "file_mb": kb(status, "RssFile"), "pss_mb": kb(rollup, "Pss")}
+
+
+def child(way: str, model_path: str, adapter: str) -> None:
+    """Runs in a subprocess: load, generate from both sides, print peak RSS as JSON.
+
+    Each way imports only what it uses: the origin needs torch, transformers and peft; llmft's serving
+    path (what the Compare tab and `predict` run) imports llmft's model and generation modules.
+    """
+    import torch
 
     before = peak_rss_mb()
-    task = get_task("dialogue")
     text = "#Person1#: Shall we meet on Friday?\n#Person2#: Yes, at noon by the station."
-    settings = GenerationSettings(max_new_tokens=8, min_new_tokens=8, batch_size=1)
-    if way == "one":
-        loaded = load_model(task, model_path, adapter)
+    if way in ("one", "one_bf16"):
+        from llmft.evaluation import GenerationSettings, generate
+        from llmft.models import load_model
+        from llmft.tasks import get_task
+
+        settings = GenerationSettings(max_new_tokens=8, min_new_tokens=8, batch_size=1)
+        dtype = "bfloat16" if way == "one_bf16" else "auto"
+        loaded = load_model(get_task("dialogue"), model_path, adapter, dtype=dtype)
         generate(loaded, [text], settings, tuned=False, progress=False)
         generate(loaded, [text], settings, tuned=True, progress=False)
     else:
+        from peft import PeftModel
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        prompt = f"Summarize the following conversation:\n\n{text}\n\nSummary:"
         base = AutoModelForSeq2SeqLM.from_pretrained(model_path).eval()
         tuned = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_path), adapter).eval()
-        from transformers import AutoTokenizer
-
-        ids = AutoTokenizer.from_pretrained(model_path)(task.format_prompt(text), return_tensors="pt").input_ids
+        ids = AutoTokenizer.from_pretrained(model_path)(prompt, return_tensors="pt").input_ids
         with torch.inference_mode():
             base.generate(input_ids=ids, max_new_tokens=8)
             tuned.generate(input_ids=ids, max_new_tokens=8)
-    print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb()}))
+    print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb(), **memory_now()}))
 
 
 def measure(way, model_path, adapter) -> dict:
@@ -64,6 +81,7 @@ def main(size: str = "base") -> dict:
     model_path = model_dir(size)
     adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
     one, two = measure("one", model_path, adapter), measure("two", model_path, adapter)
+    bf16 = measure("one_bf16", model_path, adapter)
     result = {
         "size": size,
         "one_instance_peak_mb": round(one["peak_mb"]),
@@ -72,6 +90,16 @@ def main(size: str = "base") -> dict:
         "one_instance_model_mb": round(one["peak_mb"] - one["before_mb"]),
         "two_copies_model_mb": round(two["peak_mb"] - two["before_mb"]),
         "model_ratio": round((one["peak_mb"] - one["before_mb"]) / (two["peak_mb"] - two["before_mb"]), 3),
+        # fp32 safetensors weights stay memory-mapped: RSS counts the same file pages once per mapping, PSS
+        # (and the machine's free memory) counts them once. See the README's Performance section.
+        "one_instance_pss_mb": round(one["pss_mb"]),
+        "two_copies_pss_mb": round(two["pss_mb"]),
+        "pss_ratio": round(one["pss_mb"] / two["pss_mb"], 3),
+        "one_instance_file_mb": round(one["file_mb"]),
+        "two_copies_file_mb": round(two["file_mb"]),
+        "one_instance_bf16_peak_mb": round(bf16["peak_mb"]),
+        "bf16_ratio": round(bf16["peak_mb"] / two["peak_mb"], 3),
+        "one_instance_bf16_pss_mb": round(bf16["pss_mb"]),
     }
     print(
         table(
@@ -81,10 +109,12 @@ def main(size: str = "base") -> dict:
                     result["two_copies_peak_mb"],
                     result["one_instance_peak_mb"],
                     f"{result['ratio']}x",
-                    f"{result['model_ratio']}x",
+                    f"{result['two_copies_pss_mb']} / {result['one_instance_pss_mb']}",
+                    result["one_instance_bf16_peak_mb"],
+                    f"{result['bf16_ratio']}x",
                 ]
             ],
-            ["benchmark", "two copies MB", "one instance MB", "peak ratio", "model-only ratio"],
+            ["benchmark", "two copies MB", "one instance MB", "peak RSS ratio", "PSS two / one", "bf16 MB", "ratio"],
         )
     )
     write_result("memory", result)

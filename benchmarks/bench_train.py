@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 
+import torch
+
 from benchmarks.common import gemm_gflops, model_dir, t5_params, table, write_result
 from llmft.data import load_examples, sample_examples
 from llmft.tasks import get_task
@@ -68,8 +70,9 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
     model_path = model_dir(size)
     task = get_task("dialogue")
     examples = sample_examples(load_examples(task, None, "train"), steps * batch_size, seed)
-    info = train(
-        TrainConfig(
+
+    def llmft_run(dtype):
+        config = TrainConfig(
             task="dialogue",
             model=model_path,
             data="sample",
@@ -83,12 +86,16 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
             target_modules=["q", "v"],
             seed=seed,
             runs_dir=tempfile.mkdtemp(prefix="llmft-bench-runs-"),
-        ),
-        show_progress=False,
-    )
+            dtype=dtype,
+        )
+        return train(config, show_progress=False)
+
+    info = llmft_run("auto")
+    bf16 = llmft_run("bfloat16")  # opt-in: bf16 base weights, bf16 autocast, fp32 LoRA weights
     origin_s, origin_tokens, origin_loss, padded = origin_side(model_path, examples, steps, batch_size, lr, seed)
     enc_params, dec_params = t5_params(AutoModelForSeq2SeqLM.from_pretrained(model_path))
     gflops = gemm_gflops()
+    bf16_gflops = gemm_gflops(dtype=torch.bfloat16)
     # Per real input token, with targets ~1/4 as long as inputs on this data: 4 * (N_enc + N_dec / 4).
     flops_per_token = 4 * (enc_params + dec_params / 4)
     llmft_tps = info["tokens_per_s"]
@@ -107,6 +114,11 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
         "origin_padded_tokens": padded,
         "gemm_gflops": round(gflops, 1),
         "llmft_fraction_of_gemm": round(llmft_tps * flops_per_token / 1e9 / gflops, 3),
+        "llmft_bf16_tokens_per_s": round(bf16["tokens_per_s"], 1),
+        "speedup_bf16": round(bf16["tokens_per_s"] / origin_tps, 2),
+        "llmft_bf16_loss": round(bf16["train_loss"], 4),
+        "gemm_bf16_gflops": round(bf16_gflops, 1),
+        "llmft_bf16_fraction_of_bf16_gemm": round(bf16["tokens_per_s"] * flops_per_token / 1e9 / bf16_gflops, 3),
         "origin_fraction_of_gemm_padded": round(
             padded / origin_s * 4 * (enc_params + dec_params / 4) / 1e9 / gflops, 3
         ),
@@ -120,9 +132,11 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
                     result["llmft_tokens_per_s"],
                     f"{result['speedup']}x",
                     f"{result['origin_loss']} / {result['llmft_loss']}",
+                    result["llmft_bf16_tokens_per_s"],
+                    f"{result['speedup_bf16']}x",
                 ]
             ],
-            ["benchmark", "origin tok/s", "llmft tok/s", "ratio", "loss origin / llmft"],
+            ["benchmark", "origin tok/s", "llmft tok/s", "ratio", "loss origin / llmft", "llmft bf16 tok/s", "ratio"],
         )
     )
     write_result("train", result)

@@ -1,4 +1,4 @@
-"""Run every benchmark and print the ratio table (about 10 minutes on 2 cores at base size, offline).
+"""Run every benchmark and print the ratio table (about 14 minutes on 2 cores at base size, offline).
 
 Run: python -m benchmarks.run_all [--size base|tiny] [--quick]
 Results: benchmarks/results/*.json (one file per benchmark, plus summary.json).
@@ -39,11 +39,20 @@ def main(size: str = "base", quick: bool = False) -> dict:
         ],
         ["Compare time to first token (warm)", "", f"{lat['warm_ttft_s']} s", "", "<= 1 s"],
         ["training fraction of fp32 GEMM peak", "", f"{t['llmft_fraction_of_gemm']:.1%}", "", ""],
-    ]
+        ["base+tuned PSS (shared pages counted once)", f"{m['two_copies_pss_mb']} MB",
+         f"{m['one_instance_pss_mb']} MB", f"{m['pss_ratio']}x", ""],
+        ["opt-in bf16: evaluation wall time", f"{e['origin_s']} s", f"{e['llmft_bf16_s']} s",
+         f"{e['speedup_bf16']}x", ""],
+        ["opt-in bf16: training tokens/s", t["origin_tokens_per_s"], t["llmft_bf16_tokens_per_s"],
+         f"{t['speedup_bf16']}x", ""],
+        ["opt-in bf16: base+tuned peak RSS / PSS", f"{m['two_copies_peak_mb']} MB",
+         f"{m['one_instance_bf16_peak_mb']} / {m['one_instance_bf16_pss_mb']} MB", f"{m['bf16_ratio']}x", ""],
+        ["opt-in bf16: training fraction of bf16 GEMM", "", f"{t['llmft_bf16_fraction_of_bf16_gemm']:.1%}", "", ""],
+    ]  # fmt: skip
     print()
     print(
         f"machine: {machine()['cpu_count']} cores, torch threads {machine()['torch_threads']}, "
-        f"fp32 GEMM {gflops:.0f} GFLOP/s, model size {size}"
+        f"fp32 GEMM {gflops:.0f} GFLOP/s, bf16 GEMM {t['gemm_bf16_gflops']:.0f} GFLOP/s, model size {size}"
     )
     print(table(rows, ["measure", "origin", "llmft", "ratio", "target"]))
     write_result("summary", results)

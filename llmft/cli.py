@@ -37,6 +37,13 @@ def _add_columns(p):
     p.add_argument("--label-column", help="label column for classification")
 
 
+DTYPE_HELP = "weights' dtype: auto (fp32 on CPU, bf16 on a bf16 GPU), float32, or bfloat16 (faster on bf16 CPUs)"
+
+
+def _add_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=DTYPE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m llmft", description="Fine-tune small models with LoRA; compare base vs tuned.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-name")
     t.add_argument("--runs-dir")
     t.add_argument("--resume", action="store_true", help="continue run --run-name from its last checkpoint")
+    _add_dtype(t)
     _add_columns(t)
 
     e = sub.add_parser("evaluate", help="compare base and tuned on test examples")
@@ -79,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--out", help="also write examples.csv, summary.json, boxplot.html here")
     e.add_argument("--runs-dir")
+    _add_dtype(e)
     _add_columns(e)
 
     p = sub.add_parser("predict", help="print base and tuned outputs for one text")
@@ -90,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--runs-dir")
+    _add_dtype(p)
 
     x = sub.add_parser("export", help="write a run's adapter (or merged model) with a model card")
     x.add_argument("--run", required=True)
@@ -176,6 +186,7 @@ def cmd_evaluate(args) -> None:
         out=args.out,
         runs_dir=args.runs_dir,
         columns=columns,
+        dtype=args.dtype,
     )
     print(format_summary(result))
     for paths in result["written"]:
@@ -184,7 +195,7 @@ def cmd_evaluate(args) -> None:
 
 def format_summary(result: dict) -> str:
     """A plain-text table of the paired comparison."""
-    head = f"{result['task']}: n={result['n']}"
+    head = f"{result['task']}: n={result['n']}, {result.get('dtype', 'float32')} weights"
     if result["scorer"]:
         head += f", BERTScore scorer {result['scorer']}"
     lines = [head, f"{'metric':14s} {'base':>8s} {'tuned':>8s} {'delta':>8s} {'95% CI':>19s} {'p':>9s}  W/T/L"]
@@ -211,7 +222,7 @@ def cmd_predict(args) -> None:
     from .pipeline import open_model
 
     task = get_task(args.task)
-    loaded, _ = open_model(task, args.run, args.adapter, args.model, args.runs_dir)
+    loaded, _ = open_model(task, args.run, args.adapter, args.model, args.runs_dir, dtype=args.dtype)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_target_tokens,
         batch_size=1,

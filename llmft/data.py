@@ -124,7 +124,7 @@ def normalize_label(value, labels: tuple[str, ...]) -> int:
             return value
     elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and 0 <= int(text) < len(labels):
+        if re.fullmatch(r"[+-]?[0-9]+", text) and 0 <= int(text) < len(labels):  # not "¹": isdigit() but no int
             return int(text)
         lowered = [name.lower() for name in labels]
         if text.lower() in lowered:

@@ -257,6 +257,7 @@ def base_cache_key(loaded: LoadedModel, examples: list[Example], settings: Gener
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
         "examples": [[ex.id, ex.text] for ex in examples],
         "device": str(loaded.device),
+        "dtype": loaded.dtype,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -316,6 +317,7 @@ def evaluate_pair(
         "n": len(examples),
         "model": loaded.model_ref,
         "adapter": loaded.adapter,
+        "dtype": loaded.dtype,
         "generation": asdict(settings),
         "base_outputs_cached": cached,
     }

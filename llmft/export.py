@@ -78,7 +78,8 @@ def model_card(info: dict, evaluation: dict | None, merged: bool) -> str:
         lines += [
             "",
             f"n = {evaluation['n']} test examples ({evaluation.get('data')}, split "
-            f"{evaluation.get('split')}, seed {evaluation.get('seed')}){scorer}.",
+            f"{evaluation.get('split')}, seed {evaluation.get('seed')}, {evaluation.get('dtype', 'float32')} "
+            f"weights){scorer}.",
             "",
             "| metric | base | tuned | delta | 95% CI | p-value | win/tie/loss |",
             "|---|---|---|---|---|---|---|",

@@ -20,6 +20,7 @@ def open_model(
     model: str | None = None,
     runs_dir: str | None = None,
     cached: bool = False,
+    dtype: str = "auto",
 ) -> tuple[LoadedModel, dict | None]:
     """Base model with the adapter of `run` (a completed run) or `adapter` attached, and the run's info."""
     run_info, head_seed = None, 0
@@ -40,7 +41,7 @@ def open_model(
     else:
         raise LlmftError("give a run or an adapter to compare with the base model")
     loader = get_model if cached else load_model
-    return loader(task, model_ref, adapter, head_seed=head_seed), run_info
+    return loader(task, model_ref, adapter, head_seed=head_seed, dtype=dtype), run_info
 
 
 def evaluate(
@@ -61,6 +62,7 @@ def evaluate(
     progress: bool = True,
     on_progress: ProgressFn | None = None,
     cached_model: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     """Evaluate base vs tuned and write the results (into the run's evaluations/ and `out`).
 
@@ -70,7 +72,7 @@ def evaluate(
     columns = columns or {}
     # Read the data first: a bad file should fail before minutes of model loading.
     examples = load_examples(task, data, split or task.test_split, **columns)
-    loaded, run_info = open_model(task, run, adapter, model, runs_dir, cached=cached_model)
+    loaded, run_info = open_model(task, run, adapter, model, runs_dir, cached=cached_model, dtype=dtype)
     preset = (run_info or {}).get("config", {}).get("preset", "quick")
     n = n if n is not None else task.preset(preset).eval_n
     if n < 1:

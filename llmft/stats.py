@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+
+
+def _scipy_stats():
+    """scipy.stats, imported when first needed: serving base and tuned never needs it (it costs ~60 MB)."""
+    from scipy import stats
+
+    return stats
+
 
 TIE_TOLERANCE = 1e-9
 
@@ -17,7 +24,7 @@ def bootstrap_ci(deltas, n_resamples: int = 2000, seed: int = 0, confidence: flo
         return mean, mean
     # BCa is the better interval; it is undefined for some degenerate samples, then percentile is used.
     for method in ("BCa", "percentile"):
-        res = stats.bootstrap(
+        res = _scipy_stats().bootstrap(
             (deltas,),
             np.mean,
             n_resamples=n_resamples,
@@ -36,7 +43,7 @@ def wilcoxon_p(base, tuned) -> float:
     deltas = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
     if np.all(np.abs(deltas) <= TIE_TOLERANCE):
         return 1.0
-    return float(stats.wilcoxon(tuned, base, zero_method="wilcox", alternative="two-sided").pvalue)
+    return float(_scipy_stats().wilcoxon(tuned, base, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
 def mcnemar_exact_p(base_correct, tuned_correct) -> float:
@@ -47,7 +54,7 @@ def mcnemar_exact_p(base_correct, tuned_correct) -> float:
     only_tuned = int(np.sum(~base_correct & tuned_correct))
     if only_base + only_tuned == 0:
         return 1.0
-    return float(stats.binomtest(only_tuned, only_base + only_tuned, 0.5).pvalue)
+    return float(_scipy_stats().binomtest(only_tuned, only_base + only_tuned, 0.5).pvalue)
 
 
 def paired_comparison(base, tuned, test: str = "wilcoxon", seed: int = 0) -> dict:
@@ -95,7 +102,7 @@ def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n
         return metric(ref, t) - metric(ref, b)
 
     if len(references) >= 2:
-        res = stats.bootstrap(
+        res = _scipy_stats().bootstrap(
             (references, base_pred, tuned_pred),
             delta,
             paired=True,

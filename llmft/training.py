@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 
 from .data import describe_source, load_examples, sample_examples
 from .errors import LlmftError
-from .models import head_modules, load_base, resolve_model, resolve_target_modules
+from .models import device_and_dtype, dtype_name, head_modules, load_base, resolve_model, resolve_target_modules
 from .runs import (
     CANCELLED,
     COMPLETED,
@@ -73,6 +73,9 @@ class TrainConfig:
     max_target_tokens: int | None = None
     save_steps: int | None = None
     """Checkpoint every this many steps (default: about five checkpoints per run)."""
+    dtype: str = "auto"
+    """Base weights' dtype: `auto` (fp32 on CPU, bf16 on a bf16 GPU), `float32` or `bfloat16` (then the
+    forward runs under bf16 autocast; LoRA and head weights and the optimizer stay fp32)."""
 
     def __post_init__(self):
         task = get_task(self.task)
@@ -122,6 +125,7 @@ class TrainConfig:
             bad("save_steps", "at least 1")
         if self.run_name is not None:
             check_run_name(self.run_name)
+        device_and_dtype(self.dtype)  # raises for an unknown dtype
 
     def cli_command(self) -> str:
         """The `python -m llmft train` command that reproduces this run."""
@@ -144,6 +148,7 @@ class TrainConfig:
             "--label-column": self.label_column,
             "--run-name": self.run_name,
             "--runs-dir": self.runs_dir,
+            "--dtype": None if self.dtype == "auto" else self.dtype,
         }
         for flag, value in opt.items():
             if value is not None:
@@ -216,7 +221,7 @@ def train(
         task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
     )
     examples = sample_examples(examples, config.train_samples or None, config.seed)
-    model, tokenizer = load_base(task, model_ref, head_seed=config.seed)
+    model, tokenizer = load_base(task, model_ref, head_seed=config.seed, dtype=config.dtype)
     targets = resolve_target_modules(model, config.target_modules)
 
     started = time.time()
@@ -230,6 +235,7 @@ def train(
         "config": asdict(config),
         "lora_target_modules_resolved": targets,
         "head_seed": config.seed,
+        "dtype": dtype_name(device_and_dtype(config.dtype)[1]),
         "versions": library_versions(),
         "command": config.cli_command(),
         "argv": shlex.join(sys.argv),
@@ -400,6 +406,9 @@ def _build_trainer(
 
     torch.manual_seed(config.seed)  # LoRA A-matrix init
     model = get_peft_model(model, lora)
+    for param in model.parameters():
+        if param.requires_grad:  # LoRA and head weights train in fp32 whatever the base weights' dtype
+            param.data = param.data.float()
     rows = tokenize_examples(task, tokenizer, examples, config.max_input_tokens, config.max_target_tokens)
     dataset = Dataset.from_list(rows)
 
@@ -424,7 +433,7 @@ def _build_trainer(
         label_names=["labels"],
         disable_tqdm=not show_progress,
         use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        bf16=device_and_dtype(config.dtype)[1] == torch.bfloat16,
         dataloader_pin_memory=False,
         ddp_find_unused_parameters=False,  # LoRA uses every trainable weight; the extra graph walk only costs
         include_num_input_tokens_seen="non_padding",

@@ -10,8 +10,14 @@ import json  # noqa: E402
 import random  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from llmft.synthetic import build_distilbert, build_t5  # noqa: E402
+
+# The same examples on every run, so CI is reproducible; HYPOTHESIS_PROFILE=explore searches afresh, longer.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,7 @@ def test_seq2seq_train_and_evaluate_with_a_local_model_folder(tiny_t5, constant_
         (["train", "--task", "dialogue"], "pass --model /path/to/local/model"),
         (["train", "--task", "sentiment", "--model", "minilm", "--target-modules", "nope"], "match no linear layer"),
         (["train", "--task", "sentiment", "--max-steps", "5", "--epochs", "1"], "not allowed with argument"),
+        (["train", "--task", "sentiment", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
         (["evaluate", "--task", "sentiment", "--run", "ghost"], "run 'ghost' not found"),
         (["predict", "--task", "sentiment", "--adapter", "./nowhere", "--text", "hi"], "adapter folder not found"),
         (["predict", "--task", "sentiment", "--adapter", "x/y", "--text", "  "], "--text is empty"),

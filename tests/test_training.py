@@ -46,21 +46,25 @@ def test_training_moves_lora_weights_and_leaves_base_weights_unchanged(tiny_t5, 
         assert torch.equal(param.detach().cpu(), original[key]), name
 
 
+def _learn_constant_summary(tiny_t5, data, runs_dir, dtype="auto"):
+    """40 steps on the constant-summary set: enough for LoRA to learn it."""
+    config = TrainConfig(
+        task="dialogue",
+        model=tiny_t5,
+        data=data,
+        runs_dir=runs_dir,
+        run_name=f"learn-{dtype}",
+        max_steps=40,
+        learning_rate=3e-2,
+        batch_size=8,
+        dtype=dtype,
+    )
+    return train(config, show_progress=False)
+
+
 def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
     task = get_task("dialogue")
-    info = train(
-        TrainConfig(
-            task="dialogue",
-            model=tiny_t5,
-            data=constant_summaries,
-            runs_dir=runs_dir,
-            run_name="learn",
-            max_steps=40,
-            learning_rate=3e-2,
-            batch_size=8,
-        ),
-        show_progress=False,
-    )
+    info = _learn_constant_summary(tiny_t5, constant_summaries, runs_dir)
     loaded = load_model(task, tiny_t5, info["dir"])
     examples = load_examples(task, constant_summaries)[:16]
     result = evaluate_pair(loaded, examples, GenerationSettings(max_new_tokens=12), scorer=MINILM, progress=False)
@@ -69,6 +73,29 @@ def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
         assert m["tuned_mean"] > m["base_mean"] + 0.3, (metric, m)
         assert m["ci95"][0] > 0 and m["p_value"] < 0.01
     assert result["scorer"].startswith("sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_bfloat16_training_and_evaluation(tiny_t5, constant_summaries, runs_dir, tmp_path):
+    """bf16 base weights with fp32 LoRA weights: still learns, and bf16 results are kept apart from fp32 ones."""
+    task = get_task("dialogue")
+    info = _learn_constant_summary(tiny_t5, constant_summaries, runs_dir, dtype="bfloat16")
+    assert info["dtype"] == "bfloat16" and info["command"].endswith("--dtype bfloat16")
+    adapter = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
+    assert {v.dtype for v in adapter.values()} == {torch.float32}
+
+    loaded = load_model(task, tiny_t5, info["dir"], dtype="bfloat16")
+    assert loaded.dtype == "bfloat16"
+    assert {p.dtype for n, p in loaded.model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    examples = load_examples(task, constant_summaries)[:16]
+    settings = GenerationSettings(max_new_tokens=12)
+    result = evaluate_pair(loaded, examples, settings, scorer=MINILM, progress=False, cache_dir=tmp_path)
+    assert result["dtype"] == "bfloat16"
+    m = result["metrics"]["rougeL"]
+    assert m["tuned_mean"] > m["base_mean"] + 0.3, m
+    # The fp32 model must not reuse the bf16 base outputs.
+    fp32 = load_model(task, tiny_t5, info["dir"])
+    again = evaluate_pair(fp32, examples, settings, scorer=MINILM, progress=False, cache_dir=tmp_path)
+    assert again["dtype"] == "float32" and not again["base_outputs_cached"]
 
 
 def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
@@ -224,6 +251,7 @@ def test_base_outputs_are_cached_across_adapters(tiny_distilbert, runs_dir, tmp_
         ("max_steps", 0, "max-steps must be"),
         ("batch_size", 10**6, "batch-size must be"),
         ("run_name", "../evil", "invalid run name"),
+        ("dtype", "float16", "dtype must be one of auto, float32, bfloat16"),
     ],
 )
 def test_absurd_hyperparameters_are_rejected(field, value, message):

@@ -6,13 +6,13 @@ import os
 
 import gradio as gr
 
-from ..models import minilm_path, restrict_local_paths
+from ..models import device_and_dtype, minilm_path, restrict_local_paths
 from ..runs import runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, SETTINGS, completed_runs, user_errors
 
 
-def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None) -> gr.Blocks:
+def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None, dtype: str = "auto") -> gr.Blocks:
     """Build the tabbed app.
 
     Args:
@@ -20,9 +20,11 @@ def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None) 
         model_dirs: extra folders users may load local models or adapters from (default: $LLMFT_MODEL_DIRS,
             separated by os.pathsep). The runs home and the packaged MiniLM are always allowed; any other
             local path typed into the app is refused.
+        dtype: the weights' dtype for every model this server loads (`auto`, `float32` or `bfloat16`).
     """
     home = runs_home(runs_dir)
-    SETTINGS["runs_dir"] = str(home)
+    device_and_dtype(dtype)  # an unknown dtype fails here, not at the first request
+    SETTINGS["runs_dir"], SETTINGS["dtype"] = str(home), dtype
     if model_dirs is None:
         model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
     restrict_local_paths([home, minilm_path(), *model_dirs])

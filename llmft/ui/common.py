@@ -16,8 +16,8 @@ from ..errors import LlmftError, first_line
 from ..runs import COMPLETED, list_runs
 from ..tasks import task_names
 
-SETTINGS = {"runs_dir": None}
-"""App-wide settings, set once by `build_app` (the runs home for this server)."""
+SETTINGS = {"runs_dir": None, "dtype": "auto"}
+"""App-wide settings, set once by `build_app`: the runs home and the weights' dtype for this server."""
 DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
 """The only folder the app serves files from: copies made for download."""
 MAX_UPLOAD = "20mb"
@@ -26,6 +26,10 @@ TASKS = task_names()
 
 def runs_dir():
     return SETTINGS["runs_dir"]
+
+
+def server_dtype():
+    return SETTINGS["dtype"]
 
 
 def user_errors(fn):

@@ -12,7 +12,7 @@ from ..evaluation import GenerationSettings, classify_one, stream_generate
 from ..metrics import resolve_scorer, summary_scores
 from ..pipeline import open_model
 from ..tasks import CLASSIFICATION, get_task
-from .common import TASKS, completed_runs, runs_dir, user_errors
+from .common import TASKS, completed_runs, runs_dir, server_dtype, user_errors
 
 
 def bundled_examples(task_name: str, k: int = 12) -> list:
@@ -41,6 +41,7 @@ def _open(task, adapter_choice, model):
         model=model or None,
         runs_dir=runs_dir(),
         cached=True,
+        dtype=server_dtype(),
     )
     return loaded
 

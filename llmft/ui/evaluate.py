@@ -11,7 +11,7 @@ from ..evaluation import per_example_metrics
 from ..pipeline import evaluate
 from ..plots import confusion_matrix_figure, metric_boxplot, paired_scatter
 from ..runs import find_run, read_run
-from .common import completed_runs, fmt, for_download, runs_dir, user_errors, word_diff_html
+from .common import completed_runs, fmt, for_download, runs_dir, server_dtype, user_errors, word_diff_html
 
 
 def summary_table(result: dict) -> pd.DataFrame:
@@ -96,6 +96,7 @@ def run_evaluation(run, n, seed, scorer, max_new_tokens, progress=gr.Progress())
         progress=False,
         on_progress=on_progress,
         cached_model=True,
+        dtype=server_dtype(),
     )
     metrics = per_example_metrics(result)
     scores = {
@@ -114,7 +115,7 @@ def run_evaluation(run, n, seed, scorer, max_new_tokens, progress=gr.Progress())
     paths = result["written"][0]
     files = [for_download(paths[k]) for k in ("examples", "summary", "boxplot")]
     head = (
-        f"**{result['task']}**, run **{result['run']}**, n = {result['n']}"
+        f"**{result['task']}**, run **{result['run']}**, n = {result['n']}, {result.get('dtype', 'float32')} weights"
         + (f", BERTScore scorer `{result['scorer']}`" if result["scorer"] else "")
         + (" · base outputs from cache" if result["base_outputs_cached"] else "")
     )

@@ -17,7 +17,7 @@ from ..plots import loss_curve
 from ..runs import read_run, runs_home
 from ..tasks import CLASSIFICATION, get_task
 from ..training import TrainConfig
-from .common import MAX_UPLOAD, TASKS, runs_dir, user_errors
+from .common import MAX_UPLOAD, TASKS, runs_dir, server_dtype, user_errors
 
 SOURCES = ["bundled sample", "hub dataset", "upload"]
 UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
@@ -118,6 +118,7 @@ def make_config(
         text_column=text_col or None,
         target_columns=[target_col] if target_col and not is_cls else None,
         label_column=label_col if label_col and is_cls else None,
+        dtype=server_dtype(),
     )
 
 

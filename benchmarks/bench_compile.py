@@ -1,0 +1,71 @@
+"""torch.compile for LoRA training on CPU: per-step times with and without it (not in run_all: ~8 minutes).
+
+Run: python -m benchmarks.bench_compile [--size base|tiny] [--steps 12]
+
+llmft's `train` does not expose torch.compile (it measured no faster here); this script swaps in a
+transformers.TrainingArguments subclass with `torch_compile=True` for the second run. The first steps
+include compiling; with dynamic padding every new sequence length can trigger another compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import transformers
+
+from benchmarks.common import model_dir, table, write_result
+from llmft.training import TrainConfig, train
+
+_ARGS = transformers.TrainingArguments
+
+
+class _CompiledArgs(_ARGS):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "torch_compile": True})
+
+
+def run(size: str, steps: int, compiled: bool) -> dict:
+    transformers.TrainingArguments = _CompiledArgs if compiled else _ARGS  # train() imports it when called
+    stamps = []
+    start = time.perf_counter()
+    try:
+        train(
+            TrainConfig(
+                task="dialogue",
+                model=model_dir(size),
+                train_samples=steps * 8,
+                max_steps=steps,
+                batch_size=8,
+                learning_rate=3e-3,
+                seed=0,
+                runs_dir=tempfile.mkdtemp(prefix="llmft-bench-compile-"),
+            ),
+            show_progress=False,
+            on_progress=lambda p: stamps.append(time.perf_counter()),
+        )
+    finally:
+        transformers.TrainingArguments = _ARGS
+    step_s = [round(b - a, 2) for a, b in zip([start, *stamps], stamps)]
+    return {"total_s": round(time.perf_counter() - start, 1), "step_s": step_s}
+
+
+def main(size: str = "base", steps: int = 12) -> dict:
+    plain, compiled = run(size, steps, False), run(size, steps, True)
+    result = {"size": size, "steps": steps, "plain": plain, "compiled": compiled}
+    rows = [
+        [name, r["total_s"], r["step_s"][0], min(r["step_s"][2:] or r["step_s"]), max(r["step_s"][2:] or r["step_s"])]
+        for name, r in (("eager", plain), ("torch.compile", compiled))
+    ]
+    print(table(rows, ["training", "total s", "first step s", "fastest later step s", "slowest later step s"]))
+    write_result("compile", result)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--steps", type=int, default=12)
+    args = parser.parse_args()
+    main(args.size, args.steps)
