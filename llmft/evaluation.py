@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -324,16 +326,26 @@ def evaluate_pair(
     if task.kind == CLASSIFICATION:
         result.update(_compare_classification(task, examples, base_out, tuned_out, seed))
     else:
-        result.update(_compare_summaries(examples, base_out, tuned_out, resolve_scorer(scorer), seed, on_progress))
+        result.update(
+            _compare_summaries(examples, base_out, tuned_out, resolve_scorer(scorer), seed, progress, on_progress)
+        )
     return result
 
 
-def _compare_summaries(examples, base_out, tuned_out, scorer, seed, on_progress):
+def _compare_summaries(examples, base_out, tuned_out, scorer, seed, progress, on_progress):
     refs = [ex.references for ex in examples]
-    if on_progress:
-        on_progress("scoring", 0, len(examples))
-    base_scores = summary_scores(base_out, refs, scorer)
-    tuned_scores = summary_scores(tuned_out, refs, scorer)
+    scores = []
+    for done, (side, outputs) in enumerate((("base", base_out), ("tuned", tuned_out))):
+        if on_progress:
+            on_progress(f"scoring {side}", done * len(examples), 2 * len(examples))
+        # bert_score's own verbose bar reports nonsense timings (0.3.13), so llmft says what it is doing.
+        if progress:
+            print(f"scoring {side} outputs (ROUGE, BERTScore with {scorer})...", end="", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        scores.append(summary_scores(outputs, refs, scorer))
+        if progress:
+            print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    base_scores, tuned_scores = scores
     metrics = {
         name: paired_comparison(base_scores[name], tuned_scores[name], "wilcoxon", seed) for name in base_scores
     }
