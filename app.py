@@ -3,6 +3,7 @@
 import argparse
 import os
 
+from llmft.models import DTYPES
 from llmft.ui import build_app, launch
 
 if __name__ == "__main__":
@@ -19,9 +20,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--dtype",
         default=os.environ.get("LLMFT_DTYPE", "auto"),
-        choices=["auto", "float32", "bfloat16"],
+        choices=DTYPES,
         help="weights' dtype: auto (fp32 on CPU, bf16 on a bf16 GPU) or bfloat16, faster on bf16 CPUs "
         "(default $LLMFT_DTYPE or auto)",
     )
     args = parser.parse_args()
+    if args.dtype not in DTYPES:  # a default from $LLMFT_DTYPE skips argparse's check
+        parser.error(f"LLMFT_DTYPE must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     launch(build_app(args.runs_dir, args.model_dir, args.dtype), server_name=args.host, server_port=args.port)

@@ -41,6 +41,7 @@ DTYPE_HELP = "weights' dtype: auto (fp32 on CPU, bf16 on a bf16 GPU), float32, o
 
 
 def _add_dtype(p: argparse.ArgumentParser) -> None:
+    # models.DTYPES, spelled out: importing llmft.models (and torch) would slow down every command's start.
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=DTYPE_HELP)
 
 
