@@ -21,6 +21,11 @@ weight matrices, such as the attention query and value projections. Only a few h
 train, and the adapter is a file of a few MB. Here base and tuned are the same loaded model: the adapter is
 switched off for "base", so both sides share identical base weights.
 
+## Precision
+Weights are fp32 on a CPU and bf16 on a GPU that supports it. A server started with `--dtype bfloat16` uses
+bf16 on the CPU too: faster on CPUs with native bf16, with slightly different outputs. Each evaluation shows
+the precision it ran with; compare evaluations made with the same one.
+
 ## Metrics
 - **ROUGE-1 / 2 / L**: overlap of words, word pairs and the longest common subsequence with the reference
   summary (F-measure, with stemming; the best reference counts when there are several).
