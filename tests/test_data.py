@@ -114,6 +114,47 @@ def test_offline_hub_dataset_fails_with_advice():
         load_examples(SENTIMENT, "stanfordnlp/imdb", "test")
 
 
+def test_hub_dataset_rows_map_like_a_local_file(tmp_path, monkeypatch):
+    """The hub path with a local stand-in for the download (these machines cannot reach the hub): the stand-in
+    is `datasets` itself reading parquet files laid out like a hub repo, so llmft sees a real `Dataset`."""
+    import datasets
+
+    (tmp_path / "data").mkdir()
+    pd.DataFrame(
+        {
+            "dialogue": ["#Person1#: Hi.\n#Person2#: Hello.", "#Person1#: Bye."],
+            "summary1": ["They greet.", "One leaves."],
+            "summary2": ["A greeting.", "A farewell."],
+            "summary3": ["Hello.", "Goodbye."],
+        }
+    ).to_parquet(tmp_path / "data" / "test-00000-of-00001.parquet")
+    pd.DataFrame({"text": ["Great film.", "Dull film."], "label": [1, 0]}).to_parquet(
+        tmp_path / "data" / "train-00000-of-00001.parquet"
+    )
+    load = datasets.load_dataset
+    calls = []
+
+    def hub_stand_in(path, split=None, **kwargs):
+        calls.append((path, split, kwargs))
+        files = sorted(str(f) for f in (tmp_path / "data").glob(f"{split}-*.parquet"))
+        if not files:
+            raise ValueError(f"Unknown split \"{split}\". Should be one of ['test', 'train'].")
+        return load("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "cache"))
+
+    monkeypatch.setattr(datasets, "load_dataset", hub_stand_in)
+    dialogue = load_examples(DIALOGUE, "someone/dialogs", "test")
+    assert [e.references for e in dialogue] == [
+        ("They greet.", "A greeting.", "Hello."),
+        ("One leaves.", "A farewell.", "Goodbye."),
+    ]
+    assert dialogue[0].text.startswith("#Person1#: Hi.")
+    sentiment = load_examples(SENTIMENT, "someone/reviews", "train")
+    assert [e.label for e in sentiment] == [1, 0]
+    assert calls == [("someone/dialogs", "test", {}), ("someone/reviews", "train", {})]  # no remote-code flags
+    with pytest.raises(LlmftError, match="cannot load split 'validation' of dataset someone/dialogs"):
+        load_examples(DIALOGUE, "someone/dialogs", "validation")
+
+
 def test_sampling_is_deterministic_and_seeded():
     examples = load_examples(SENTIMENT, None, "test")
     a, b, c = (sample_examples(examples, 20, seed) for seed in (1, 1, 2))
