@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 
 from .data import Example
 from .errors import LlmftError
-from .metrics import classification_report, resolve_scorer, summary_scores
+from .metrics import (
+    CORPUS_METRICS,
+    classification_report,
+    corpus_classification_scores,
+    resolve_scorer,
+    summary_scores,
+)
 from .models import LoadedModel
 from .runs import write_json_atomic
 from .stats import paired_aggregate, paired_comparison
@@ -368,8 +374,6 @@ def _scorer_record(scorer: str) -> str:
 
 
 def _compare_classification(task, examples, base_probs, tuned_probs, seed):
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
     labels = task.labels
     y = [ex.label for ex in examples]
     base_pred = [max(range(len(p)), key=p.__getitem__) for p in base_probs]
@@ -378,14 +382,11 @@ def _compare_classification(task, examples, base_probs, tuned_probs, seed):
     tuned_ok = [float(p == t) for p, t in zip(tuned_pred, y)]
     base_pt = [p[t] for p, t in zip(base_probs, y)]
     tuned_pt = [p[t] for p, t in zip(tuned_probs, y)]
-    average = "binary" if len(labels) == 2 else "macro"
-    aggregates = {
-        "f1": lambda r, p: f1_score(r, p, average=average, zero_division=0),
-        "accuracy": accuracy_score,
-        "precision": lambda r, p: precision_score(r, p, average=average, zero_division=0),
-        "recall": lambda r, p: recall_score(r, p, average=average, zero_division=0),
-    }
-    metrics = {name: paired_aggregate(y, base_pred, tuned_pred, fn, seed) for name, fn in aggregates.items()}
+
+    def scorer(name):
+        return lambda refs, preds, axis=-1: corpus_classification_scores(refs, preds, len(labels), axis)[name]
+
+    metrics = {name: paired_aggregate(y, base_pred, tuned_pred, scorer(name), seed) for name in CORPUS_METRICS}
     metrics["correct"] = paired_comparison(base_ok, tuned_ok, "mcnemar", seed)
     metrics["p_true_label"] = paired_comparison(base_pt, tuned_pt, "wilcoxon", seed)
     rows = []

@@ -91,22 +91,23 @@ def paired_comparison(base, tuned, test: str = "wilcoxon", seed: int = 0) -> dic
 def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n_resamples: int = 1000) -> dict:
     """Compare a corpus-level metric (F1, accuracy, ...) of two classifiers on the same examples.
 
-    `metric(references, predictions) -> float`. The CI of the delta resamples examples jointly (paired
+    `metric(references, predictions, axis=-1) -> values` scores every sample along the last axis (the
+    bootstrap passes all resamples at once). The CI of the delta resamples examples jointly (paired
     bootstrap, percentile); the p-value is exact McNemar on per-example correctness; wins/ties/losses count
     examples only tuned / both or neither / only base got right. Medians do not exist for a corpus metric.
     """
     references, base_pred, tuned_pred = (np.asarray(a) for a in (references, base_pred, tuned_pred))
     base_value, tuned_value = float(metric(references, base_pred)), float(metric(references, tuned_pred))
 
-    def delta(ref, b, t):
-        return metric(ref, t) - metric(ref, b)
+    def delta(ref, b, t, axis=-1):
+        return metric(ref, t, axis=axis) - metric(ref, b, axis=axis)
 
     if len(references) >= 2:
         res = _scipy_stats().bootstrap(
             (references, base_pred, tuned_pred),
             delta,
             paired=True,
-            vectorized=False,
+            vectorized=True,
             n_resamples=n_resamples,
             method="percentile",
             random_state=np.random.default_rng(seed),

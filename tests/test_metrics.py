@@ -1,8 +1,18 @@
 """Metric functions against hand-computed values. Run: pytest tests/test_metrics.py"""
 
+import numpy as np
 import pytest
 
-from llmft.metrics import BertScorer, classification_report, rouge1, rouge2, rougeL, summary_scores
+from llmft.metrics import (
+    CORPUS_METRICS,
+    BertScorer,
+    classification_report,
+    corpus_classification_scores,
+    rouge1,
+    rouge2,
+    rougeL,
+    summary_scores,
+)
 
 
 def test_rouge_matches_hand_computed_values():
@@ -52,3 +62,21 @@ def test_classification_report_by_hand():
     assert report["precision"] == pytest.approx(2 / 3) and report["recall"] == pytest.approx(2 / 3)
     assert report["f1"] == pytest.approx(2 / 3) and report["accuracy"] == pytest.approx(3 / 5)
     assert report["confusion_matrix"] == [[1, 1], [1, 2]]
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 4])
+def test_batched_corpus_scores_agree_with_scikit_learn(n_classes):
+    # Short samples make the edge cases common: a class absent from both sides, no positive predicted.
+    rng = np.random.default_rng(n_classes)
+    labels = tuple(f"c{k}" for k in range(n_classes))
+    for n in (1, 2, 3, 5, 12, 40):
+        refs = rng.integers(0, n_classes, size=(60, n))
+        preds = np.where(rng.random((60, n)) < 0.5, refs, rng.integers(0, n_classes, size=(60, n)))
+        batched = corpus_classification_scores(refs, preds, n_classes)
+        for i in range(len(refs)):
+            expected = classification_report(preds[i].tolist(), refs[i].tolist(), labels)
+            for name in CORPUS_METRICS:
+                assert batched[name][i] == pytest.approx(expected[name]), (name, refs[i], preds[i])
+        # The same along another axis (as the bootstrap may pass it).
+        along_0 = corpus_classification_scores(refs.T, preds.T, n_classes, axis=0)
+        assert np.allclose(along_0["f1"], batched["f1"])

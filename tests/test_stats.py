@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from llmft.metrics import corpus_classification_scores
 from llmft.stats import bootstrap_ci, mcnemar_exact_p, paired_aggregate, paired_comparison
 
 BASE = [0.10, 0.22, 0.35, 0.41, 0.18, 0.30, 0.27, 0.15, 0.33, 0.20]
@@ -46,12 +47,35 @@ def test_paired_aggregate_for_corpus_metrics():
     refs = [1, 1, 0, 0, 1, 0, 1, 0]
     base = [0, 1, 1, 0, 0, 1, 1, 1]
     tuned = [1, 1, 0, 0, 1, 0, 1, 1]
-    acc = lambda r, p: float(np.mean(np.asarray(r) == np.asarray(p)))  # noqa: E731
+    acc = lambda r, p, axis=-1: np.mean(np.asarray(r) == np.asarray(p), axis=axis)  # noqa: E731
     result = paired_aggregate(refs, base, tuned, acc)
     assert result["base_mean"] == pytest.approx(3 / 8) and result["tuned_mean"] == pytest.approx(7 / 8)
     assert (result["wins"], result["ties"], result["losses"]) == (4, 4, 0)
     assert result["ci95"][0] <= result["delta_mean"] <= result["ci95"][1]
     assert result["p_value"] == pytest.approx(sps.binomtest(4, 4, 0.5).pvalue)
+
+
+def test_batched_bootstrap_gives_the_interval_of_scikit_learn_per_resample():
+    # The CI from batched numpy scores equals the one from calling scikit-learn's f1 on every resample.
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    refs = rng.integers(0, 2, 30)
+    base = np.where(rng.random(30) < 0.6, refs, 1 - refs)
+    tuned = np.where(rng.random(30) < 0.8, refs, 1 - refs)
+    f1 = lambda r, p, axis=-1: corpus_classification_scores(r, p, 2, axis)["f1"]  # noqa: E731
+    result = paired_aggregate(refs, base, tuned, f1, seed=5, n_resamples=300)
+    expected = sps.bootstrap(
+        (refs, base, tuned),
+        lambda r, b, t: f1_score(r, t, zero_division=0) - f1_score(r, b, zero_division=0),
+        paired=True,
+        vectorized=False,
+        n_resamples=300,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    ).confidence_interval
+    assert result["ci95"] == pytest.approx([expected.low, expected.high])
+    assert result["delta_mean"] == pytest.approx(f1_score(refs, tuned) - f1_score(refs, base))
 
 
 def test_mismatched_lengths_raise():
