@@ -1,0 +1,212 @@
+"""Sentiment classification with the packaged MiniLM: llmft vs the origin's method, training and evaluation.
+
+Run: python -m benchmarks.bench_cls [--n 100] [--steps 10] [--batch-size 16]
+
+Texts: the bundled sample reviews are one or two sentences, far shorter than IMDB's (about 300 tokens on
+average, a long tail cut at 512). Joining 2-30 reviews of the same label gives IMDB-like lengths (40-600
+tokens); with one-sentence texts padding to 512 would waste far more and flatter llmft.
+The origin pads every review to 512 tokens, samples training batches at random, and classifies one review
+at a time with two model copies (base, and base + adapter). llmft pads each batch to its longest review,
+groups similar lengths, and runs length-sorted batches through one model with the adapter toggled.
+Both sides: the same model, LoRA configuration, data, steps and adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import gemm_gflops, table, write_result
+from llmft.data import load_examples
+from llmft.evaluation import GenerationSettings, classify, evaluate_pair
+from llmft.models import load_model, minilm_path
+from llmft.tasks import get_task
+from llmft.training import TrainConfig, train
+
+LORA = dict(r=8, alpha=16, dropout=0.05, targets=["query", "value"])
+
+
+def imdb_length_file(split: str, n: int, seed: int, out: Path) -> Path:
+    """Write `n` reviews of IMDB-like length, each joined from 2-30 bundled reviews of one label."""
+    pool: dict[int, list[str]] = {}
+    for ex in load_examples(get_task("sentiment"), None, split):
+        pool.setdefault(ex.label, []).append(ex.text)
+    rng = random.Random(seed)
+    labels = get_task("sentiment").labels
+    with out.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            label = i % len(labels)
+            text = " ".join(rng.sample(pool[label], rng.randint(2, 30)))
+            f.write(json.dumps({"text": text, "label": labels[label]}) + "\n")
+    return out
+
+
+def encoder_params(model) -> int:
+    """Parameters that multiply every token (embeddings and the classifier head excluded)."""
+    return sum(p.numel() for n, p in model.named_parameters() if ".encoder." in f".{n}")
+
+
+def origin_train(model_path, data, steps, batch_size, lr, seed):
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    labels = get_task("sentiment").labels
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(labels))
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LORA["targets"],
+    )
+    model = get_peft_model(model, lora)
+    enc = tokenizer([r["text"] for r in rows], padding="max_length", max_length=512, truncation=True)
+    dataset = Dataset.from_dict({**enc, "labels": [labels.index(r["label"]) for r in rows]})
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="llmft-bench-origin-"),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset)
+    out = trainer.train()
+    return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss
+
+
+def origin_eval(model_path, adapter, examples, seed):
+    """Two copies, one review at a time, padded to 512: the notebook's loop, timed from loading to F1."""
+    from peft import PeftModel
+    from sklearn.metrics import f1_score
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    n_labels = len(get_task("sentiment").labels)
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    torch.manual_seed(seed)  # the classifier head llmft's base uses (head_seed)
+    base = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=n_labels).eval()
+    torch.manual_seed(seed)
+    tuned_base = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=n_labels)
+    tuned = PeftModel.from_pretrained(tuned_base, adapter).eval()
+    preds = {"base": [], "tuned": []}
+    with torch.no_grad():
+        for ex in examples:
+            enc = tokenizer(ex.text, padding="max_length", max_length=512, truncation=True, return_tensors="pt")
+            for name, model in (("base", base), ("tuned", tuned)):
+                preds[name].append(int(model(**enc).logits.argmax(-1)))
+    y = [ex.label for ex in examples]
+    f1 = {name: f1_score(y, p) for name, p in preds.items()}
+    return time.perf_counter() - start, f1, preds
+
+
+def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, seed: int = 0) -> dict:
+    from transformers import AutoModel
+
+    model_path = minilm_path()
+    task = get_task("sentiment")
+    work = Path(tempfile.mkdtemp(prefix="llmft-bench-cls-"))
+    train_file = imdb_length_file("train", steps * batch_size, seed, work / "train.jsonl")
+    test_file = imdb_length_file("test", n, seed + 1, work / "test.jsonl")
+
+    config = TrainConfig(
+        task="sentiment",
+        model=model_path,
+        data=str(train_file),
+        train_samples=0,
+        max_steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LORA["targets"],
+        seed=seed,
+        runs_dir=str(work / "runs"),
+        run_name="bench",
+    )
+    info = train(config, show_progress=False)
+    origin_train_s, origin_tokens, origin_loss = origin_train(model_path, train_file, steps, batch_size, lr, seed)
+
+    examples = load_examples(task, str(test_file), "test")
+    adapter = str(work / "runs" / "bench" / "adapter")
+    start = time.perf_counter()
+    loaded = load_model(task, model_path, adapter, head_seed=seed)
+    result = evaluate_pair(loaded, examples, GenerationSettings(), cache_dir=None, progress=False)
+    llmft_eval_s = time.perf_counter() - start
+    origin_eval_s, origin_f1, origin_preds = origin_eval(model_path, adapter, examples, seed)
+
+    # Batched inference alone (warm model), for the share of the machine's GEMM peak it reaches.
+    texts = [ex.text for ex in examples]
+    start = time.perf_counter()
+    classify(loaded, texts, GenerationSettings(), tuned=True, progress=False)
+    infer_s = time.perf_counter() - start
+    lengths = [len(ids) for ids in loaded.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+    params = encoder_params(AutoModel.from_pretrained(model_path))
+    gflops = gemm_gflops()
+    # Per token: 2N FLOPs forward; training adds 2N for activation gradients (frozen weights need none).
+    # Attention-score FLOPs are left out, so the shares are slight underestimates.
+    llmft_preds = {
+        side: [task.labels.index(row[f"{side}_output"]) for row in result["rows"]] for side in ("base", "tuned")
+    }
+    out = {
+        "model": "sentence-transformers/all-MiniLM-L6-v2 (packaged)",
+        "n": n,
+        "mean_tokens": round(statistics.mean(lengths), 1),
+        "steps": steps,
+        "batch_size": batch_size,
+        "llmft_train_tokens_per_s": info["tokens_per_s"],
+        "origin_train_tokens_per_s": round(origin_tokens / origin_train_s, 1),
+        "train_speedup": round(info["tokens_per_s"] / (origin_tokens / origin_train_s), 2),
+        "llmft_loss": round(info["train_loss"], 4),
+        "origin_loss": round(origin_loss, 4),
+        "llmft_eval_s": round(llmft_eval_s, 2),
+        "origin_eval_s": round(origin_eval_s, 2),
+        "eval_speedup": round(origin_eval_s / llmft_eval_s, 2),
+        "llmft_f1": {side: round(result["metrics"]["f1"][f"{side}_mean"], 3) for side in ("base", "tuned")},
+        "origin_f1": {side: round(v, 3) for side, v in origin_f1.items()},
+        "predictions_agree": round(
+            statistics.mean(a == b for side in llmft_preds for a, b in zip(llmft_preds[side], origin_preds[side])), 3
+        ),
+        "gemm_gflops": round(gflops, 1),
+        "train_fraction_of_gemm": round(info["tokens_per_s"] * 4 * params / 1e9 / gflops, 3),
+        "inference_fraction_of_gemm": round(sum(lengths) * 2 * params / infer_s / 1e9 / gflops, 3),
+    }
+    print(
+        table(
+            [
+                [f"sentiment training ({steps} x {batch_size})", out["origin_train_tokens_per_s"],
+                 out["llmft_train_tokens_per_s"], f"{out['train_speedup']}x"],
+                [f"sentiment evaluation (n={n})", f"{out['origin_eval_s']} s", f"{out['llmft_eval_s']} s",
+                 f"{out['eval_speedup']}x"],
+            ],
+            ["benchmark (MiniLM)", "origin", "llmft", "ratio"],
+        )
+    )  # fmt: skip
+    write_result("cls", out)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    main(args.n, args.steps, args.batch_size)
