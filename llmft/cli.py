@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lora-r", type=int)
     t.add_argument("--lora-alpha", type=int)
     t.add_argument("--lora-dropout", type=float)
+    t.add_argument(
+        "--base-dropout",
+        type=float,
+        help="dropout inside the frozen base model while training (default: the model's own, 0.1 for the "
+        "task models; 0 trains faster on CPU, up to 3x for MiniLM at 512 tokens, and regularises less)",
+    )
     t.add_argument("--target-modules", type=_csv)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--run-name")

@@ -190,11 +190,12 @@ class LoadedModel:
         return self.model.disable_adapter() if self.adapter is not None else contextlib.nullcontext()
 
 
-def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "auto"):
+def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "auto", dropout: float | None = None):
     """Load tokenizer and base model (safetensors only, no remote code) for `task`.
 
     Classification heads are initialised fresh; seeding that init with `head_seed` makes the base model
-    identical at training and at evaluation time.
+    identical at training and at evaluation time. `dropout` replaces every dropout probability in the
+    model's config (None keeps them); it only matters in training.
     """
     from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -202,6 +203,8 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "
     offline = not os.path.isdir(model_ref) and not hub_reachable()
     kwargs = dict(use_safetensors=True, trust_remote_code=False, local_files_only=offline)
     try:
+        if dropout is not None:
+            kwargs.update(_dropout_overrides(model_ref, dropout, offline))
         tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
         if task.kind == CLASSIFICATION:
             torch.manual_seed(head_seed)
@@ -225,6 +228,15 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def _dropout_overrides(model_ref: str, dropout: float, offline: bool) -> dict:
+    """Config fields that hold a dropout probability (`dropout_rate` in T5, `attention_probs_dropout_prob`
+    in BERT, `attention_dropout` in DistilBERT...), all set to `dropout`."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
+    return {k: dropout for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, float)}
 
 
 def resolve_target_modules(model: torch.nn.Module, requested: list[str] | tuple[str, ...]) -> list[str]:

@@ -71,6 +71,10 @@ class TrainConfig:
     label_column: str | None = None
     max_input_tokens: int | None = None
     max_target_tokens: int | None = None
+    base_dropout: float | None = None
+    """Dropout inside the frozen base model while training (None keeps the model's own: 0.1 in FLAN-T5,
+    DistilBERT and MiniLM). 0 is faster on CPU (random masks for attention are costly: MiniLM at 512
+    tokens trains 3x faster) but regularises less; `lora_dropout` is separate."""
     save_steps: int | None = None
     """Checkpoint every this many steps (default: about five checkpoints per run)."""
     dtype: str = "auto"
@@ -110,6 +114,8 @@ class TrainConfig:
             bad("lora_alpha", "in (0, 4096]")
         if not 0 <= self.lora_dropout < 1:
             bad("lora_dropout", "in [0, 1)")
+        if self.base_dropout is not None and not 0 <= self.base_dropout < 1:
+            bad("base_dropout", "in [0, 1)")
         if self.max_steps is not None and not 1 <= self.max_steps <= 1_000_000:
             bad("max_steps", "between 1 and 1000000")
         if self.max_steps is None and not 0 < self.epochs <= 1000:
@@ -141,6 +147,7 @@ class TrainConfig:
             "--lora-r": self.lora_r,
             "--lora-alpha": self.lora_alpha,
             "--lora-dropout": self.lora_dropout,
+            "--base-dropout": self.base_dropout,
             "--target-modules": ",".join(self.target_modules),
             "--seed": self.seed,
             "--text-column": self.text_column,
@@ -221,7 +228,9 @@ def train(
         task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
     )
     examples = sample_examples(examples, config.train_samples or None, config.seed)
-    model, tokenizer = load_base(task, model_ref, head_seed=config.seed, dtype=config.dtype)
+    model, tokenizer = load_base(
+        task, model_ref, head_seed=config.seed, dtype=config.dtype, dropout=config.base_dropout
+    )
     targets = resolve_target_modules(model, config.target_modules)
 
     started = time.time()

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from llmft import LlmftError, get_task
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
-from llmft.models import MINILM, load_base, load_model, resolve_target_modules
+from llmft.models import MINILM, load_base, load_model, minilm_path, resolve_target_modules
 from llmft.runs import list_runs, read_run, update_run
 from llmft.training import TrainConfig, train
 
@@ -134,6 +134,7 @@ def test_run_directory_contents(tiny_distilbert, runs_dir):
             max_steps=4,
             train_samples=32,
             lora_r=4,
+            base_dropout=0.0,
         ),
         show_progress=False,
     )
@@ -145,11 +146,35 @@ def test_run_directory_contents(tiny_distilbert, runs_dir):
     assert saved["lora_target_modules_resolved"] == ["q_lin", "v_lin"]
     assert len(saved["loss_history"]) == 4 and saved["duration_s"] > 0
     assert "--lora-r 4" in saved["command"] and "--run-name r1" in saved["command"]
+    assert saved["config"]["base_dropout"] == 0.0 and "--base-dropout 0.0" in saved["command"]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert not list((run_dir / "adapter").glob("*.bin"))
     assert [r["name"] for r in list_runs(runs_dir)] == ["r1"]
     with pytest.raises(LlmftError, match="already exists"):
         train(TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="r1", max_steps=1))
+
+
+@pytest.mark.parametrize(
+    "task_name,model", [("dialogue", "tiny_t5"), ("sentiment", "tiny_distilbert"), ("sentiment", MINILM)]
+)
+def test_base_dropout_zero_makes_training_forward_passes_deterministic(task_name, model, request):
+    model = request.getfixturevalue(model) if model.startswith("tiny") else minilm_path()
+    task = get_task(task_name)
+    enc = {"input_ids": torch.tensor([[101, 2023, 2003, 1037, 3231, 1012, 102] * 4])}
+    if task_name == "dialogue":
+        enc["decoder_input_ids"] = torch.tensor([[0, 2023, 2003]])
+
+    def two_training_passes(dropout):
+        net, _ = load_base(task, model, dropout=dropout)
+        net.train()
+        with torch.no_grad():
+            return net(**enc).logits, net(**enc).logits, net.config
+
+    a, b, config = two_training_passes(0.0)
+    assert torch.equal(a, b)
+    assert all(v == 0.0 for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, float))
+    a, b, _ = two_training_passes(None)  # the model's own dropout (0.1) is kept by default
+    assert not torch.equal(a, b)
 
 
 def test_target_modules_map_to_the_architecture_or_fail(tiny_distilbert):
@@ -248,6 +273,7 @@ def test_base_outputs_are_cached_across_adapters(tiny_distilbert, runs_dir, tmp_
         ("learning_rate", -1.0, "lr must be in"),
         ("lora_r", 0, "lora-r must be"),
         ("lora_dropout", 1.0, "dropout"),
+        ("base_dropout", -0.1, "base-dropout must be in"),
         ("max_steps", 0, "max-steps must be"),
         ("batch_size", 10**6, "batch-size must be"),
         ("run_name", "../evil", "invalid run name"),
