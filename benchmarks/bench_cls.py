@@ -1,6 +1,6 @@
 """Sentiment classification with the packaged MiniLM: llmft vs the origin's method, training and evaluation.
 
-Run: python -m benchmarks.bench_cls [--n 100] [--steps 10] [--batch-size 16]
+Run: python -m benchmarks.bench_cls [--n 100] [--steps 6] [--batch-size 16]
 
 Texts: the bundled sample reviews are one or two sentences, far shorter than IMDB's (about 300 tokens on
 average, a long tail cut at 512). Joining 2-30 reviews of the same label gives IMDB-like lengths (40-600
@@ -8,7 +8,8 @@ tokens); with one-sentence texts padding to 512 would waste far more and flatter
 The origin pads every review to 512 tokens, samples training batches at random, and classifies one review
 at a time with two model copies (base, and base + adapter). llmft pads each batch to its longest review,
 groups similar lengths, and runs length-sorted batches through one model with the adapter toggled.
-Both sides: the same model, LoRA configuration, data, steps and adapter.
+Both sides: the same model, LoRA configuration, data, steps and adapter. An opt-in row trains llmft with
+`--base-dropout 0` (no dropout inside the frozen model).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def origin_eval(model_path, adapter, examples, seed):
     return time.perf_counter() - start, f1, preds
 
 
-def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, seed: int = 0) -> dict:
+def main(n: int = 100, steps: int = 6, batch_size: int = 16, lr: float = 2e-3, seed: int = 0) -> dict:
     from transformers import AutoModel
 
     model_path = minilm_path()
@@ -125,23 +126,28 @@ def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, 
     train_file = imdb_length_file("train", steps * batch_size, seed, work / "train.jsonl")
     test_file = imdb_length_file("test", n, seed + 1, work / "test.jsonl")
 
-    config = TrainConfig(
-        task="sentiment",
-        model=model_path,
-        data=str(train_file),
-        train_samples=0,
-        max_steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        lora_r=LORA["r"],
-        lora_alpha=LORA["alpha"],
-        lora_dropout=LORA["dropout"],
-        target_modules=LORA["targets"],
-        seed=seed,
-        runs_dir=str(work / "runs"),
-        run_name="bench",
-    )
-    info = train(config, show_progress=False)
+    def llmft_train(name, base_dropout=None):
+        config = TrainConfig(
+            task="sentiment",
+            model=model_path,
+            data=str(train_file),
+            train_samples=0,
+            max_steps=steps,
+            batch_size=batch_size,
+            learning_rate=lr,
+            lora_r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["targets"],
+            seed=seed,
+            runs_dir=str(work / "runs"),
+            run_name=name,
+            base_dropout=base_dropout,
+        )
+        return train(config, show_progress=False)
+
+    info = llmft_train("bench")
+    nodrop = llmft_train("bench-nodrop", base_dropout=0.0)  # opt-in --base-dropout 0
     origin_train_s, origin_tokens, origin_loss = origin_train(model_path, train_file, steps, batch_size, lr, seed)
 
     examples = load_examples(task, str(test_file), "test")
@@ -175,6 +181,9 @@ def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, 
         "origin_train_tokens_per_s": round(origin_tokens / origin_train_s, 1),
         "train_speedup": round(info["tokens_per_s"] / (origin_tokens / origin_train_s), 2),
         "llmft_loss": round(info["train_loss"], 4),
+        "llmft_base_dropout_0_tokens_per_s": nodrop["tokens_per_s"],
+        "base_dropout_0_speedup": round(nodrop["tokens_per_s"] / (origin_tokens / origin_train_s), 2),
+        "llmft_base_dropout_0_loss": round(nodrop["train_loss"], 4),
         "origin_loss": round(origin_loss, 4),
         "llmft_eval_s": round(llmft_eval_s, 2),
         "origin_eval_s": round(origin_eval_s, 2),
@@ -186,6 +195,7 @@ def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, 
         ),
         "gemm_gflops": round(gflops, 1),
         "train_fraction_of_gemm": round(info["tokens_per_s"] * 4 * params / 1e9 / gflops, 3),
+        "train_base_dropout_0_fraction_of_gemm": round(nodrop["tokens_per_s"] * 4 * params / 1e9 / gflops, 3),
         "inference_fraction_of_gemm": round(sum(lengths) * 2 * params / infer_s / 1e9 / gflops, 3),
     }
     print(
@@ -193,6 +203,8 @@ def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, 
             [
                 [f"sentiment training ({steps} x {batch_size})", out["origin_train_tokens_per_s"],
                  out["llmft_train_tokens_per_s"], f"{out['train_speedup']}x"],
+                ["  same, --base-dropout 0", out["origin_train_tokens_per_s"],
+                 out["llmft_base_dropout_0_tokens_per_s"], f"{out['base_dropout_0_speedup']}x"],
                 [f"sentiment evaluation (n={n})", f"{out['origin_eval_s']} s", f"{out['llmft_eval_s']} s",
                  f"{out['eval_speedup']}x"],
             ],
@@ -206,7 +218,7 @@ def main(n: int = 100, steps: int = 10, batch_size: int = 16, lr: float = 2e-3, 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     main(args.n, args.steps, args.batch_size)

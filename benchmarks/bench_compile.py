@@ -15,7 +15,7 @@ import time
 
 import transformers
 
-from benchmarks.common import model_dir, table, write_result
+from benchmarks.common import bench_model, describe_model, table, write_result
 from llmft.training import TrainConfig, train
 
 _INIT = transformers.TrainingArguments.__init__
@@ -25,7 +25,7 @@ def _compiled_init(self, *args, **kwargs):
     _INIT(self, *args, **{**kwargs, "torch_compile": True})
 
 
-def run(size: str, steps: int, compiled: bool) -> dict:
+def run(model_path: str, steps: int, compiled: bool) -> dict:
     # train() builds its TrainingArguments when called; `from transformers import` ignores a swapped
     # module attribute, so the class's __init__ is patched for the run and restored after it.
     transformers.TrainingArguments.__init__ = _compiled_init if compiled else _INIT
@@ -35,7 +35,7 @@ def run(size: str, steps: int, compiled: bool) -> dict:
         train(
             TrainConfig(
                 task="dialogue",
-                model=model_dir(size),
+                model=model_path,
                 train_samples=steps * 8,
                 max_steps=steps,
                 batch_size=8,
@@ -52,9 +52,10 @@ def run(size: str, steps: int, compiled: bool) -> dict:
     return {"total_s": round(time.perf_counter() - start, 1), "step_s": step_s}
 
 
-def main(size: str = "base", steps: int = 12) -> dict:
-    plain, compiled = run(size, steps, False), run(size, steps, True)
-    result = {"size": size, "steps": steps, "plain": plain, "compiled": compiled}
+def main(size: str = "base", steps: int = 12, model: str | None = None) -> dict:
+    model_path = bench_model(size, model)
+    plain, compiled = run(model_path, steps, False), run(model_path, steps, True)
+    result = {"size": size, "model": describe_model(model_path), "steps": steps, "plain": plain, "compiled": compiled}
     rows = [
         [name, r["total_s"], r["step_s"][0], min(r["step_s"][2:] or r["step_s"]), max(r["step_s"][2:] or r["step_s"])]
         for name, r in (("eager", plain), ("torch.compile", compiled))
@@ -67,6 +68,7 @@ def main(size: str = "base", steps: int = 12) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--model", help="hub id or local folder (default: FLAN-T5-base if available, else random)")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
-    main(args.size, args.steps)
+    main(args.size, args.steps, model=args.model)

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from benchmarks.common import model_dir, table, write_result
+from benchmarks.common import bench_model, describe_model, gemm_gflops, t5_params, table, write_result
 from llmft.data import load_examples
-from llmft.evaluation import GenerationSettings, evaluate_pair
+from llmft.evaluation import GenerationSettings, evaluate_pair, generate
 from llmft.metrics import BertScorer
 from llmft.models import MINILM, load_model, minilm_path
 from llmft.tasks import get_task
@@ -44,6 +44,26 @@ def llmft_side(model_path, adapter, examples, tokens, batch_size, dtype="auto"):
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
     result = evaluate_pair(loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False)
     return time.perf_counter() - start, result
+
+
+def inference_fraction(model_path, adapter, examples, tokens, batch_size, gflops) -> float:
+    """Share of the fp32 GEMM peak that llmft's batched generation reaches (warm model, tuned side).
+
+    FLOPs: 2 x encoder weights per real input token, 2 x decoder weights (with the LM head) per generated
+    token; attention scores and padding are not counted, so this slightly understates the work done.
+    """
+    loaded = load_model(get_task("dialogue"), model_path, adapter)
+    settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
+    texts = [ex.text for ex in examples]
+    generate(loaded, texts[:2], settings, tuned=True, progress=False)  # warm-up
+    start = time.perf_counter()
+    generate(loaded, texts, settings, tuned=True, progress=False)
+    seconds = time.perf_counter() - start
+    prompts = [loaded.task.format_prompt(t) for t in texts]
+    input_tokens = sum(len(ids) for ids in loaded.tokenizer(prompts, truncation=True, max_length=512)["input_ids"])
+    enc, dec = t5_params(loaded.model)
+    flops = 2 * enc * input_tokens + 2 * dec * tokens * len(texts)
+    return flops / seconds / 1e9 / gflops
 
 
 def origin_side(model_path, adapter, examples, tokens):
@@ -79,20 +99,23 @@ def origin_side(model_path, adapter, examples, tokens):
     return time.perf_counter() - start, (rouge, f1)
 
 
-def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32) -> dict:
+def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32, model: str | None = None) -> dict:
     import tempfile
 
-    model_path = model_dir(size)
+    model_path = bench_model(size, model)
     adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
     examples = load_examples(get_task("dialogue"), None, "test")[:n]
     llmft_s, fp32 = llmft_side(model_path, adapter, examples, tokens, batch_size)
     # Opt-in bf16 weights (--dtype bfloat16): same work; outputs may differ slightly from fp32.
     bf16_s, bf16 = llmft_side(model_path, adapter, examples, tokens, batch_size, dtype="bfloat16")
     origin_s, _ = origin_side(model_path, adapter, examples, tokens)
+    gflops = gemm_gflops()
+    fraction = inference_fraction(model_path, adapter, examples, tokens, batch_size, gflops)
     pairs = zip(fp32["rows"], bf16["rows"])
     same = [a[f"{side}_output"] == b[f"{side}_output"] for a, b in pairs for side in ("base", "tuned")]
     result = {
         "size": size,
+        "model": describe_model(model_path),
         "n": n,
         "tokens_per_output": tokens,
         "batch_size": batch_size,
@@ -102,6 +125,8 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
         "llmft_bf16_s": round(bf16_s, 2),
         "speedup_bf16": round(origin_s / bf16_s, 2),
         "bf16_outputs_equal_to_fp32": round(sum(same) / len(same), 3),
+        "gemm_gflops": round(gflops, 1),
+        "inference_fraction_of_gemm": round(fraction, 3),
     }
     print(
         table(
@@ -125,8 +150,9 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--model", help="hub id or local folder (default: FLAN-T5-base if available, else random)")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    main(args.size, args.n, args.tokens, args.batch_size)
+    main(args.size, args.n, args.tokens, args.batch_size, model=args.model)

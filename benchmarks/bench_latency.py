@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 
-from benchmarks.common import model_dir, table, write_result
+from benchmarks.common import bench_model, describe_model, table, write_result
 
 DIALOGUE = "\n".join(
     [
@@ -42,11 +42,11 @@ def one_request(model_path, adapter, tokens):
     return first, time.perf_counter() - start
 
 
-def main(size: str = "base", tokens: int = 64, repeats: int = 3) -> dict:
+def main(size: str = "base", tokens: int = 64, repeats: int = 3, model: str | None = None) -> dict:
     from benchmarks.bench_eval import make_adapter
     from llmft.tasks import get_task
 
-    model_path = model_dir(size)
+    model_path = bench_model(size, model)
     adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
     tokenizer_len = len(
         __import__("transformers").AutoTokenizer.from_pretrained(model_path)(
@@ -57,6 +57,7 @@ def main(size: str = "base", tokens: int = 64, repeats: int = 3) -> dict:
     warm = [one_request(model_path, adapter, tokens) for _ in range(repeats)]
     result = {
         "size": size,
+        "model": describe_model(model_path),
         "input_tokens": tokenizer_len,
         "max_new_tokens": tokens,
         "cold_ttft_s": round(cold[0], 3),
@@ -84,6 +85,7 @@ def main(size: str = "base", tokens: int = 64, repeats: int = 3) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--model", help="hub id or local folder (default: FLAN-T5-base if available, else random)")
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
-    main(args.size, args.tokens)
+    main(args.size, args.tokens, model=args.model)

@@ -3,7 +3,8 @@
 Run: python benchmarks/bench_memory.py [--size base|tiny]
 
 Each way runs in its own fresh process (peak RSS never goes down), loads the models and generates one
-output from each side. Ways: llmft's one instance (fp32, and opt-in bf16) and the origin's two copies.
+output from each side. Ways: llmft's one instance (fp32, and opt-in bf16), the origin's two copies, and a
+floor: one copy served by plain transformers + peft code, the least any one-instance design can use.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import HERE, model_dir, peak_rss_mb, table, write_result
+from benchmarks.common import HERE, bench_model, describe_model, peak_rss_mb, table, write_result
 
 
 def memory_now() -> dict:
@@ -50,6 +51,18 @@ def child(way: str, model_path: str, adapter: str) -> None:
         loaded = load_model(get_task("dialogue"), model_path, adapter, dtype=dtype)
         generate(loaded, [text], settings, tuned=False, progress=False)
         generate(loaded, [text], settings, tuned=True, progress=False)
+    elif way == "floor":
+        # The least any one-instance server can hold: the libraries, one copy, the adapter, nothing else.
+        from peft import PeftModel
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        prompt = f"Summarize the following conversation:\n\n{text}\n\nSummary:"
+        tuned = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(model_path), adapter).eval()
+        ids = AutoTokenizer.from_pretrained(model_path)(prompt, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            with tuned.disable_adapter():
+                tuned.generate(input_ids=ids, max_new_tokens=8)
+            tuned.generate(input_ids=ids, max_new_tokens=8)
     else:
         from peft import PeftModel
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -75,15 +88,17 @@ def measure(way, model_path, adapter) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(size: str = "base") -> dict:
+def main(size: str = "base", model: str | None = None) -> dict:
     from benchmarks.bench_eval import make_adapter
 
-    model_path = model_dir(size)
+    model_path = bench_model(size, model)
     adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
     one, two = measure("one", model_path, adapter), measure("two", model_path, adapter)
     bf16 = measure("one_bf16", model_path, adapter)
+    floor = measure("floor", model_path, adapter)
     result = {
         "size": size,
+        "model": describe_model(model_path),
         "one_instance_peak_mb": round(one["peak_mb"]),
         "two_copies_peak_mb": round(two["peak_mb"]),
         "ratio": round(one["peak_mb"] / two["peak_mb"], 3),
@@ -97,6 +112,9 @@ def main(size: str = "base") -> dict:
         "pss_ratio": round(one["pss_mb"] / two["pss_mb"], 3),
         "one_instance_file_mb": round(one["file_mb"]),
         "two_copies_file_mb": round(two["file_mb"]),
+        # One copy with nothing but torch, transformers and peft: no one-instance design can go below it.
+        "floor_peak_mb": round(floor["peak_mb"]),
+        "floor_ratio": round(floor["peak_mb"] / two["peak_mb"], 3),
         "one_instance_bf16_peak_mb": round(bf16["peak_mb"]),
         "bf16_ratio": round(bf16["peak_mb"] / two["peak_mb"], 3),
         "one_instance_bf16_pss_mb": round(bf16["pss_mb"]),
@@ -124,11 +142,11 @@ def main(size: str = "base") -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="base", choices=["base", "tiny"])
-    parser.add_argument("--child")
-    parser.add_argument("--model")
-    parser.add_argument("--adapter")
+    parser.add_argument("--model", help="hub id or local folder (default: FLAN-T5-base if available, else random)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one way, in a fresh process
+    parser.add_argument("--adapter", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.model, args.adapter)
     else:
-        main(args.size)
+        main(args.size, model=args.model)

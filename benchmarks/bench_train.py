@@ -15,7 +15,7 @@ import tempfile
 
 import torch
 
-from benchmarks.common import gemm_gflops, model_dir, t5_params, table, write_result
+from benchmarks.common import bench_model, describe_model, gemm_gflops, t5_params, table, write_result
 from llmft.data import load_examples, sample_examples
 from llmft.tasks import get_task
 from llmft.training import TrainConfig, train
@@ -64,14 +64,16 @@ def origin_side(model_path, examples, steps, batch_size, lr, seed):
     return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss, padded_tokens
 
 
-def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e-3, seed: int = 0) -> dict:
+def main(
+    size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e-3, seed: int = 0, model: str | None = None
+) -> dict:
     from transformers import AutoModelForSeq2SeqLM
 
-    model_path = model_dir(size)
+    model_path = bench_model(size, model)
     task = get_task("dialogue")
     examples = sample_examples(load_examples(task, None, "train"), steps * batch_size, seed)
 
-    def llmft_run(dtype):
+    def llmft_run(dtype, base_dropout=None):
         config = TrainConfig(
             task="dialogue",
             model=model_path,
@@ -87,11 +89,13 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
             seed=seed,
             runs_dir=tempfile.mkdtemp(prefix="llmft-bench-runs-"),
             dtype=dtype,
+            base_dropout=base_dropout,
         )
         return train(config, show_progress=False)
 
     info = llmft_run("auto")
     bf16 = llmft_run("bfloat16")  # opt-in: bf16 base weights, bf16 autocast, fp32 LoRA weights
+    nodrop = llmft_run("auto", base_dropout=0.0)  # opt-in --base-dropout 0: no dropout in the frozen model
     origin_s, origin_tokens, origin_loss, padded = origin_side(model_path, examples, steps, batch_size, lr, seed)
     enc_params, dec_params = t5_params(AutoModelForSeq2SeqLM.from_pretrained(model_path))
     gflops = gemm_gflops()
@@ -102,6 +106,7 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
     origin_tps = origin_tokens / origin_s
     result = {
         "size": size,
+        "model": describe_model(model_path),
         "steps": steps,
         "batch_size": batch_size,
         "llmft_tokens_per_s": round(llmft_tps, 1),
@@ -117,6 +122,9 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
         "llmft_bf16_tokens_per_s": round(bf16["tokens_per_s"], 1),
         "speedup_bf16": round(bf16["tokens_per_s"] / origin_tps, 2),
         "llmft_bf16_loss": round(bf16["train_loss"], 4),
+        "llmft_base_dropout_0_tokens_per_s": round(nodrop["tokens_per_s"], 1),
+        "speedup_base_dropout_0": round(nodrop["tokens_per_s"] / origin_tps, 2),
+        "llmft_base_dropout_0_loss": round(nodrop["train_loss"], 4),
         "gemm_bf16_gflops": round(bf16_gflops, 1),
         "llmft_bf16_fraction_of_bf16_gemm": round(bf16["tokens_per_s"] * flops_per_token / 1e9 / bf16_gflops, 3),
         "origin_fraction_of_gemm_padded": round(
@@ -146,7 +154,8 @@ def main(size: str = "base", steps: int = 6, batch_size: int = 8, lr: float = 3e
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="base", choices=["base", "tiny"])
+    parser.add_argument("--model", help="hub id or local folder (default: FLAN-T5-base if available, else random)")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    main(args.size, args.steps, args.batch_size)
+    main(args.size, args.steps, args.batch_size, model=args.model)

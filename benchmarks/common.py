@@ -59,6 +59,31 @@ def model_dir(size: str) -> str:
     return str(folder)
 
 
+FLAN_T5_BASE = "google/flan-t5-base"
+
+
+def bench_model(size: str, model: str | None = None) -> str:
+    """The seq2seq model to benchmark: `model` when given (hub id or local folder); else, at base size, the
+    real FLAN-T5-base where the hub or its local cache has it; else the same architecture with random
+    weights (built here from its config). Generation lengths are fixed, so both ways do the same work
+    whichever it is."""
+    from llmft.models import check_model_ref, hub_reachable, in_hub_cache
+
+    if model:
+        return check_model_ref(model)
+    if size == "base" and (in_hub_cache(FLAN_T5_BASE) or hub_reachable()):
+        return FLAN_T5_BASE
+    return model_dir(size)
+
+
+def describe_model(model_path: str) -> str:
+    """What a result was measured with, as written in the JSON."""
+    path = Path(model_path)
+    if path.parent == CACHE and path.name.startswith("t5-"):
+        return f"FLAN-T5 architecture, {path.name.removeprefix('t5-')} size, random weights"
+    return model_path
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the
     parent through fork and exec, so a child of a large process would report the parent's peak."""
