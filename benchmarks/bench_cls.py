@@ -8,8 +8,8 @@ tokens); with one-sentence texts padding to 512 would waste far more and flatter
 The origin pads every review to 512 tokens, samples training batches at random, and classifies one review
 at a time with two model copies (base, and base + adapter). llmft pads each batch to its longest review,
 groups similar lengths, and runs length-sorted batches through one model with the adapter toggled.
-Both sides: the same model, LoRA configuration, data, steps and adapter. An opt-in row trains llmft with
-`--base-dropout 0` (no dropout inside the frozen model).
+Both sides: the same model, LoRA configuration, data, steps and adapter; each way runs in a fresh process.
+An opt-in row trains llmft with `--base-dropout 0` (no dropout inside the frozen model).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import gemm_gflops, table, write_result
+from benchmarks.common import gemm_gflops, in_fresh_process, table, write_result
+from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, classify, evaluate_pair
 from llmft.models import load_model, minilm_path
@@ -55,11 +56,12 @@ def encoder_params(model) -> int:
 
 
 def origin_train(model_path, data, steps, batch_size, lr, seed):
+    """The origin's training configuration (run in a fresh process)."""
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
     labels = get_task("sentiment").labels
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     torch.manual_seed(seed)
@@ -92,12 +94,14 @@ def origin_train(model_path, data, steps, batch_size, lr, seed):
     return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss
 
 
-def origin_eval(model_path, adapter, examples, seed):
-    """Two copies, one review at a time, padded to 512: the notebook's loop, timed from loading to F1."""
+def origin_eval(model_path, adapter, test_file, seed):
+    """Two copies, one review at a time, padded to 512: the notebook's loop, timed from loading to F1 (run in
+    a fresh process)."""
     from peft import PeftModel
     from sklearn.metrics import f1_score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    examples = load_examples(get_task("sentiment"), test_file, "test")
     n_labels = len(get_task("sentiment").labels)
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -114,7 +118,57 @@ def origin_eval(model_path, adapter, examples, seed):
                 preds[name].append(int(model(**enc).logits.argmax(-1)))
     y = [ex.label for ex in examples]
     f1 = {name: f1_score(y, p) for name, p in preds.items()}
-    return time.perf_counter() - start, f1, preds
+    return {"eval_s": time.perf_counter() - start, "f1": f1, "preds": preds}
+
+
+def llmft_train(model_path, data, steps, batch_size, lr, seed, runs_dir, name, base_dropout=None):
+    """llmft's training as `python -m llmft train` runs it (run in a fresh process)."""
+    keep_freed_memory()  # as the CLI does
+    config = TrainConfig(
+        task="sentiment",
+        model=model_path,
+        data=data,
+        train_samples=0,
+        max_steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=LORA["targets"],
+        seed=seed,
+        runs_dir=runs_dir,
+        run_name=name,
+        base_dropout=base_dropout,
+    )
+    info = train(config, show_progress=False)
+    return {"tokens_per_s": info["tokens_per_s"], "train_loss": info["train_loss"]}
+
+
+def llmft_eval(model_path, adapter, test_file, seed):
+    """llmft's evaluation as `python -m llmft evaluate` runs it, then batched inference alone on the warm
+    model for the share of the GEMM peak it reaches (run in a fresh process)."""
+    keep_freed_memory()  # as the CLI does
+    task = get_task("sentiment")
+    examples = load_examples(task, test_file, "test")
+    start = time.perf_counter()
+    loaded = load_model(task, model_path, adapter, head_seed=seed)
+    result = evaluate_pair(loaded, examples, GenerationSettings(), cache_dir=None, progress=False)
+    eval_s = time.perf_counter() - start
+    texts = [ex.text for ex in examples]
+    start = time.perf_counter()
+    classify(loaded, texts, GenerationSettings(), tuned=True, progress=False)
+    infer_s = time.perf_counter() - start
+    lengths = [len(ids) for ids in loaded.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+    return {
+        "eval_s": eval_s,
+        "f1": {side: result["metrics"]["f1"][f"{side}_mean"] for side in ("base", "tuned")},
+        "preds": {
+            side: [task.labels.index(r[f"{side}_output"]) for r in result["rows"]] for side in ("base", "tuned")
+        },
+        "infer_s": infer_s,
+        "lengths": lengths,
+    }
 
 
 def main(n: int = 100, steps: int = 6, batch_size: int = 16, lr: float = 2e-3, seed: int = 0) -> dict:
@@ -123,54 +177,30 @@ def main(n: int = 100, steps: int = 6, batch_size: int = 16, lr: float = 2e-3, s
     model_path = minilm_path()
     task = get_task("sentiment")
     work = Path(tempfile.mkdtemp(prefix="llmft-bench-cls-"))
-    train_file = imdb_length_file("train", steps * batch_size, seed, work / "train.jsonl")
+    # The quick preset's data size (400): length grouping works within mega-batches of several batches.
+    n_train = max(task.preset("quick").train_samples, steps * batch_size)
+    train_file = imdb_length_file("train", n_train, seed, work / "train.jsonl")
     test_file = imdb_length_file("test", n, seed + 1, work / "test.jsonl")
 
-    def llmft_train(name, base_dropout=None):
-        config = TrainConfig(
-            task="sentiment",
-            model=model_path,
-            data=str(train_file),
-            train_samples=0,
-            max_steps=steps,
-            batch_size=batch_size,
-            learning_rate=lr,
-            lora_r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            target_modules=LORA["targets"],
-            seed=seed,
-            runs_dir=str(work / "runs"),
-            run_name=name,
-            base_dropout=base_dropout,
-        )
-        return train(config, show_progress=False)
+    train_args = dict(
+        model_path=model_path, data=str(train_file), steps=steps, batch_size=batch_size, lr=lr, seed=seed
+    )
+    runs = str(work / "runs")
+    info = in_fresh_process("benchmarks.bench_cls:llmft_train", **train_args, runs_dir=runs, name="bench")
+    nodrop = in_fresh_process(  # opt-in --base-dropout 0
+        "benchmarks.bench_cls:llmft_train", **train_args, runs_dir=runs, name="bench-nodrop", base_dropout=0.0
+    )
+    origin_train_s, origin_tokens, origin_loss = in_fresh_process("benchmarks.bench_cls:origin_train", **train_args)
 
-    info = llmft_train("bench")
-    nodrop = llmft_train("bench-nodrop", base_dropout=0.0)  # opt-in --base-dropout 0
-    origin_train_s, origin_tokens, origin_loss = origin_train(model_path, train_file, steps, batch_size, lr, seed)
-
-    examples = load_examples(task, str(test_file), "test")
     adapter = str(work / "runs" / "bench" / "adapter")
-    start = time.perf_counter()
-    loaded = load_model(task, model_path, adapter, head_seed=seed)
-    result = evaluate_pair(loaded, examples, GenerationSettings(), cache_dir=None, progress=False)
-    llmft_eval_s = time.perf_counter() - start
-    origin_eval_s, origin_f1, origin_preds = origin_eval(model_path, adapter, examples, seed)
-
-    # Batched inference alone (warm model), for the share of the machine's GEMM peak it reaches.
-    texts = [ex.text for ex in examples]
-    start = time.perf_counter()
-    classify(loaded, texts, GenerationSettings(), tuned=True, progress=False)
-    infer_s = time.perf_counter() - start
-    lengths = [len(ids) for ids in loaded.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+    eval_args = dict(model_path=model_path, adapter=adapter, test_file=str(test_file), seed=seed)
+    ours = in_fresh_process("benchmarks.bench_cls:llmft_eval", **eval_args)
+    origin = in_fresh_process("benchmarks.bench_cls:origin_eval", **eval_args)
+    lengths = ours["lengths"]
     params = encoder_params(AutoModel.from_pretrained(model_path))
     gflops = gemm_gflops()
     # Per token: 2N FLOPs forward; training adds 2N for activation gradients (frozen weights need none).
     # Attention-score FLOPs are left out, so the shares are slight underestimates.
-    llmft_preds = {
-        side: [task.labels.index(row[f"{side}_output"]) for row in result["rows"]] for side in ("base", "tuned")
-    }
     out = {
         "model": "sentence-transformers/all-MiniLM-L6-v2 (packaged)",
         "n": n,
@@ -185,18 +215,21 @@ def main(n: int = 100, steps: int = 6, batch_size: int = 16, lr: float = 2e-3, s
         "base_dropout_0_speedup": round(nodrop["tokens_per_s"] / (origin_tokens / origin_train_s), 2),
         "llmft_base_dropout_0_loss": round(nodrop["train_loss"], 4),
         "origin_loss": round(origin_loss, 4),
-        "llmft_eval_s": round(llmft_eval_s, 2),
-        "origin_eval_s": round(origin_eval_s, 2),
-        "eval_speedup": round(origin_eval_s / llmft_eval_s, 2),
-        "llmft_f1": {side: round(result["metrics"]["f1"][f"{side}_mean"], 3) for side in ("base", "tuned")},
-        "origin_f1": {side: round(v, 3) for side, v in origin_f1.items()},
+        "llmft_eval_s": round(ours["eval_s"], 2),
+        "origin_eval_s": round(origin["eval_s"], 2),
+        "eval_speedup": round(origin["eval_s"] / ours["eval_s"], 2),
+        "llmft_f1": {side: round(v, 3) for side, v in ours["f1"].items()},
+        "origin_f1": {side: round(v, 3) for side, v in origin["f1"].items()},
         "predictions_agree": round(
-            statistics.mean(a == b for side in llmft_preds for a, b in zip(llmft_preds[side], origin_preds[side])), 3
+            statistics.mean(
+                a == b for side in ours["preds"] for a, b in zip(ours["preds"][side], origin["preds"][side])
+            ),
+            3,
         ),
         "gemm_gflops": round(gflops, 1),
         "train_fraction_of_gemm": round(info["tokens_per_s"] * 4 * params / 1e9 / gflops, 3),
         "train_base_dropout_0_fraction_of_gemm": round(nodrop["tokens_per_s"] * 4 * params / 1e9 / gflops, 3),
-        "inference_fraction_of_gemm": round(sum(lengths) * 2 * params / infer_s / 1e9 / gflops, 3),
+        "inference_fraction_of_gemm": round(sum(lengths) * 2 * params / ours["infer_s"] / 1e9 / gflops, 3),
     }
     print(
         table(

@@ -3,9 +3,11 @@
 Run: python benchmarks/bench_train.py [--size base|tiny] [--steps 6] [--batch-size 8]
 
 The origin pads every prompt to 512 tokens and every target to 128 and samples batches at random; llmft pads
-each batch only to its longest example and groups examples of similar length. Throughput counts real
-(non-padding) input tokens per second of the training loop; model FLOPs use 2N per token forward and 2N for
-the activation gradients (frozen base weights need no weight gradients).
+each batch only to its longest example and groups examples of similar length. Both draw their batches from
+the quick preset's 160 training examples (length grouping needs several batches of data to group), and each
+way runs in a fresh process. Throughput counts real (non-padding) input tokens per second of the training
+loop; model FLOPs use 2N per token forward and 2N for the activation gradients (frozen base weights need no
+weight gradients).
 """
 
 from __future__ import annotations
@@ -15,19 +17,30 @@ import tempfile
 
 import torch
 
-from benchmarks.common import bench_model, describe_model, gemm_gflops, t5_params, table, write_result
+from benchmarks.common import (
+    bench_model,
+    describe_model,
+    gemm_gflops,
+    in_fresh_process,
+    t5_params,
+    table,
+    write_result,
+)
+from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples, sample_examples
 from llmft.tasks import get_task
 from llmft.training import TrainConfig, train
 
 
-def origin_side(model_path, examples, steps, batch_size, lr, seed):
+def origin_side(model_path, n_train, steps, batch_size, lr, seed):
+    """The origin's configuration (run in a fresh process)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, TrainingArguments
 
     task = get_task("dialogue")
+    examples = sample_examples(load_examples(task, None, "train"), n_train, seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     torch.manual_seed(seed)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
@@ -60,8 +73,31 @@ def origin_side(model_path, examples, steps, batch_size, lr, seed):
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset)
     out = trainer.train()
-    padded_tokens = steps * batch_size * (512 + 128)
+    padded_tokens = steps * batch_size * (512 + 128)  # every batch, padded to the maximum
     return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss, padded_tokens
+
+
+def llmft_side(model_path, n_train, steps, batch_size, lr, seed, dtype="auto", base_dropout=None):
+    """llmft's training as `python -m llmft train` runs it (run in a fresh process)."""
+    keep_freed_memory()  # as the CLI does
+    config = TrainConfig(
+        task="dialogue",
+        model=model_path,
+        data="sample",
+        train_samples=n_train,
+        max_steps=steps,
+        batch_size=batch_size,
+        learning_rate=lr,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        target_modules=["q", "v"],
+        seed=seed,
+        runs_dir=tempfile.mkdtemp(prefix="llmft-bench-runs-"),
+        dtype=dtype,
+        base_dropout=base_dropout,
+    )
+    return train(config, show_progress=False)
 
 
 def main(
@@ -71,32 +107,16 @@ def main(
 
     model_path = bench_model(size, model)
     task = get_task("dialogue")
-    examples = sample_examples(load_examples(task, None, "train"), steps * batch_size, seed)
-
-    def llmft_run(dtype, base_dropout=None):
-        config = TrainConfig(
-            task="dialogue",
-            model=model_path,
-            data="sample",
-            train_samples=steps * batch_size,
-            max_steps=steps,
-            batch_size=batch_size,
-            learning_rate=lr,
-            lora_r=16,
-            lora_alpha=32,
-            lora_dropout=0.05,
-            target_modules=["q", "v"],
-            seed=seed,
-            runs_dir=tempfile.mkdtemp(prefix="llmft-bench-runs-"),
-            dtype=dtype,
-            base_dropout=base_dropout,
-        )
-        return train(config, show_progress=False)
-
-    info = llmft_run("auto")
-    bf16 = llmft_run("bfloat16")  # opt-in: bf16 base weights, bf16 autocast, fp32 LoRA weights
-    nodrop = llmft_run("auto", base_dropout=0.0)  # opt-in --base-dropout 0: no dropout in the frozen model
-    origin_s, origin_tokens, origin_loss, padded = origin_side(model_path, examples, steps, batch_size, lr, seed)
+    # The quick preset's data size: transformers groups lengths within mega-batches of min(N / (4 x batch), 50)
+    # batches, so with only `steps` batches of data there would be nothing to group.
+    n_train = max(task.preset("quick").train_samples, steps * batch_size)
+    common = dict(model_path=model_path, n_train=n_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    info = in_fresh_process("benchmarks.bench_train:llmft_side", **common)
+    # opt-in: bf16 base weights, bf16 autocast, fp32 LoRA weights
+    bf16 = in_fresh_process("benchmarks.bench_train:llmft_side", **common, dtype="bfloat16")
+    # opt-in --base-dropout 0: no dropout in the frozen model
+    nodrop = in_fresh_process("benchmarks.bench_train:llmft_side", **common, base_dropout=0.0)
+    origin_s, origin_tokens, origin_loss, padded = in_fresh_process("benchmarks.bench_train:origin_side", **common)
     enc_params, dec_params = t5_params(AutoModelForSeq2SeqLM.from_pretrained(model_path))
     gflops = gemm_gflops()
     bf16_gflops = gemm_gflops(dtype=torch.bfloat16)

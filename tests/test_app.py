@@ -47,6 +47,7 @@ def form(
     steps=5,
     run_name="",
     train_samples=32,
+    no_base_dropout=False,
 ):
     return dict(
         task=task,
@@ -68,6 +69,7 @@ def form(
         train_samples=train_samples,
         seed=1,
         run_name=run_name,
+        no_base_dropout=no_base_dropout,
     )
 
 
@@ -122,12 +124,14 @@ def test_compare_rejects_empty_text(served, text):
 
 def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     client, runs = served
-    message, command = start_training(client, model=tiny_distilbert, steps=6, run_name="ui-run")
+    message, command = start_training(client, model=tiny_distilbert, steps=6, run_name="ui-run", no_base_dropout=True)
     assert "ui-run" in message and "python -m llmft train --task sentiment" in command
+    assert "--base-dropout 0.0" in command
     state = wait_for(client, lambda s: s[3] == "ui-run")
     assert "completed" in state[0] and "step 6 / 6" in state[0]
     info = json.loads((Path(runs) / "ui-run" / "run.json").read_text())
     assert info["status"] == "completed" and (Path(runs) / "ui-run" / "adapter").is_dir()
+    assert info["config"]["base_dropout"] == 0.0
 
 
 def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_distilbert):

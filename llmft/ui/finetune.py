@@ -84,6 +84,7 @@ def make_config(
     train_samples,
     seed,
     run_name,
+    no_base_dropout=False,
 ) -> TrainConfig:
     if source == "hub dataset":
         if not (hub_id or "").strip():
@@ -119,6 +120,7 @@ def make_config(
         target_columns=[target_col] if target_col and not is_cls else None,
         label_column=label_col if label_col and is_cls else None,
         dtype=server_dtype(),
+        base_dropout=0.0 if no_base_dropout else None,
     )
 
 
@@ -200,6 +202,11 @@ def build():
             with gr.Row():
                 seed = gr.Number(42, label="Seed", precision=0)
                 run_name = gr.Textbox(label="Run name (blank = automatic)")
+                no_base_dropout = gr.Checkbox(
+                    False,
+                    label="No dropout in the frozen model",
+                    info="Faster on CPU (MiniLM 2-3x on long reviews), but one regulariser fewer",
+                )
         with gr.Row():
             start_btn = gr.Button("Start", variant="primary")
             cancel_btn = gr.Button("Cancel", variant="stop")
@@ -213,7 +220,10 @@ def build():
         evaluate_btn = gr.Button("Evaluate this run", visible=False)
 
         hyper = [steps, lr, batch, r, alpha, dropout, targets, train_samples]
-        form = [task, model, source, hub_id, upload, text_col, target_col, label_col, preset, *hyper, seed, run_name]
+        form = [
+            *[task, model, source, hub_id, upload, text_col, target_col, label_col, preset],
+            *[*hyper, seed, run_name, no_base_dropout],
+        ]
         for trigger in (task.change, preset.change):
             trigger(user_errors(preset_values), [task, preset], hyper, api_name=False)
         source.change(
