@@ -1,4 +1,4 @@
-"""Run every benchmark and print the ratio table (about 14 minutes on 2 cores at base size, offline).
+"""Run every benchmark and print the ratio table (about 14 minutes on 2 cores at base size).
 
 Run: python -m benchmarks.run_all [--size base|tiny] [--quick]
 Results: benchmarks/results/*.json (one file per benchmark, plus summary.json).

@@ -205,7 +205,7 @@ def build():
                 no_base_dropout = gr.Checkbox(
                     False,
                     label="No dropout in the frozen model",
-                    info="Faster on CPU (MiniLM 2-3x on long reviews), but one regulariser fewer",
+                    info="Faster on CPU (MiniLM 2x on long reviews), but one regulariser fewer",
                 )
         with gr.Row():
             start_btn = gr.Button("Start", variant="primary")
