@@ -220,10 +220,8 @@ def build():
         evaluate_btn = gr.Button("Evaluate this run", visible=False)
 
         hyper = [steps, lr, batch, r, alpha, dropout, targets, train_samples]
-        form = [
-            *[task, model, source, hub_id, upload, text_col, target_col, label_col, preset],
-            *[*hyper, seed, run_name, no_base_dropout],
-        ]
+        form = [task, model, source, hub_id, upload, text_col, target_col, label_col, preset]
+        form += [*hyper, seed, run_name, no_base_dropout]
         for trigger in (task.change, preset.change):
             trigger(user_errors(preset_values), [task, preset], hyper, api_name=False)
         source.change(
