@@ -15,10 +15,18 @@ import time
 
 import torch
 
-from benchmarks.common import bench_model, describe_model, gemm_gflops, t5_params, table, write_result
+from benchmarks.common import (
+    bench_model,
+    describe_model,
+    gemm_gflops,
+    in_fresh_process,
+    t5_params,
+    table,
+    write_result,
+)
+from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair, generate
-from llmft.metrics import BertScorer
 from llmft.models import MINILM, load_model, minilm_path
 from llmft.tasks import get_task
 
@@ -37,21 +45,33 @@ def make_adapter(model_path: str, out: str) -> str:
     return out
 
 
-def llmft_side(model_path, adapter, examples, tokens, batch_size, dtype="auto"):
-    BertScorer._cache.clear()  # count the scorer's one load
+def test_examples(n):
+    return load_examples(get_task("dialogue"), None, "test")[:n]
+
+
+def llmft_side(model_path, adapter, n, tokens, batch_size, dtype="auto"):
+    """llmft's evaluation as `python -m llmft evaluate` runs it (run in a fresh process)."""
+    keep_freed_memory()  # as the CLI does
+    examples = test_examples(n)
     start = time.perf_counter()
     loaded = load_model(get_task("dialogue"), model_path, adapter, dtype=dtype)
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
     result = evaluate_pair(loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False)
-    return time.perf_counter() - start, result
+    seconds = time.perf_counter() - start
+    outputs = [[row["base_output"], row["tuned_output"]] for row in result["rows"]]
+    metrics = result["metrics"]
+    means = {"rouge1": metrics["rouge1"]["tuned_mean"], "bertscore": metrics["bertscore_f1"]["tuned_mean"]}
+    return {"seconds": seconds, "outputs": outputs, "tuned_means": means}
 
 
-def inference_fraction(model_path, adapter, examples, tokens, batch_size, gflops) -> float:
-    """Share of the fp32 GEMM peak that llmft's batched generation reaches (warm model, tuned side).
+def inference_flops(model_path, adapter, n, tokens, batch_size) -> dict:
+    """Model FLOPs and seconds of llmft's batched generation (warm model, tuned side; in a fresh process).
 
     FLOPs: 2 x encoder weights per real input token, 2 x decoder weights (with the LM head) per generated
     token; attention scores and padding are not counted, so this slightly understates the work done.
     """
+    keep_freed_memory()
+    examples = test_examples(n)
     loaded = load_model(get_task("dialogue"), model_path, adapter)
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
     texts = [ex.text for ex in examples]
@@ -62,18 +82,19 @@ def inference_fraction(model_path, adapter, examples, tokens, batch_size, gflops
     prompts = [loaded.task.format_prompt(t) for t in texts]
     input_tokens = sum(len(ids) for ids in loaded.tokenizer(prompts, truncation=True, max_length=512)["input_ids"])
     enc, dec = t5_params(loaded.model)
-    flops = 2 * enc * input_tokens + 2 * dec * tokens * len(texts)
-    return flops / seconds / 1e9 / gflops
+    return {"flops": 2 * enc * input_tokens + 2 * dec * tokens * len(texts), "seconds": seconds}
 
 
-def origin_side(model_path, adapter, examples, tokens):
-    """The notebooks' method, kept as it was (apart from evaluate.load, which needs the hub)."""
+def origin_side(model_path, adapter, n, tokens):
+    """The notebooks' method, kept as it was (apart from evaluate.load, which needs the hub); run in a fresh
+    process."""
     import bert_score
     from peft import PeftModel
     from rouge_score import rouge_scorer
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     task = get_task("dialogue")
+    examples = test_examples(n)
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     original_model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
@@ -96,7 +117,9 @@ def origin_side(model_path, adapter, examples, tokens):
         bert_score.score(safe(outs), refs, model_type=minilm_path(), num_layers=6)[2]
         for outs in (original_out, peft_out)
     ]
-    return time.perf_counter() - start, (rouge, f1)
+    seconds = time.perf_counter() - start
+    means = {"rouge1": sum(r["rouge1"].fmeasure for r in rouge[1]) / len(refs), "bertscore": float(f1[1].mean())}
+    return {"seconds": seconds, "tuned_means": means}
 
 
 def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32, model: str | None = None) -> dict:
@@ -104,15 +127,15 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
 
     model_path = bench_model(size, model)
     adapter = make_adapter(model_path, tempfile.mkdtemp(prefix="llmft-bench-adapter-"))
-    examples = load_examples(get_task("dialogue"), None, "test")[:n]
-    llmft_s, fp32 = llmft_side(model_path, adapter, examples, tokens, batch_size)
+    args = dict(model_path=model_path, adapter=adapter, n=n, tokens=tokens)
+    fp32 = in_fresh_process("benchmarks.bench_eval:llmft_side", **args, batch_size=batch_size)
     # Opt-in bf16 weights (--dtype bfloat16): same work; outputs may differ slightly from fp32.
-    bf16_s, bf16 = llmft_side(model_path, adapter, examples, tokens, batch_size, dtype="bfloat16")
-    origin_s, _ = origin_side(model_path, adapter, examples, tokens)
+    bf16 = in_fresh_process("benchmarks.bench_eval:llmft_side", **args, batch_size=batch_size, dtype="bfloat16")
+    inference = in_fresh_process("benchmarks.bench_eval:inference_flops", **args, batch_size=batch_size)
     gflops = gemm_gflops()
-    fraction = inference_fraction(model_path, adapter, examples, tokens, batch_size, gflops)
-    pairs = zip(fp32["rows"], bf16["rows"])
-    same = [a[f"{side}_output"] == b[f"{side}_output"] for a, b in pairs for side in ("base", "tuned")]
+    origin = in_fresh_process("benchmarks.bench_eval:origin_side", **args)
+    origin_s, llmft_s, bf16_s = origin["seconds"], fp32["seconds"], bf16["seconds"]
+    same = [a == b for pair in zip(fp32["outputs"], bf16["outputs"]) for a, b in zip(*pair)]
     result = {
         "size": size,
         "model": describe_model(model_path),
@@ -125,8 +148,10 @@ def main(size: str = "base", n: int = 50, tokens: int = 32, batch_size: int = 32
         "llmft_bf16_s": round(bf16_s, 2),
         "speedup_bf16": round(origin_s / bf16_s, 2),
         "bf16_outputs_equal_to_fp32": round(sum(same) / len(same), 3),
+        # The same model and decoding both ways: the tuned side's scores should agree (a faithfulness check).
+        "tuned_means": {"origin": origin["tuned_means"], "llmft": fp32["tuned_means"]},
         "gemm_gflops": round(gflops, 1),
-        "inference_fraction_of_gemm": round(fraction, 3),
+        "inference_fraction_of_gemm": round(inference["flops"] / inference["seconds"] / 1e9 / gflops, 3),
     }
     print(
         table(
