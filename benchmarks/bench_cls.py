@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import gemm_gflops, in_fresh_process, table, write_result
+from benchmarks.common import gemm_gflops, in_fresh_process, origin_training, table, write_result
 from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, classify, evaluate_pair
@@ -59,7 +59,7 @@ def origin_train(model_path, data, steps, batch_size, lr, seed):
     """The origin's training configuration (run in a fresh process)."""
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
     labels = get_task("sentiment").labels
@@ -76,22 +76,7 @@ def origin_train(model_path, data, steps, batch_size, lr, seed):
     model = get_peft_model(model, lora)
     enc = tokenizer([r["text"] for r in rows], padding="max_length", max_length=512, truncation=True)
     dataset = Dataset.from_dict({**enc, "labels": [labels.index(r["label"]) for r in rows]})
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="llmft-bench-origin-"),
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=seed,
-        use_cpu=True,
-        disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset)
-    out = trainer.train()
-    return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss
+    return origin_training(model, dataset, steps, batch_size, lr, seed)
 
 
 def origin_eval(model_path, adapter, test_file, seed):

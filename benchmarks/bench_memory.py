@@ -10,14 +10,11 @@ floor: one copy served by plain transformers + peft code, the least any one-inst
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import HERE, bench_model, describe_model, peak_rss_mb, table, write_result
+from benchmarks.common import bench_model, describe_model, in_fresh_process, peak_rss_mb, table, write_result
 
 
 def memory_now() -> dict:
@@ -31,8 +28,8 @@ def memory_now() -> dict:
     return {"anon_mb": kb(status, "RssAnon"), "file_mb": kb(status, "RssFile"), "pss_mb": kb(rollup, "Pss")}
 
 
-def child(way: str, model_path: str, adapter: str) -> None:
-    """Runs in a subprocess: load, generate from both sides, print peak RSS as JSON.
+def child(way: str, model_path: str, adapter: str) -> dict:
+    """Runs in a fresh process: load, generate from both sides, return the peak RSS.
 
     Each way imports only what it uses: the origin needs torch, transformers and peft; llmft's serving
     path (what the Compare tab and `predict` run) imports llmft's model and generation modules.
@@ -74,18 +71,11 @@ def child(way: str, model_path: str, adapter: str) -> None:
         with torch.inference_mode():
             base.generate(input_ids=ids, max_new_tokens=8)
             tuned.generate(input_ids=ids, max_new_tokens=8)
-    print(json.dumps({"before_mb": before, "peak_mb": peak_rss_mb(), **memory_now()}))
+    return {"before_mb": before, "peak_mb": peak_rss_mb(), **memory_now()}
 
 
 def measure(way, model_path, adapter) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_memory", "--child", way, "--model", model_path, "--adapter", adapter],
-        capture_output=True,
-        text=True,
-        cwd=HERE.parent,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process("benchmarks.bench_memory:child", way=way, model_path=model_path, adapter=adapter)
 
 
 def main(size: str = "base", model: str | None = None) -> dict:
@@ -143,10 +133,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="base", choices=["base", "tiny"])
     parser.add_argument("--model", help="hub id or local folder (default: FLAN-T5-base if available, else random)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one way, in a fresh process
-    parser.add_argument("--adapter", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.model, args.adapter)
-    else:
-        main(args.size, model=args.model)
+    main(args.size, model=args.model)

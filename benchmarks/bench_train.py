@@ -22,6 +22,7 @@ from benchmarks.common import (
     describe_model,
     gemm_gflops,
     in_fresh_process,
+    origin_training,
     t5_params,
     table,
     write_result,
@@ -37,7 +38,7 @@ def origin_side(model_path, n_train, steps, batch_size, lr, seed):
     import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     task = get_task("dialogue")
     examples = sample_examples(load_examples(task, None, "train"), n_train, seed)
@@ -58,23 +59,8 @@ def origin_side(model_path, n_train, steps, batch_size, lr, seed):
     dataset = Dataset.from_dict(
         {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     )
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="llmft-bench-origin-"),
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=seed,
-        use_cpu=True,
-        disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset)
-    out = trainer.train()
     padded_tokens = steps * batch_size * (512 + 128)  # every batch, padded to the maximum
-    return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss, padded_tokens
+    return (*origin_training(model, dataset, steps, batch_size, lr, seed), padded_tokens)
 
 
 def llmft_side(model_path, n_train, steps, batch_size, lr, seed, dtype="auto", base_dropout=None):

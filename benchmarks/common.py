@@ -8,6 +8,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,6 +97,28 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def origin_training(model, dataset, steps: int, batch_size: int, lr: float, seed: int) -> tuple[float, int, float]:
+    """The origin's Trainer run (default sampler: random batches): (seconds, real input tokens, mean loss)."""
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="llmft-bench-origin-"),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        use_cpu=True,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset)
+    out = trainer.train()
+    return out.metrics["train_runtime"], trainer.state.num_input_tokens_seen, out.training_loss
 
 
 RESULT_MARK = "@@bench-result@@"
