@@ -27,7 +27,8 @@ import torch
 from benchmarks.common import gemm_gflops, in_fresh_process, origin_training, table, write_result
 from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
-from llmft.evaluation import GenerationSettings, classify, evaluate_pair
+from llmft.evaluation import GenerationSettings, evaluate_pair
+from llmft.inference import classify
 from llmft.models import load_model, minilm_path
 from llmft.tasks import get_task
 from llmft.training import TrainConfig, train
@@ -147,10 +148,8 @@ def llmft_eval(model_path, adapter, test_file, seed):
     lengths = [len(ids) for ids in loaded.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
     return {
         "eval_s": eval_s,
-        "f1": {side: result["metrics"]["f1"][f"{side}_mean"] for side in ("base", "tuned")},
-        "preds": {
-            side: [task.labels.index(r[f"{side}_output"]) for r in result["rows"]] for side in ("base", "tuned")
-        },
+        "f1": {side: result.metrics["f1"][f"{side}_mean"] for side in ("base", "tuned")},
+        "preds": {side: [task.labels.index(r[f"{side}_output"]) for r in result.rows] for side in ("base", "tuned")},
         "infer_s": infer_s,
         "lengths": lengths,
     }

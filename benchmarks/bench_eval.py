@@ -26,7 +26,8 @@ from benchmarks.common import (
 )
 from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
-from llmft.evaluation import GenerationSettings, evaluate_pair, generate
+from llmft.evaluation import GenerationSettings, evaluate_pair
+from llmft.inference import generate
 from llmft.models import MINILM, load_model, minilm_path
 from llmft.tasks import get_task
 
@@ -58,8 +59,8 @@ def llmft_side(model_path, adapter, n, tokens, batch_size, dtype="auto"):
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
     result = evaluate_pair(loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False)
     seconds = time.perf_counter() - start
-    outputs = [[row["base_output"], row["tuned_output"]] for row in result["rows"]]
-    metrics = result["metrics"]
+    outputs = [[row["base_output"], row["tuned_output"]] for row in result.rows]
+    metrics = result.metrics
     means = {"rouge1": metrics["rouge1"]["tuned_mean"], "bertscore": metrics["bertscore_f1"]["tuned_mean"]}
     return {"seconds": seconds, "outputs": outputs, "tuned_means": means}
 

@@ -31,11 +31,11 @@ DIALOGUE = "\n".join(
 )
 
 
-def one_request(model_path, adapter, tokens):
+def one_request(ctx, model_path, adapter, tokens):
     from llmft.ui.compare import compare
 
     start, first = time.perf_counter(), None
-    for _, _, base_stats, *_ in compare("dialogue", model_path, adapter, DIALOGUE, "", tokens):
+    for _, _, base_stats, *_ in compare(ctx, "dialogue", model_path, adapter, DIALOGUE, "", tokens):
         # The first update carries the first generated token (its text may be empty for a random model).
         if first is None and base_stats:
             first = time.perf_counter() - start
@@ -53,8 +53,11 @@ def main(size: str = "base", tokens: int = 64, repeats: int = 3, model: str | No
             get_task("dialogue").format_prompt(DIALOGUE)
         )["input_ids"]
     )
-    cold = one_request(model_path, adapter, tokens)
-    warm = [one_request(model_path, adapter, tokens) for _ in range(repeats)]
+    from llmft.context import Context
+
+    ctx = Context.create(tempfile.mkdtemp(prefix="llmft-bench-runs-"))  # a server's state: its model cache
+    cold = one_request(ctx, model_path, adapter, tokens)
+    warm = [one_request(ctx, model_path, adapter, tokens) for _ in range(repeats)]
     result = {
         "size": size,
         "model": describe_model(model_path),

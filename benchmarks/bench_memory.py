@@ -39,7 +39,7 @@ def child(way: str, model_path: str, adapter: str) -> dict:
     before = peak_rss_mb()
     text = "#Person1#: Shall we meet on Friday?\n#Person2#: Yes, at noon by the station."
     if way in ("one", "one_bf16"):
-        from llmft.evaluation import GenerationSettings, generate
+        from llmft.inference import GenerationSettings, generate
         from llmft.models import load_model
         from llmft.tasks import get_task
 

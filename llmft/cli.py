@@ -22,80 +22,20 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _add_columns(p):
-    p.add_argument("--text-column", help="input text column (default: the task's)")
-    p.add_argument(
-        "--target-column",
-        type=_csv,
-        dest="target_columns",
-        help="reference column(s), comma-separated for several references",
-    )
-    p.add_argument("--label-column", help="label column for classification")
-
-
-DTYPE_HELP = "weights' dtype: auto (fp32 on CPU, bf16 on a bf16 GPU), float32, or bfloat16 (faster on bf16 CPUs)"
-
-
-def _add_dtype(p: argparse.ArgumentParser) -> None:
-    # models.DTYPES, spelled out: importing llmft.models (and torch) would slow down every command's start.
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help=DTYPE_HELP)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .config import EvalConfig, TrainConfig, add_arguments
+
     parser = _Parser(prog="python -m llmft", description="Fine-tune small models with LoRA; compare base vs tuned.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("tasks", help="list the tasks and their presets")
 
     t = sub.add_parser("train", help="train a LoRA adapter; writes a run directory")
-    t.add_argument("--task", required=True)
-    t.add_argument("--preset", default="quick", choices=["quick", "full"])
-    t.add_argument("--model", help="hub id, local folder, or 'minilm' (default: the task's)")
-    t.add_argument("--data", help="'sample' (default), a .jsonl/.json/.csv/.tsv/.parquet file, or a hub dataset id")
-    t.add_argument("--train-samples", type=int, help="examples drawn from the data (0 = all)")
-    steps = t.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int)
-    steps.add_argument("--epochs", type=float)
-    t.add_argument("--lr", type=float, dest="learning_rate")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lora-r", type=int)
-    t.add_argument("--lora-alpha", type=int)
-    t.add_argument("--lora-dropout", type=float)
-    t.add_argument(
-        "--base-dropout",
-        type=float,
-        help="dropout inside the frozen base model while training (default: the model's own, 0.1 for the "
-        "task models; 0 trains faster on CPU, up to 3x for MiniLM at 512 tokens, and regularises less)",
-    )
-    t.add_argument("--target-modules", type=_csv)
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--run-name")
-    t.add_argument("--runs-dir")
+    add_arguments(t, TrainConfig)
     t.add_argument("--resume", action="store_true", help="continue run --run-name from its last checkpoint")
-    _add_dtype(t)
-    _add_columns(t)
 
     e = sub.add_parser("evaluate", help="compare base and tuned on test examples")
-    e.add_argument("--task", required=True)
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run name (or run directory)")
-    src.add_argument("--adapter", help="adapter folder or hub id")
-    e.add_argument("--model", help="base model (default: the run's, else the task's)")
-    e.add_argument("--data", help="test data (default: the bundled sample)")
-    e.add_argument("--split", help="split of the sample or hub dataset (default: the task's test split)")
-    e.add_argument("--n", type=int, help="number of test examples (default: the preset's)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--bertscore-model", help="BERTScore scorer (default roberta-large; offline the packaged MiniLM)")
-    e.add_argument("--max-new-tokens", type=int)
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--out", help="also write examples.csv, summary.json, boxplot.html here")
-    e.add_argument("--runs-dir")
-    _add_dtype(e)
-    _add_columns(e)
+    add_arguments(e, EvalConfig)
 
     p = sub.add_parser("predict", help="print base and tuned outputs for one text")
     p.add_argument("--task", required=True)
@@ -106,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--runs-dir")
-    _add_dtype(p)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 
     x = sub.add_parser("export", help="write a run's adapter (or merged model) with a model card")
     x.add_argument("--run", required=True)
@@ -129,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_tasks(args) -> None:
     for name in task_names():
         task = get_task(name)
-        print(f"{name:10s} {task.kind:15s} model={task.model} data={task.dataset}")
+        print(f"{name:10s} {task.kind.name:15s} model={task.model} data={task.dataset}")
         print(f"{'':10s} {task.description}")
         for preset_name, preset in task.presets.items():
             length = f"{preset.max_steps} steps" if preset.max_steps else f"{preset.epochs:g} epochs"
@@ -142,9 +82,13 @@ def cmd_tasks(args) -> None:
 
 
 def cmd_train(args) -> None:
+    import signal
+    import threading
+
     from .allocator import keep_freed_memory
+    from .config import TrainConfig, from_args
     from .runs import find_run, read_run
-    from .training import TrainConfig, config_fields, train
+    from .training import train
 
     keep_freed_memory()  # one job per process: trade returning memory to the OS for fewer page faults
     get_task(args.task)
@@ -156,15 +100,20 @@ def cmd_train(args) -> None:
             raise LlmftError(f"run {args.run_name} is already completed")
         config = TrainConfig(**saved["config"])
     else:
-        # Every TrainConfig field the parser defines, under the same name.
-        config = TrainConfig(**{k: getattr(args, k) for k in config_fields() if hasattr(args, k)})
-    info = train(config, resume=args.resume)
+        config = from_args(TrainConfig, args)
+    # SIGTERM (the app's Cancel, or a scheduler) stops training at the end of the current step; the run is
+    # marked cancelled and its last complete checkpoint kept.
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    info = train(config, resume=args.resume, cancel=cancel)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun / accelerate launch, the main process reports
     print(
         f"run {info['name']}: {info['status']} in {info['duration_s']:.1f}s, {info['step']} steps, "
-        f"final loss {info['final_loss']:.4f}"
+        f"final loss {info['final_loss'] if info['final_loss'] is None else round(info['final_loss'], 4)}"
     )
+    if info["status"] != "completed":
+        return
     print(f"adapter: {Path(info['dir']) / 'adapter'}")
     print(
         f"evaluate: python -m llmft evaluate --task {config.task} --run {info['name']}"
@@ -174,55 +123,23 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .allocator import keep_freed_memory
+    from .config import EvalConfig, from_args
+    from .context import Context
     from .pipeline import evaluate
 
     keep_freed_memory()
-    columns = {
-        "text_column": args.text_column,
-        "target_columns": args.target_columns,
-        "label_column": args.label_column,
-    }
-    result = evaluate(
-        args.task,
-        run=args.run,
-        adapter=args.adapter,
-        model=args.model,
-        data=args.data,
-        split=args.split,
-        n=args.n,
-        seed=args.seed,
-        scorer=args.bertscore_model,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        out=args.out,
-        runs_dir=args.runs_dir,
-        columns=columns,
-        dtype=args.dtype,
-    )
-    print(format_summary(result))
-    for paths in result["written"]:
+    config = from_args(EvalConfig, args)
+    result, written = evaluate(Context.create(config.runs_dir, config.dtype), config)
+    print(result.text_table())
+    for paths in written:
         print(f"wrote {Path(paths['summary']).parent}")
 
 
-def format_summary(result: dict) -> str:
-    """A plain-text table of the paired comparison."""
-    head = f"{result['task']}: n={result['n']}, {result.get('dtype', 'float32')} weights"
-    if result["scorer"]:
-        head += f", BERTScore scorer {result['scorer']}"
-    lines = [head, f"{'metric':14s} {'base':>8s} {'tuned':>8s} {'delta':>8s} {'95% CI':>19s} {'p':>9s}  W/T/L"]
-    for name, m in result["metrics"].items():
-        lines.append(
-            f"{name:14s} {m['base_mean']:8.4f} {m['tuned_mean']:8.4f} {m['delta_mean']:+8.4f} "
-            f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] {m['p_value']:9.2g}  "
-            f"{m['wins']}/{m['ties']}/{m['losses']}"
-        )
-    return "\n".join(lines)
-
-
 def cmd_predict(args) -> None:
+    from .context import Context
     from .data import normalize_text
-    from .evaluation import GenerationSettings, classify, generate
-    from .tasks import CLASSIFICATION
+    from .evaluation import GenerationSettings
+    from .pipeline import open_model
 
     try:
         text, notice = normalize_text(args.text)
@@ -230,24 +147,17 @@ def cmd_predict(args) -> None:
         raise LlmftError("--text is empty") from None
     if notice:
         print(f"note: {notice}", file=sys.stderr)
-    from .pipeline import open_model
-
     task = get_task(args.task)
-    loaded, _ = open_model(task, args.run, args.adapter, args.model, args.runs_dir, dtype=args.dtype)
+    ctx = Context.create(args.runs_dir, args.dtype)
+    loaded, _ = open_model(ctx, task, args.run, args.adapter, args.model)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_target_tokens,
         batch_size=1,
         max_input_tokens=task.max_input_tokens,
     )
     for tuned in (False, True):
-        label = "tuned" if tuned else "base"
-        if task.kind == CLASSIFICATION:
-            probs = classify(loaded, [text], settings, tuned, progress=False)[0]
-            best = max(range(len(probs)), key=probs.__getitem__)
-            detail = ", ".join(f"{name} {p:.3f}" for name, p in zip(task.labels, probs))
-            print(f"{label}: {task.labels[best]} ({detail})")
-        else:
-            print(f"{label}: {generate(loaded, [text], settings, tuned, progress=False)[0]}")
+        output = task.kind.predict(loaded, [text], settings, tuned, progress=False)[0]
+        print(f"{'tuned' if tuned else 'base'}: {task.kind.output_text(task, output)}")
 
 
 def cmd_export(args) -> None:

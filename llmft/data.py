@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LlmftError, first_line
-from .tasks import CLASSIFICATION, TaskSpec
+from .refs import parse_ref
+from .tasks import TaskSpec
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 SAMPLE = "sample"
 MAX_FILE_BYTES = int(float(os.environ.get("LLMFT_MAX_FILE_MB", "200")) * 1024 * 1024)
-# owner/name: the characters the hub allows, no path tricks.
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,7 @@ def describe_source(source: str | None) -> str:
     """The source as recorded in run.json: `sample`, an absolute file path, or a hub id."""
     if source in (None, "", SAMPLE):
         return SAMPLE
-    if _looks_like_path(source):
-        return str(Path(source).expanduser().resolve())
-    return source
+    return parse_ref(source, "dataset", suffixes=FILE_SUFFIXES).value
 
 
 def load_examples(
@@ -70,13 +67,12 @@ def load_examples(
         if not path.exists():
             raise LlmftError(f"no bundled {split!r} sample for task {task.name!r} (expected {path})")
         rows, where = read_rows(path), str(path)
-    elif _looks_like_path(source):
-        path = Path(source).expanduser()
-        if not path.is_file():
+    elif (ref := parse_ref(source, "dataset", suffixes=FILE_SUFFIXES)).local:
+        if not ref.path.is_file():
             raise LlmftError(f"data file not found: {source}")
-        rows, where = read_rows(path), str(path)
+        rows, where = read_rows(ref.path), source
     else:
-        rows, where = _read_hub(source, split), f"{source} [{split}]"
+        rows, where = _read_hub(ref.value, split), f"{source} [{split}]"
     if not rows:
         raise LlmftError(f"no examples in {where}")
     return _to_examples(task, rows, where, text_column, target_columns, label_column)
@@ -131,15 +127,6 @@ def normalize_label(value, labels: tuple[str, ...]) -> int:
             return lowered.index(text.lower())
     allowed = ", ".join([*map(str, range(len(labels))), *labels])
     raise LlmftError(f"unknown label {value!r}; expected one of {allowed}")
-
-
-def _looks_like_path(source: str) -> bool:
-    return (
-        os.path.exists(os.path.expanduser(source))
-        or source.lower().endswith(FILE_SUFFIXES)
-        or source.startswith((".", "/", "~"))
-        or source.count("/") > 1  # a hub id has at most one slash
-    )
 
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
@@ -213,8 +200,6 @@ def _read_delimited(path: Path, sep: str) -> list[tuple[int, dict]]:
 
 
 def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
-    if not HUB_ID_RE.match(dataset_id) or ".." in dataset_id:
-        raise LlmftError(f"not a local file nor a valid hub dataset id: {dataset_id!r}")
     import datasets
 
     try:
@@ -229,46 +214,23 @@ def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
     return [(i + 1, row) for i, row in enumerate(ds)]
 
 
-def _resolve_targets(task: TaskSpec, columns: set[str], target_columns) -> list[str]:
-    if target_columns:
-        return list(target_columns)
-    names = list(task.target_columns)
-    if len(names) == 1 and names[0] not in columns:
-        # DialogSum's test split has summary1..summary3: use every numbered variant.
-        numbered = sorted(c for c in columns if re.fullmatch(re.escape(names[0]) + r"\d+", c))
-        if numbered:
-            return numbered
-    return names
-
-
 def _to_examples(task, rows, where, text_column, target_columns, label_column) -> list[Example]:
-    columns = set(rows[0][1])
-    text_col = text_column or task.text_column
-    needed = [text_col]
-    if task.kind == CLASSIFICATION:
-        label_col = label_column or task.label_column
-        needed.append(label_col)
-    else:
-        targets = _resolve_targets(task, columns, target_columns)
-        needed += targets
-    for name in needed:
-        if name not in columns:
-            raise LlmftError(f"column {name!r} not found in {where}; columns are: {', '.join(sorted(columns))}")
+    present = set(rows[0][1])
+    overrides = {"text_column": text_column, "target_columns": target_columns, "label_column": label_column}
+    columns = task.kind.columns(task, present, overrides)
+    for name in (c for names in columns.values() for c in names):
+        if name not in present:
+            raise LlmftError(f"column {name!r} not found in {where}; columns are: {', '.join(sorted(present))}")
+    text_col = columns["text"][0]
     examples = []
     for line_no, row in rows:
         text = row.get(text_col)
         if not isinstance(text, str) or not text.strip():
             raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
         ident = str(row.get("id", row.get("fname", line_no)))
-        if task.kind == CLASSIFICATION:
-            try:
-                label = normalize_label(row.get(label_col), task.labels)
-            except LlmftError as err:
-                raise LlmftError(f"{where} line {line_no}: {err}") from None
-            examples.append(Example(ident, text, label=label))
-        else:
-            refs = tuple(str(row[c]).strip() for c in targets if row.get(c) is not None and str(row[c]).strip())
-            if not refs:
-                raise LlmftError(f"{where} line {line_no}: empty reference in {', '.join(targets)}")
-            examples.append(Example(ident, text, references=refs))
+        try:
+            fields = task.kind.parse_row(task, row, columns)
+        except LlmftError as err:
+            raise LlmftError(f"{where} line {line_no}: {err}") from None
+        examples.append(Example(ident, text, **fields))
     return examples

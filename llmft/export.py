@@ -7,31 +7,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .config import TrainConfig, hyperparameters
 from .errors import LlmftError, first_line
 from .models import load_model, resolve_model
+from .refs import is_hub_id
+from .results import EvalResult
 from .runs import COMPLETED, find_run, latest_evaluation, read_run
 from .tasks import get_task
 
-HYPERPARAMETERS = (
-    "preset",
-    "max_steps",
-    "epochs",
-    "learning_rate",
-    "batch_size",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "target_modules",
-    "train_samples",
-    "seed",
-)
 
-
-def model_card(info: dict, evaluation: dict | None, merged: bool) -> str:
+def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
     """README.md for an exported run: what it is, how it was made, and its latest evaluation."""
     task = get_task(info["task"])
     cfg = info.get("config", {})
-    rows = "\n".join(f"| {k} | {cfg.get(k)} |" for k in HYPERPARAMETERS if cfg.get(k) is not None)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in hyperparameters(TrainConfig, cfg))
     library = "transformers" if merged else "peft"
     lines = [
         "---",
@@ -40,7 +29,7 @@ def model_card(info: dict, evaluation: dict | None, merged: bool) -> str:
         "tags:",
         "- llmft",
         "- lora",
-        f"- {task.kind}",
+        f"- {task.kind.name}",
         "---",
         "",
         f"# {info['name']}",
@@ -74,22 +63,14 @@ def model_card(info: dict, evaluation: dict | None, merged: bool) -> str:
     if not evaluation:
         lines += ["", f"Not evaluated yet: `python -m llmft evaluate --task {task.name} --run {info['name']}`."]
     else:
-        scorer = f", BERTScore scorer `{evaluation['scorer']}`" if evaluation.get("scorer") else ""
+        scorer = f", BERTScore scorer `{evaluation.scorer}`" if evaluation.scorer else ""
         lines += [
             "",
-            f"n = {evaluation['n']} test examples ({evaluation.get('data')}, split "
-            f"{evaluation.get('split')}, seed {evaluation.get('seed')}, {evaluation.get('dtype', 'float32')} "
-            f"weights){scorer}.",
+            f"n = {evaluation.n} test examples ({evaluation.data}, split {evaluation.split}, seed "
+            f"{evaluation.seed}, {evaluation.dtype} weights){scorer}. Headline metric: {evaluation.headline}.",
             "",
-            "| metric | base | tuned | delta | 95% CI | p-value | win/tie/loss |",
-            "|---|---|---|---|---|---|---|",
+            evaluation.markdown_table(),
         ]
-        for name, m in evaluation["metrics"].items():
-            lines.append(
-                f"| {name} | {m['base_mean']:.4f} | {m['tuned_mean']:.4f} | {m['delta_mean']:+.4f} | "
-                f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] | {m['p_value']:.3g} ({m.get('test', '')}) | "
-                f"{m['wins']}/{m['ties']}/{m['losses']} |"
-            )
     return "\n".join(lines) + "\n"
 
 
@@ -145,9 +126,7 @@ def push_run(
     """
     from huggingface_hub import HfApi
 
-    from .data import HUB_ID_RE
-
-    if not HUB_ID_RE.match(repo_id) or "/" not in repo_id or ".." in repo_id:
+    if not is_hub_id(repo_id, needs_owner=True):
         raise LlmftError(f"--repo-id must look like user/name, got {repo_id!r}")
     with tempfile.TemporaryDirectory(prefix="llmft-push-") as tmp:
         folder = export_run(run, Path(tmp) / "export", merge=merge, runs_dir=runs_dir)

@@ -1,95 +1,272 @@
-"""One background training job per server process, shared by every browser session.
+"""Training jobs of a server, each a child process running exactly the CLI command the app shows.
 
-The job runs `training.train` on a thread, so the request that started it returns at once; any page (or a
-reloaded one) follows it through `current()` and the run's run.json.
+`python -m llmft train ...` runs in its own process group with its output in `<runs home>/.jobs/<run>.log`;
+run.json is the protocol between it and the app (progress, loss history, status, pid and pid start time). So
+an out-of-memory or a native crash in training leaves the app serving, Cancel is a signal (SIGTERM: the child
+stops at the end of the step and marks the run cancelled; after a grace period it is killed), and a reloaded
+page or a restarted app finds a running child again through run.json.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .data import load_examples
+from .config import TrainConfig, cli_args
 from .errors import LlmftError
 from .models import resolve_model
-from .runs import runs_home
+from .runs import CANCELLED, FAILED, RUNNING, list_runs, new_run_name, process_alive, read_run, update_run
 from .tasks import get_task
-from .training import Progress, TrainConfig, train
+
+LOG_TAIL_LINES = 12
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def log_path(runs_dir: Path, run_name: str) -> Path:
+    return Path(runs_dir) / ".jobs" / f"{run_name}.log"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a job's log (progress-bar redraws collapsed), or "" when there is none."""
+    try:
+        text = path.read_bytes()[-65536:].decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    rows = [row.rsplit("\r", 1)[-1] for row in text.split("\n")]  # a progress bar redraws with \r
+    return "\n".join([row for row in rows if row.strip()][-lines:])
+
+
+def training_argv(config: TrainConfig, gpus: int = 0) -> list[str]:
+    """The child's command: `python -m llmft train ...`, through torchrun when there is more than one GPU."""
+    if gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", "-m", "llmft", "train"] + [
+            *cli_args(config)
+        ]
+    return [sys.executable, "-m", "llmft", "train", *cli_args(config)]
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command as a person types it (`python` for this interpreter)."""
+    return shlex.join(["python", *argv[1:]])
 
 
 @dataclass
 class Job:
-    config: TrainConfig
+    """One training child: started by this server, or found running in run.json after a restart."""
+
+    run_name: str
+    run_dir: Path
+    log: Path
+    command: str
+    pid: int | None = None
     started_at: float = field(default_factory=time.time)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    progress: Progress | None = None
-    result: dict | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
     error: str | None = None
-    thread: threading.Thread | None = None
+    """Why the child failed before it wrote run.json (its last error line)."""
+    cancel_requested: bool = False
+    kill_reason: str | None = None
+    """Set when the app killed the child after the grace period."""
 
     @property
     def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        """The child is alive and has not yet recorded an end (it exits right after it does)."""
+        info = self.info()
+        if self.process is not None:
+            return self.process.poll() is None and info.get("status", RUNNING) == RUNNING
+        return info.get("status") == RUNNING
 
-    @property
-    def run_dir(self) -> str:
-        return str(runs_home(self.config.runs_dir) / self.config.run_name)
+    def info(self) -> dict:
+        """The run's run.json (stale `running` reported as failed), or {} before the child wrote it."""
+        try:
+            return read_run(self.run_dir)
+        except LlmftError:
+            return {}
 
+    def status(self) -> str:
+        """`starting`, `running`, `completed`, `cancelled` or `failed: why`."""
+        info = self.info()
+        if not info:
+            if self.running:
+                return "starting"
+            return f"failed: {self.error or 'the training process ended before it started the run'}"
+        status = info.get("status", FAILED)
+        if status == FAILED:
+            return f"failed: {info.get('error') or 'unknown error'}"
+        return status
 
-_lock = threading.Lock()
-_current: Job | None = None
-
-
-def current() -> Job | None:
-    """The running job, or the last one this process ran (finished, failed or cancelled)."""
-    return _current
-
-
-def start(config: TrainConfig) -> Job:
-    """Check the inputs, then train on a background thread. Raises if a job is already running."""
-    global _current
-    with _lock:
-        if _current is not None and _current.running:
-            started = time.strftime("%H:%M:%S", time.localtime(_current.started_at))
-            raise LlmftError(
-                f"a run is in progress ({_current.config.run_name}, started {started}); wait for it or cancel it"
-            )
-        # Fail fast, in the request, on what the user can fix: data, columns and the model reference.
-        task = get_task(config.task)
-        resolve_model(task, config.model)
-        load_examples(
-            task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
-        )
-        if config.run_name is None:
-            from .runs import new_run_name
-
-            config.run_name = new_run_name(task.name)
-        if (runs_home(config.runs_dir) / config.run_name).exists():
-            raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
-        job = Job(config)
-
-        def on_progress(p: Progress):
-            job.progress = p
-
-        def work():
-            try:
-                job.result = train(config, on_progress=on_progress, cancel=job.cancel, show_progress=False)
-            except LlmftError as err:
-                job.error = str(err)
-            except Exception as err:  # shown to the user; the run itself is marked failed by train()
-                job.error = f"{type(err).__name__}: {err}"
-
-        job.thread = threading.Thread(target=work, name=f"llmft-train-{config.run_name}", daemon=True)
-        _current = job
-        job.thread.start()
-        return job
+    def tail(self) -> str:
+        return log_tail(self.log)
 
 
-def cancel() -> bool:
-    """Ask the running job to stop after its current step; False when nothing runs."""
-    job = _current
-    if job is None or not job.running:
-        return False
-    job.cancel.set()
-    return True
+class Jobs:
+    """The training jobs of one server: at most `slots` children at once (default 1)."""
+
+    def __init__(self, ctx, grace_s: float = 30.0, start_wait_s: float = 30.0, slots: int = 1):
+        self.ctx, self.grace_s, self.start_wait_s, self.slots = ctx, grace_s, start_wait_s, slots
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._last: str | None = None
+
+    def _attach_running(self) -> None:
+        """Adopt children that run.json says are running (a restarted app, another page of this one)."""
+        for info in list_runs(self.ctx.runs_dir):
+            name = info["name"]
+            if info.get("status") == RUNNING and name not in self._jobs and process_alive(info):
+                self._jobs[name] = Job(
+                    name,
+                    Path(info["dir"]),
+                    log_path(self.ctx.runs_dir, name),
+                    info.get("command", ""),
+                    pid=info.get("pid"),
+                    started_at=time.time() - float(info.get("elapsed_s") or 0),
+                )
+                self._last = name
+
+    def running(self) -> list[Job]:
+        self._attach_running()
+        return [job for job in self._jobs.values() if job.running]
+
+    def current(self) -> Job | None:
+        """A running job, else the last one this server started or found."""
+        running = self.running()
+        if running:
+            return running[-1]
+        return self._jobs.get(self._last) if self._last else None
+
+    def start(self, config: TrainConfig, gpus: int | None = None) -> Job:
+        """Check what can be checked here, start the child, and wait until it has started the run.
+
+        Raises:
+            LlmftError: a run is in progress, the name is taken, the model is refused, or the child failed
+                while preparing (bad data, bad columns): its one-line error, and nothing is left behind.
+        """
+        with self._lock:
+            busy = self.running()
+            if len(busy) >= self.slots:
+                job = busy[-1]
+                started = time.strftime("%H:%M:%S", time.localtime(job.started_at))
+                raise LlmftError(f"a run is in progress ({job.run_name}, started {started}); wait for it or cancel it")
+            task = get_task(config.task)
+            resolve_model(task, config.model, self.ctx.allowed_roots)  # the child has no folder restriction
+            config.runs_dir = str(self.ctx.runs_dir)
+            config.dtype = self.ctx.dtype
+            if config.run_name is None:
+                config.run_name = new_run_name(task.name)
+            run_dir = self.ctx.runs_dir / config.run_name
+            if run_dir.exists():
+                raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
+            argv = training_argv(config, _gpu_count() if gpus is None else gpus)
+            log = log_path(self.ctx.runs_dir, config.run_name)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+            with open(log, "wb") as out:
+                process = subprocess.Popen(
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            job = Job(config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process)
+            self._jobs[job.run_name], self._last = job, job.run_name
+            threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()
+            self._wait_started(job)
+            return job
+
+    def _wait_started(self, job: Job) -> None:
+        deadline = time.time() + self.start_wait_s
+        while time.time() < deadline:
+            if job.info():
+                return
+            if job.process.poll() is not None:
+                job.process.wait()
+                raise LlmftError(job.error or _error_line(job.log) or "the training process failed to start")
+            time.sleep(0.1)
+
+    def _watch(self, job: Job) -> None:
+        """When the child exits, make sure run.json does not still say `running` (a crash, a kill, an OOM)."""
+        code = job.process.wait()
+        info = job.info()
+        if not info:
+            job.error = _error_line(job.log) or f"the training process exited with status {code}"
+            return
+        try:
+            raw = read_run_raw(job.run_dir)
+        except (OSError, ValueError):
+            return
+        if raw.get("status") == RUNNING:
+            why = job.kill_reason or _exit_reason(code)
+            status = CANCELLED if job.cancel_requested else FAILED
+            update_run(job.run_dir, status=status, error=why, log_tail=job.tail())
+
+    def cancel(self, run_name: str | None = None) -> bool:
+        """Ask the running job (or `run_name`) to stop: SIGTERM now, SIGKILL after the grace period.
+
+        Returns False when nothing runs.
+        """
+        job = self._jobs.get(run_name) if run_name else self.current()
+        if job is None or not job.running:
+            return False
+        info = job.info()
+        if job.process is None and not (info and process_alive(info)):
+            return False  # an adopted child whose pid now belongs to another process: never signal it
+        job.cancel_requested = True
+        _signal_group(job.pid, signal.SIGTERM)
+        threading.Thread(target=self._kill_after_grace, args=(job,), daemon=True).start()
+        return True
+
+    def _kill_after_grace(self, job: Job) -> None:
+        deadline = time.time() + self.grace_s
+        while time.time() < deadline:
+            if not job.running:
+                return
+            time.sleep(0.2)
+        if job.running:
+            job.kill_reason = f"killed: training did not stop within {self.grace_s:g} s of the cancel"
+            _signal_group(job.pid, signal.SIGKILL)
+            if job.process is None:  # an adopted child: no watcher thread records its end
+                update_run(job.run_dir, status=CANCELLED, error=job.kill_reason, log_tail=job.tail())
+
+
+def read_run_raw(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+
+
+def _signal_group(pid: int | None, sig: int) -> None:
+    if not pid:
+        return
+    try:
+        os.killpg(os.getpgid(pid), sig)  # the child leads its own group: torchrun's workers get it too
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (killed: out of memory?)" if -code == signal.SIGKILL else ""
+        return f"the training process was ended by {name}{hint}"
+    return f"the training process exited with status {code}"
+
+
+def _error_line(log: Path) -> str | None:
+    """The CLI's one-line `error: ...` from a child's log, without the prefix."""
+    lines = [line for line in log_tail(log, 40).splitlines() if line.startswith("error: ")]
+    return lines[-1].removeprefix("error: ") if lines else None
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

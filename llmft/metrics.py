@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LlmftError
+from .registry import Registry
 
 log = logging.getLogger(__name__)
 DEFAULT_SCORER = "roberta-large"
@@ -29,14 +30,12 @@ class Metric:
     needs_scorer: bool = False
 
 
-METRICS: dict[str, Metric] = {}
+METRICS = Registry("metric")
 
 
 def register_metric(name: str, higher_is_better: bool = True, needs_scorer: bool = False):
     def wrap(fn):
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = Metric(name, fn, higher_is_better, needs_scorer)
+        METRICS.add(name, Metric(name, fn, higher_is_better, needs_scorer))
         return fn
 
     return wrap
@@ -121,6 +120,13 @@ def resolve_scorer(model: str | None) -> str:
         return model
     log.warning("hub unreachable: scoring BERTScore with the packaged MiniLM instead of %s", model)
     return MINILM
+
+
+def scorer_record(scorer: str) -> str:
+    """The scorer as recorded with a result: the packaged MiniLM is named as such."""
+    from .models import MINILM
+
+    return "sentence-transformers/all-MiniLM-L6-v2 (packaged)" if scorer == MINILM else scorer
 
 
 @register_metric("bertscore_f1", needs_scorer=True)

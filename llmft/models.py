@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,9 +19,11 @@ from urllib.parse import urlparse
 
 import torch
 
-from .data import HUB_ID_RE
+from .config import DTYPES
 from .errors import LlmftError, first_line
-from .tasks import CLASSIFICATION, TaskSpec
+from .kinds import _from_pretrained_error
+from .refs import parse_ref
+from .tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 MINILM = "minilm"
@@ -35,8 +36,6 @@ EQUIVALENT_MODULES = [
     ("v", "v_lin", "value", "v_proj"),
     ("o", "out_lin", "o_proj", "out_proj"),
 ]
-# Classification heads that from_pretrained initialises fresh and LoRA must train in full.
-HEAD_MODULES = ("pre_classifier", "classifier", "score")
 
 
 def minilm_path() -> str:
@@ -69,49 +68,19 @@ def in_hub_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
-MAX_REF_CHARS = 200
-LOCAL_ROOTS: list[Path] | None = None
-"""Folders local models and adapters may come from; None = anywhere (the CLI). The app restricts it."""
-
-
-def restrict_local_paths(roots: list[str | os.PathLike] | None) -> None:
-    """Allow local model and adapter folders only under `roots` (None lifts the restriction)."""
-    global LOCAL_ROOTS
-    LOCAL_ROOTS = None if roots is None else [Path(r).expanduser().resolve() for r in roots]
-
-
-def _local_folder(ref: str) -> Path | None:
-    """The resolved folder `ref` names, or None when it names no folder here.
-
-    Under the app's restriction a path outside the allowed folders is refused whether or not it exists,
-    so a request cannot probe the server's file system.
-    """
-    path = Path(ref).expanduser()
-    if not (ref.startswith((".", "/", "~")) or path.is_dir()):
-        return None
-    resolved = path.resolve()
-    if LOCAL_ROOTS is not None and not any(resolved.is_relative_to(root) for root in LOCAL_ROOTS):
-        raise LlmftError(f"local folder {ref} is outside the folders this server allows")
-    return resolved if resolved.is_dir() else None
-
-
-def _check_ref_text(ref: str, what: str) -> None:
-    if len(ref) > MAX_REF_CHARS:
-        raise LlmftError(f"{what} id is too long ({len(ref)} characters, at most {MAX_REF_CHARS})")
-    if "://" in ref or ref.lower().startswith(("http:", "https:", "file:")):
-        raise LlmftError(f"{what} must be a hub id or a local folder, not a URL: {ref[:80]!r}")
-
-
-def check_model_ref(ref: str) -> str:
+def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:
     """Return `ref` as an absolute folder path or a validated hub id; raise for anything else.
 
-    A local folder must hold safetensors weights and must not ask for remote code.
+    A local folder must lie under `roots` (None: anywhere), hold safetensors weights and not ask for remote
+    code.
     """
     if ref == MINILM:
         return minilm_path()
-    _check_ref_text(ref, "model")
-    path = _local_folder(ref)
-    if path is not None:
+    parsed = parse_ref(ref, "model", roots)
+    if parsed.local:
+        path = parsed.path
+        if not path.is_dir():
+            raise LlmftError(f"model folder not found: {ref}")
         if not (path / "config.json").is_file():
             raise LlmftError(f"model folder {ref} has no config.json")
         if "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8")):
@@ -119,31 +88,24 @@ def check_model_ref(ref: str) -> str:
         if not list(path.glob("*.safetensors")):
             raise LlmftError(f"model folder {ref} has no .safetensors weights; pickle weights (.bin) are refused")
         return str(path)
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise LlmftError(f"model folder not found: {ref}")
-    if not HUB_ID_RE.match(ref) or ".." in ref:
-        raise LlmftError(f"not a model folder nor a valid hub model id: {ref!r}")
     if not hub_reachable() and not in_hub_cache(ref):
         raise LlmftError(f"model {ref} is not in the local cache and the hub is unreachable; pass a local folder")
     return ref
 
 
-def resolve_model(task: TaskSpec, model: str | None) -> str:
+def resolve_model(task: TaskSpec, model: str | None, roots: list[Path] | None = None) -> str:
     """The model to load for `task`: the user's choice, else the task default, else the offline fallback."""
     if model:
-        return check_model_ref(model)
+        return check_model_ref(model, roots)
     if hub_reachable() or in_hub_cache(task.model):
         return task.model
     if task.offline_model:
         log.warning("hub unreachable: using the packaged %s instead of %s", task.offline_model, task.model)
         return check_model_ref(task.offline_model)
     raise LlmftError(
-        f"task {task.name!r} needs a seq2seq model: {task.model} is not cached and the hub is unreachable; "
+        f"task {task.name!r} needs a {task.kind} model: {task.model} is not cached and the hub is unreachable; "
         "pass --model /path/to/local/model (a folder with config.json and model.safetensors)"
     )
-
-
-DTYPES = ("auto", "float32", "bfloat16")
 
 
 def device_and_dtype(dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
@@ -197,34 +159,19 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "
     identical at training and at evaluation time. `dropout` replaces every dropout probability in the
     model's config (None keeps them); it only matters in training.
     """
-    from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     device, torch_dtype = device_and_dtype(dtype)
     offline = not os.path.isdir(model_ref) and not hub_reachable()
-    kwargs = dict(use_safetensors=True, trust_remote_code=False, local_files_only=offline)
+    kwargs = dict(use_safetensors=True, trust_remote_code=False, local_files_only=offline, dtype=torch_dtype)
     try:
         if dropout is not None:
             kwargs.update(_dropout_overrides(model_ref, dropout, offline))
         tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
-        if task.kind == CLASSIFICATION:
-            torch.manual_seed(head_seed)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_ref,
-                num_labels=len(task.labels),
-                id2label=dict(enumerate(task.labels)),
-                label2id={name: i for i, name in enumerate(task.labels)},
-                dtype=torch_dtype,
-                **kwargs,
-            )
-        else:
-            model = AutoModelForSeq2SeqLM.from_pretrained(model_ref, dtype=torch_dtype, **kwargs)
+        torch.manual_seed(head_seed)  # a freshly initialised head (classification) is the same at every load
+        model = task.kind.load_model(task, model_ref, **kwargs)
     except (OSError, ValueError) as err:
-        text = str(err)
-        if "trust_remote_code" in text:
-            raise LlmftError(f"model {model_ref} needs custom code; llmft never runs remote code") from None
-        if "safetensors" in text.lower():
-            raise LlmftError(f"model {model_ref} has no safetensors weights; pickle weights are refused") from None
-        raise LlmftError(f"cannot load {task.kind} model {model_ref}: {first_line(err)}") from None
+        raise _from_pretrained_error(err, model_ref, task.kind.name) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
@@ -264,62 +211,42 @@ def resolve_target_modules(model: torch.nn.Module, requested: list[str] | tuple[
     return resolved
 
 
-def head_modules(model: torch.nn.Module) -> list[str]:
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    return [h for h in HEAD_MODULES if h in names]
-
-
-def adapter_dir(adapter: str) -> str:
+def adapter_dir(adapter: str, roots: list[Path] | None = None) -> str:
     """A folder holding adapter_config.json and safetensors weights, or a validated hub id."""
-    _check_ref_text(adapter, "adapter")
-    path = _local_folder(adapter)
-    if path is not None:
-        if (path / "adapter").is_dir():  # a run directory
-            path = path / "adapter"
-        if not (path / "adapter_config.json").is_file():
-            raise LlmftError(f"no adapter_config.json in {adapter}")
-        if not (path / "adapter_model.safetensors").is_file():
-            raise LlmftError(f"adapter {adapter} has no adapter_model.safetensors; pickle weights are refused")
-        return str(path)
-    if adapter.startswith((".", "/", "~")) or not HUB_ID_RE.match(adapter) or ".." in adapter:
+    parsed = parse_ref(adapter, "adapter", roots)
+    if not parsed.local:
+        return parsed.value
+    path = parsed.path
+    if not path.is_dir():
         raise LlmftError(f"adapter folder not found: {adapter}")
-    return adapter
+    if (path / "adapter").is_dir():  # a run directory
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        raise LlmftError(f"no adapter_config.json in {adapter}")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise LlmftError(f"adapter {adapter} has no adapter_model.safetensors; pickle weights are refused")
+    return str(path)
 
 
 def load_model(
-    task: TaskSpec, model_ref: str, adapter: str | None = None, head_seed: int = 0, dtype: str = "auto"
+    task: TaskSpec,
+    model_ref: str,
+    adapter: str | None = None,
+    head_seed: int = 0,
+    dtype: str = "auto",
+    roots: list[Path] | None = None,
 ) -> LoadedModel:
     """Load the base model and, if given, attach the adapter (a folder, a run directory or a hub id)."""
     from peft import PeftModel
 
+    if adapter is not None:
+        adapter = adapter_dir(adapter, roots)
     model, tokenizer = load_base(task, model_ref, head_seed, dtype)
     device = next(model.parameters()).device
     if adapter is not None:
-        adapter = adapter_dir(adapter)
         try:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=False).to(device).eval()
         except (OSError, ValueError, RuntimeError) as err:
             raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first_line(err)}") from None
     weights = dtype_name(device_and_dtype(dtype)[1])
     return LoadedModel(model, tokenizer, task, model_ref, adapter, device, head_seed, weights)
-
-
-_cache: OrderedDict = OrderedDict()
-_cache_lock = threading.Lock()
-CACHE_SIZE = int(os.environ.get("LLMFT_MODEL_CACHE", "2"))
-
-
-def get_model(
-    task: TaskSpec, model_ref: str, adapter: str | None = None, head_seed: int = 0, dtype: str = "auto"
-) -> LoadedModel:
-    """`load_model` behind a small LRU cache, so the app keeps its models warm between requests."""
-    key = (task.name, model_ref, adapter, head_seed, dtype)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-        loaded = load_model(task, model_ref, adapter, head_seed, dtype)
-        _cache[key] = loaded
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-        return loaded

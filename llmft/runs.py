@@ -70,7 +70,7 @@ def read_run(run_dir: Path) -> dict:
         raise LlmftError(f"no run at {run_dir}") from None
     except json.JSONDecodeError:
         raise LlmftError(f"run.json of {run_dir} is unreadable") from None
-    if info.get("status") == RUNNING and not _process_alive(info.get("pid"), info.get("host")):
+    if info.get("status") == RUNNING and not process_alive(info):
         info["status"] = FAILED
         info["error"] = "interrupted: the training process ended without finishing"
     return info
@@ -109,9 +109,17 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[dict]:
     return sorted(runs, key=lambda r: r.get("started_at", ""), reverse=True)
 
 
-def latest_evaluation(run_dir: Path) -> dict | None:
-    evals = sorted((Path(run_dir) / "evaluations").glob("*/summary.json"))
-    return json.loads(evals[-1].read_text(encoding="utf-8")) if evals else None
+def latest_evaluation(run_dir: Path):
+    """The newest evaluation of a run as an `EvalResult` (summary only, no per-example rows), or None."""
+    from .results import EvalResult
+
+    evals = sorted((Path(run_dir) / "evaluations").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(evals):
+        try:
+            return EvalResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError, KeyError):
+            continue  # a damaged summary is skipped, not fatal to the Runs table
+    return None
 
 
 def delete_run(run_dir: Path) -> None:
@@ -119,19 +127,35 @@ def delete_run(run_dir: Path) -> None:
     if info.get("status") == RUNNING:
         raise LlmftError(f"run {info.get('name')} is still running; cancel it first")
     shutil.rmtree(run_dir)
+    (Path(run_dir).parent / ".jobs" / f"{Path(run_dir).name}.log").unlink(missing_ok=True)  # its training log
 
 
 def new_run_name(task: str) -> str:
     return f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _process_alive(pid, host) -> bool:
-    if not pid or host != socket.gethostname():
-        return host is not None and host != socket.gethostname()  # another machine's run: trust its status
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def process_identity() -> dict:
+    """This process as run.json records it: pid, host, and the pid's start time (so a pid that a restarted
+    container hands to another process is not taken for the trainer)."""
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_started": psutil.Process().create_time()}
+
+
+def process_alive(info: dict) -> bool:
+    """Whether the process that run.json names is still the one running (another host's run: trust it)."""
+    import psutil
+
+    pid, host = info.get("pid"), info.get("host")
+    if host is not None and host != socket.gethostname():
         return True
-    return True
+    if not pid:
+        return False
+    try:
+        started = psutil.Process(int(pid)).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    recorded = info.get("pid_started")
+    return recorded is None or abs(started - float(recorded)) < 1.0

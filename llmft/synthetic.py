@@ -48,12 +48,7 @@ def build_t5(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
         decoder_start_token_id=tokenizer.pad_token_id,
         **T5_SIZES[size],
     )
-    torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
-    out = Path(out_dir)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return _save(T5ForConditionalGeneration, config, tokenizer, out_dir, seed)
 
 
 def build_distilbert(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
@@ -62,9 +57,13 @@ def build_distilbert(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
 
     tokenizer = _tokenizer()
     config = DistilBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **DISTILBERT_SIZES[size])
+    return _save(DistilBertModel, config, tokenizer, out_dir, seed)
+
+
+def _save(model_class, config, tokenizer, out_dir, seed: int) -> Path:
+    """Initialise `model_class(config)` with `seed` and save it with the tokenizer (safetensors) into `out_dir`."""
     torch.manual_seed(seed)
-    model = DistilBertModel(config)
     out = Path(out_dir)
-    model.save_pretrained(out, safe_serialization=True)
+    model_class(config).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out

@@ -11,156 +11,33 @@ import errno
 import os
 import shlex
 import shutil
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .data import describe_source, load_examples, sample_examples
+from .config import TrainConfig
+from .data import Example, describe_source, load_examples, sample_examples
 from .errors import LlmftError
-from .models import device_and_dtype, dtype_name, head_modules, load_base, resolve_model, resolve_target_modules
+from .models import device_and_dtype, dtype_name, load_base, resolve_model, resolve_target_modules
 from .runs import (
     CANCELLED,
     COMPLETED,
     FAILED,
     RUNNING,
-    check_run_name,
     new_run_name,
+    process_identity,
     read_run,
     runs_home,
     update_run,
 )
-from .tasks import CLASSIFICATION, get_task
+from .tasks import TaskSpec, get_task
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; `None` fields take the preset's value."""
-
-    task: str
-    """Task name from the registry."""
-    preset: str = "quick"
-    """`quick` (CPU-sized) or `full` (the origin's settings)."""
-    model: str | None = None
-    """Base model: hub id, local folder or `minilm`; None = the task default (offline fallback applies)."""
-    data: str | None = None
-    """Training data: None/`sample` (bundled), a local file, or a hub dataset id."""
-    train_samples: int | None = None
-    """Training examples drawn by seed from the data (None = preset's; 0 = all)."""
-    max_steps: int | None = None
-    """Optimizer steps (overrides epochs)."""
-    epochs: float | None = None
-    """Epochs, used when no step count is set."""
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
-    target_modules: list[str] | None = None
-    seed: int = 42
-    """Seeds sampling, LoRA init, classifier-head init and data order."""
-    run_name: str | None = None
-    runs_dir: str | None = None
-    text_column: str | None = None
-    target_columns: list[str] | None = None
-    label_column: str | None = None
-    max_input_tokens: int | None = None
-    max_target_tokens: int | None = None
-    base_dropout: float | None = None
-    """Dropout inside the frozen base model while training (None keeps the model's own: 0.1 in FLAN-T5,
-    DistilBERT and MiniLM). 0 is faster on CPU (random masks for attention are costly: MiniLM at 512
-    tokens trains 3x faster) but regularises less; `lora_dropout` is separate."""
-    save_steps: int | None = None
-    """Checkpoint every this many steps (default: about five checkpoints per run)."""
-    dtype: str = "auto"
-    """Base weights' dtype: `auto` (fp32 on CPU, bf16 on a bf16 GPU), `float32` or `bfloat16` (then the
-    forward runs under bf16 autocast; LoRA and head weights and the optimizer stay fp32)."""
-
-    def __post_init__(self):
-        task = get_task(self.task)
-        preset = task.preset(self.preset)
-        for name in ("learning_rate", "batch_size", "lora_r", "lora_alpha", "lora_dropout"):
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(preset, name))
-        if self.target_modules is None:
-            self.target_modules = list(preset.target_modules)
-        if self.max_steps is None and self.epochs is None:
-            self.max_steps, self.epochs = preset.max_steps, preset.epochs
-        if self.train_samples is None:
-            self.train_samples = preset.train_samples
-        if self.max_input_tokens is None:
-            self.max_input_tokens = task.max_input_tokens
-        if self.max_target_tokens is None:
-            self.max_target_tokens = task.max_target_tokens
-        self._check()
-
-    def _check(self):
-        def bad(name, rule):
-            flag = "lr" if name == "learning_rate" else name.replace("_", "-")  # as the CLI spells it
-            raise LlmftError(f"{flag} must be {rule}, got {getattr(self, name)!r}")
-
-        if not 0 < self.learning_rate <= 1:
-            bad("learning_rate", "in (0, 1]")
-        if not 1 <= self.batch_size <= 1024:
-            bad("batch_size", "between 1 and 1024")
-        if not 1 <= self.lora_r <= 1024:
-            bad("lora_r", "between 1 and 1024")
-        if not 0 < self.lora_alpha <= 4096:
-            bad("lora_alpha", "in (0, 4096]")
-        if not 0 <= self.lora_dropout < 1:
-            bad("lora_dropout", "in [0, 1)")
-        if self.base_dropout is not None and not 0 <= self.base_dropout < 1:
-            bad("base_dropout", "in [0, 1)")
-        if self.max_steps is not None and not 1 <= self.max_steps <= 1_000_000:
-            bad("max_steps", "between 1 and 1000000")
-        if self.max_steps is None and not 0 < self.epochs <= 1000:
-            bad("epochs", "in (0, 1000]")
-        if self.train_samples is not None and not 0 <= self.train_samples <= 10_000_000:
-            bad("train_samples", "between 0 (all) and 10000000")
-        if not self.target_modules or not all(m.strip() for m in self.target_modules):
-            bad("target_modules", "a non-empty list of module names")
-        for name in ("max_input_tokens", "max_target_tokens"):
-            if not 1 <= getattr(self, name) <= 16384:
-                bad(name, "between 1 and 16384")
-        if self.save_steps is not None and self.save_steps < 1:
-            bad("save_steps", "at least 1")
-        if self.run_name is not None:
-            check_run_name(self.run_name)
-        device_and_dtype(self.dtype)  # raises for an unknown dtype
-
-    def cli_command(self) -> str:
-        """The `python -m llmft train` command that reproduces this run."""
-        args = ["python", "-m", "llmft", "train", "--task", self.task, "--preset", self.preset]
-        opt = {
-            "--model": self.model,
-            "--data": self.data,
-            "--train-samples": self.train_samples,
-            "--max-steps": self.max_steps,
-            "--epochs": None if self.max_steps else self.epochs,
-            "--lr": self.learning_rate,
-            "--batch-size": self.batch_size,
-            "--lora-r": self.lora_r,
-            "--lora-alpha": self.lora_alpha,
-            "--lora-dropout": self.lora_dropout,
-            "--base-dropout": self.base_dropout,
-            "--target-modules": ",".join(self.target_modules),
-            "--seed": self.seed,
-            "--text-column": self.text_column,
-            "--target-column": ",".join(self.target_columns) if self.target_columns else None,
-            "--label-column": self.label_column,
-            "--run-name": self.run_name,
-            "--runs-dir": self.runs_dir,
-            "--dtype": None if self.dtype == "auto" else self.dtype,
-        }
-        for flag, value in opt.items():
-            if value is not None:
-                args += [flag, str(value)]
-        return shlex.join(args)
+__all__ = ["PreparedRun", "Progress", "TrainConfig", "prepare", "train"]
 
 
 @dataclass
@@ -189,8 +66,54 @@ def library_versions() -> dict:
     }
 
 
+@dataclass
+class PreparedRun:
+    """A checked training run, ready to start: everything that can fail on user input has been done."""
+
+    config: TrainConfig
+    task: TaskSpec
+    model_ref: str
+    """An absolute local folder or a hub id (see `models.check_model_ref`)."""
+    examples: list[Example]
+    run_dir: Path
+    dtype: str
+    """The weights' dtype name this run trains with (`float32` or `bfloat16`)."""
+
+
+def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None = None) -> PreparedRun:
+    """Check `config` against the world once: the run name, the model reference, the data.
+
+    Args:
+        config: the run's definition (a missing run name is filled in).
+        resume: the run must exist (to continue it) rather than not exist.
+        roots: folders local models may come from (None: anywhere).
+    Raises:
+        LlmftError: for anything the user can fix; nothing has been written then.
+    """
+    task = get_task(config.task)
+    home = runs_home(config.runs_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.run_name is None:
+        if world_size > 1:
+            raise LlmftError("give --run-name when training with several processes: they must share one run")
+        config.run_name = new_run_name(task.name)
+    run_dir = home / config.run_name
+    if resume:
+        if not (run_dir / "run.json").is_file():
+            raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
+    elif int(os.environ.get("RANK", "0")) == 0 and run_dir.exists():
+        raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
+    model_ref = resolve_model(task, config.model, roots)
+    examples = load_examples(
+        task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
+    )
+    examples = sample_examples(examples, config.train_samples or None, config.seed)
+    dtype = dtype_name(device_and_dtype(config.dtype)[1])
+    return PreparedRun(config, task, model_ref, examples, run_dir, dtype)
+
+
 def train(
-    config: TrainConfig,
+    config: TrainConfig | PreparedRun,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     resume: bool = False,
@@ -199,35 +122,24 @@ def train(
     """Fine-tune a LoRA adapter as `config` says and return the final run.json content.
 
     Args:
-        config: the run's definition.
+        config: the run's definition, or a run `prepare` already checked.
         on_progress: called after every optimizer step.
         cancel: set it to stop training after the current step; the run ends `cancelled`.
         resume: continue the existing run `config.run_name` from its last checkpoint.
         show_progress: show the Trainer's progress bar on the terminal.
     """
-    task = get_task(config.task)
-    home = runs_home(config.runs_dir)
+    prepared = config if isinstance(config, PreparedRun) else prepare(config, resume)
+    config, task, model_ref, examples, run_dir = (
+        prepared.config,
+        prepared.task,
+        prepared.model_ref,
+        prepared.examples,
+        prepared.run_dir,
+    )
     # Under torchrun / accelerate launch every process runs this function; only the main one writes.
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     is_main = rank == 0
-    if config.run_name is None:
-        if world_size > 1:
-            raise LlmftError("give --run-name when training with several processes: they must share one run")
-        config.run_name = new_run_name(task.name)
-    run_dir = home / config.run_name
     checkpoints = run_dir / "checkpoints"
-    if resume:
-        if not (run_dir / "run.json").is_file():
-            raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
-    elif is_main and run_dir.exists():
-        raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
-
-    # Everything that can fail on user input happens before the run directory exists.
-    model_ref = resolve_model(task, config.model)
-    examples = load_examples(
-        task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
-    )
-    examples = sample_examples(examples, config.train_samples or None, config.seed)
     model, tokenizer = load_base(
         task, model_ref, head_seed=config.seed, dtype=config.dtype, dropout=config.base_dropout
     )
@@ -237,20 +149,19 @@ def train(
     info = {
         "name": config.run_name,
         "task": task.name,
-        "kind": task.kind,
+        "kind": task.kind.name,
         "base_model": model_ref,
         "data": describe_source(config.data),
         "train_examples": len(examples),
         "config": asdict(config),
         "lora_target_modules_resolved": targets,
         "head_seed": config.seed,
-        "dtype": dtype_name(device_and_dtype(config.dtype)[1]),
+        "dtype": prepared.dtype,
         "versions": library_versions(),
         "command": config.cli_command(),
         "argv": shlex.join(sys.argv),
         "status": RUNNING,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
+        **process_identity(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_history": [],
         "step": 0,
@@ -260,8 +171,7 @@ def train(
         info = {
             **read_run(run_dir),
             "status": RUNNING,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+            **process_identity(),
             "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "error": None,
             "world_size": world_size,
@@ -364,53 +274,15 @@ def _save_adapter_atomically(model, tokenizer, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def tokenize_examples(task, tokenizer, examples, max_input_tokens, max_target_tokens):
-    """Token ids (unpadded: the collator pads each batch to its own longest) and labels for training."""
-    texts = [task.format_prompt(ex.text) for ex in examples]
-    features = tokenizer(texts, truncation=True, max_length=max_input_tokens)
-    rows = [
-        {"input_ids": ids, "attention_mask": mask}
-        for ids, mask in zip(features["input_ids"], features["attention_mask"])
-    ]
-    if task.kind == CLASSIFICATION:
-        for row, ex in zip(rows, examples):
-            row["labels"] = ex.label
-    else:
-        # The first reference is the training target.
-        targets = tokenizer(
-            text_target=[ex.references[0] for ex in examples], truncation=True, max_length=max_target_tokens
-        )
-        for row, ids in zip(rows, targets["input_ids"]):
-            row["labels"] = ids
-    return rows
-
-
 def _build_trainer(
     config, task, model, tokenizer, examples, targets, run_dir, on_progress, cancel, show_progress, started, info
 ):
     from datasets import Dataset
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainingArguments
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments
 
-    if task.kind == CLASSIFICATION:
-        lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=targets,
-            modules_to_save=head_modules(model),
-        )
-        collator = DataCollatorWithPadding(tokenizer)
-    else:
-        lora = LoraConfig(
-            task_type=TaskType.SEQ_2_SEQ_LM,
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=targets,
-        )
-        collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    lora = task.kind.lora_config(model, targets, config.lora_r, config.lora_alpha, config.lora_dropout)
+    collator = task.kind.collator(tokenizer, model)
     import torch
 
     torch.manual_seed(config.seed)  # LoRA A-matrix init
@@ -418,7 +290,7 @@ def _build_trainer(
     for param in model.parameters():
         if param.requires_grad:  # LoRA and head weights train in fp32 whatever the base weights' dtype
             param.data = param.data.float()
-    rows = tokenize_examples(task, tokenizer, examples, config.max_input_tokens, config.max_target_tokens)
+    rows = task.kind.features(task, tokenizer, examples, config.max_input_tokens, config.max_target_tokens)
     dataset = Dataset.from_list(rows)
 
     steps_per_epoch = max(1, -(-len(rows) // config.batch_size))
@@ -500,7 +372,3 @@ class _ProgressCallback(TrainerCallback):
         # Checked here too, so a cancel during the report stops before the next step starts.
         if self.cancel is not None and self.cancel.is_set():
             control.should_training_stop = True
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

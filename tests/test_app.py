@@ -8,10 +8,12 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from llmft.models import MINILM, restrict_local_paths
+from llmft.models import MINILM
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 from tests.conftest import free_port
+
+FORM_FIELDS: list[str] = []  # the /train endpoint's inputs, in order: set from the app under test
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +34,10 @@ def served(tmp_path_factory, tiny_t5, tiny_distilbert, constant_summaries):
     )
     # The tiny models live under pytest's temporary folder: the only local folder the app may load from.
     app = build_app(str(runs), model_dirs=[tiny_t5, tiny_distilbert])
+    FORM_FIELDS[:] = app.llmft_form_fields
     _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield Client(url, verbose=False), runs
     app.close()
-    restrict_local_paths(None)  # the app's restriction is server-wide; later tests use the library freely
 
 
 def form(
@@ -47,34 +49,42 @@ def form(
     steps=5,
     run_name="",
     train_samples=32,
-    no_base_dropout=False,
+    base_dropout=None,
+    hub_id="",
 ):
+    """The Fine-tune form's values by field name (the form's order comes from the app: `FORM_FIELDS`)."""
     return dict(
         task=task,
-        model=model,
-        source=source,
-        hub_id="",
-        upload=upload,
-        text_col=text_col,
-        target_col=None,
-        label_col=None,
         preset="quick",
-        steps=steps,
-        lr=0.002,
-        batch=8,
-        r=4,
-        alpha=8,
-        dropout=0.05,
-        targets="q_lin,v_lin",
+        model=model,
+        text_column=text_col,
+        target_columns=None,
+        label_column=None,
+        max_steps=steps,
+        epochs=None,
+        learning_rate=0.002,
+        batch_size=8,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.05,
+        target_modules="q_lin,v_lin",
         train_samples=train_samples,
+        base_dropout=base_dropout,
         seed=1,
         run_name=run_name,
-        no_base_dropout=no_base_dropout,
+        source=source,
+        hub_id=hub_id,
+        upload=upload,
     )
 
 
+def form_values(**kwargs):
+    values = form(**kwargs)
+    return [values[name] for name in FORM_FIELDS]
+
+
 def start_training(client, **kwargs):
-    return client.predict(*form(**kwargs).values(), api_name="/train")
+    return client.predict(*form_values(**kwargs), api_name="/train")
 
 
 def wait_for(client, predicate, timeout=120):
@@ -102,7 +112,7 @@ def test_compare_sentiment_shows_both_models(served):
     probs = {c["label"]: c["confidence"] for c in tuned_probs["confidences"]}
     assert probs["Positive"] > 0.8 and abs(sum(probs.values()) - 1) < 1e-4
     assert "ms" in base_stats and "tokens" in tuned_stats
-    assert "tuned ✓" in scores
+    assert "| correct | " in scores and scores.rstrip().endswith("✓ |")
 
 
 def test_compare_summaries_stream_and_score(served, constant_summaries):
@@ -124,7 +134,7 @@ def test_compare_rejects_empty_text(served, text):
 
 def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     client, runs = served
-    message, command = start_training(client, model=tiny_distilbert, steps=6, run_name="ui-run", no_base_dropout=True)
+    message, command = start_training(client, model=tiny_distilbert, steps=6, run_name="ui-run", base_dropout=0.0)
     assert "ui-run" in message and "python -m llmft train --task sentiment" in command
     assert "--base-dropout 0.0" in command
     state = wait_for(client, lambda s: s[3] == "ui-run")
@@ -212,7 +222,7 @@ def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):
     with pytest.raises(Exception, match="outside the folders this server allows"):
         client.predict("sentiment", "/etc", "ready", "good film", "", 8, api_name="/compare")
     with pytest.raises(Exception, match="not a hub dataset id"):
-        client.predict(*dict(form(), source="hub dataset", hub_id="/etc/passwd.csv").values(), api_name="/train")
+        client.predict(*form_values(source="hub dataset", hub_id="/etc/passwd.csv"), api_name="/train")
 
 
 def test_evaluation_state_stays_in_its_own_session(served):

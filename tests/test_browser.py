@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmft.models import MINILM, restrict_local_paths
+from llmft.models import MINILM
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 from tests.conftest import free_port
@@ -32,7 +32,6 @@ def app_url(tmp_path_factory):
     _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url
     app.close()
-    restrict_local_paths(None)  # the app's restriction is server-wide; later tests use the library freely
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +71,14 @@ def test_compare_fine_tune_evaluate(page):
 
     # Fine-tune: a tiny run from the browser, followed to completion.
     page.get_by_role("tab", name="Fine-tune").click()
-    page.get_by_label("Base model (blank = the task's; offline: minilm for sentiment)").fill("minilm")
-    steps = page.get_by_label("Max steps (0 = one epoch)")
+    field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
+    field("model").fill("minilm")
+    steps = field("max_steps")
     steps.fill("40")
     steps.press("Tab")
-    page.get_by_label("Run name (blank = automatic)").fill("browser-run")
+    field("run_name").fill("browser-run")
     page.get_by_role("button", name="Start").click()
-    expect(page.get_by_text("Started run browser-run")).to_be_visible()
+    expect(page.get_by_text("Started run browser-run")).to_be_visible(timeout=60_000)  # the child has started
     expect(page.get_by_text("python -m llmft train --task sentiment", exact=False)).to_be_visible()
     expect(page.get_by_text("browser-run — completed", exact=False)).to_be_visible(timeout=120_000)
     expect(page.get_by_text("step 40 / 40", exact=False)).to_be_visible()

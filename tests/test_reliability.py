@@ -13,10 +13,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from llmft import LlmftError, get_task, jobs
+from llmft import LlmftError, get_task
 from llmft import data as data_module
+from llmft.context import Context
 from llmft.data import load_examples, normalize_label, normalize_text, read_rows
-from llmft.models import adapter_dir, check_model_ref, load_model, restrict_local_paths
+from llmft.models import adapter_dir, check_model_ref, load_model
+from llmft.results import EvalResult
 from llmft.runs import read_run
 from llmft.training import TrainConfig, complete_checkpoints, train
 from llmft.ui.common import word_diff_html
@@ -64,9 +66,7 @@ def test_any_label_value_maps_to_a_valid_id_or_a_clear_error(value):
 @pytest.fixture
 def as_the_app(tmp_path):
     """Local folders restricted as the app restricts them."""
-    restrict_local_paths([tmp_path])
-    yield
-    restrict_local_paths(None)
+    return [tmp_path.resolve()]
 
 
 @pytest.mark.parametrize(
@@ -85,14 +85,14 @@ def as_the_app(tmp_path):
 )
 def test_hostile_model_ids_are_rejected_before_any_load(ref, message, as_the_app):
     with pytest.raises(LlmftError, match=message):
-        check_model_ref(ref)
+        check_model_ref(ref, as_the_app)
 
 
 def test_a_missing_folder_inside_the_allowed_roots_is_reported_as_missing(tmp_path, as_the_app):
     with pytest.raises(LlmftError, match="model folder not found"):
-        check_model_ref(str(tmp_path / "nope"))
+        check_model_ref(str(tmp_path / "nope"), as_the_app)
     with pytest.raises(LlmftError, match="adapter folder not found"):
-        adapter_dir(str(tmp_path / "nope"))
+        adapter_dir(str(tmp_path / "nope"), as_the_app)
 
 
 @pytest.mark.parametrize("dataset", ["../../etc/passwd", "https://x.y/data.csv", "org/data`id`", "a/b/c"])
@@ -102,14 +102,11 @@ def test_hostile_dataset_ids_are_rejected(dataset):
 
 
 def test_local_folders_outside_the_allowed_roots_are_refused(tiny_distilbert, tmp_path):
-    restrict_local_paths([tmp_path])
-    try:
-        with pytest.raises(LlmftError, match="outside the folders this server allows"):
-            check_model_ref(tiny_distilbert)
-        with pytest.raises(LlmftError, match="outside the folders"):
-            check_model_ref("/etc")
-    finally:
-        restrict_local_paths(None)
+    roots = [tmp_path.resolve()]
+    with pytest.raises(LlmftError, match="outside the folders this server allows"):
+        check_model_ref(tiny_distilbert, roots)
+    with pytest.raises(LlmftError, match="outside the folders"):
+        check_model_ref("/etc", roots)
     assert check_model_ref(tiny_distilbert) == str(Path(tiny_distilbert).resolve())
 
 
@@ -172,9 +169,15 @@ def test_user_text_is_escaped_in_diffs_and_example_details():
     hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
     diff = word_diff_html(hostile, hostile + " more")
     assert "<script>" not in diff and "&lt;script&gt;" in diff and "<img" not in diff
-    result = {
-        "metrics": {"overall": {}},
-        "rows": [
+    result = EvalResult(
+        task="dialogue",
+        kind="seq2seq",
+        n=1,
+        headline="overall",
+        metrics={"overall": {}},
+        per_example=["overall"],
+        example_metric="overall",
+        rows=[
             {
                 "id": "e1",
                 "input": hostile,
@@ -185,7 +188,7 @@ def test_user_text_is_escaped_in_diffs_and_example_details():
                 "tuned_overall": 0.2,
             }
         ],
-    }
+    )
     html = example_detail(result, "e1")
     assert "<script>" not in html and "<img" not in html and html.count("&lt;script&gt;") >= 3
 
@@ -259,7 +262,7 @@ def test_sigkill_while_saving_leaves_no_half_adapter_and_earlier_runs_intact(tin
     from llmft.pipeline import open_model
 
     with pytest.raises(LlmftError, match="has no final adapter"):
-        open_model(SENTIMENT, run="killed", runs_dir=str(tmp_path))
+        open_model(Context.create(tmp_path), SENTIMENT, run="killed")
     assert read_run(Path(earlier["dir"]))["status"] == "completed"
     assert (Path(earlier["dir"]) / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -327,6 +330,7 @@ def test_disk_full_while_saving_is_a_clear_error_and_keeps_old_artifacts(tiny_di
 # 7. Concurrency ------------------------------------------------------------------------------------------
 def test_two_simultaneous_starts_run_exactly_one(tiny_distilbert, tmp_path):
     barrier, outcomes = threading.Barrier(2), []
+    jobs = Context.create(tmp_path).jobs
 
     def start(name):
         barrier.wait()

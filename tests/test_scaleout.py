@@ -11,6 +11,8 @@ import torch
 
 from llmft import LlmftError, get_task
 from llmft.cli import main
+from llmft.config import EvalConfig
+from llmft.context import Context
 from llmft.data import load_examples
 from llmft.export import export_run, push_run
 from llmft.models import load_model
@@ -94,7 +96,7 @@ def sentiment_run(tmp_path_factory, tiny_distilbert):
         ),
         show_progress=False,
     )
-    evaluate("sentiment", run="exp", n=20, runs_dir=str(runs), progress=False)
+    evaluate(Context.create(runs), EvalConfig(task="sentiment", run="exp", n=20, runs_dir=str(runs)), progress=False)
     return runs, info
 
 

@@ -69,10 +69,10 @@ def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
     examples = load_examples(task, constant_summaries)[:16]
     result = evaluate_pair(loaded, examples, GenerationSettings(max_new_tokens=12), scorer=MINILM, progress=False)
     for metric in ("rouge1", "rougeL", "bertscore_f1", "overall"):
-        m = result["metrics"][metric]
+        m = result.metrics[metric]
         assert m["tuned_mean"] > m["base_mean"] + 0.3, (metric, m)
         assert m["ci95"][0] > 0 and m["p_value"] < 0.01
-    assert result["scorer"].startswith("sentence-transformers/all-MiniLM-L6-v2")
+    assert result.scorer.startswith("sentence-transformers/all-MiniLM-L6-v2")
 
 
 def test_bfloat16_training_and_evaluation(tiny_t5, constant_summaries, runs_dir, tmp_path):
@@ -89,13 +89,13 @@ def test_bfloat16_training_and_evaluation(tiny_t5, constant_summaries, runs_dir,
     examples = load_examples(task, constant_summaries)[:16]
     settings = GenerationSettings(max_new_tokens=12)
     result = evaluate_pair(loaded, examples, settings, scorer=MINILM, progress=False, cache_dir=tmp_path)
-    assert result["dtype"] == "bfloat16"
-    m = result["metrics"]["rougeL"]
+    assert result.dtype == "bfloat16"
+    m = result.metrics["rougeL"]
     assert m["tuned_mean"] > m["base_mean"] + 0.3, m
     # The fp32 model must not reuse the bf16 base outputs.
     fp32 = load_model(task, tiny_t5, info["dir"])
     again = evaluate_pair(fp32, examples, settings, scorer=MINILM, progress=False, cache_dir=tmp_path)
-    assert again["dtype"] == "float32" and not again["base_outputs_cached"]
+    assert again.dtype == "float32" and not again.base_outputs_cached
 
 
 def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
@@ -108,10 +108,10 @@ def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
     loaded = load_model(task, info["base_model"], info["dir"], head_seed=info["head_seed"])
     examples = load_examples(task, None, "test")[:80]
     result = evaluate_pair(loaded, examples, progress=False)
-    f1 = result["metrics"]["f1"]
+    f1 = result.metrics["f1"]
     assert f1["tuned_mean"] >= 0.8 and f1["tuned_mean"] > f1["base_mean"] + 0.2, f1
     assert f1["p_value"] < 0.01 and f1["ci95"][0] > 0
-    assert sum(map(sum, result["confusion_matrix"]["tuned"])) == 80
+    assert sum(map(sum, result.confusion_matrix["tuned"])) == 80
 
 
 def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):
@@ -263,8 +263,8 @@ def test_base_outputs_are_cached_across_adapters(tiny_distilbert, runs_dir, tmp_
         )
         loaded = load_model(task, tiny_distilbert, info["dir"], head_seed=1)
         results.append(evaluate_pair(loaded, examples, cache_dir=tmp_path / "cache", progress=False))
-    assert [r["base_outputs_cached"] for r in results] == [False, True]
-    assert [r["base_p_Positive"] for r in results[0]["rows"]] == [r["base_p_Positive"] for r in results[1]["rows"]]
+    assert [r.base_outputs_cached for r in results] == [False, True]
+    assert [r["base_p_Positive"] for r in results[0].rows] == [r["base_p_Positive"] for r in results[1].rows]
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,20 @@ import os
 
 import gradio as gr
 
-from ..models import device_and_dtype, minilm_path, restrict_local_paths
+from ..config import TrainConfig
+from ..context import Context
+from ..models import minilm_path
 from ..runs import runs_home
 from . import about, compare, evaluate, finetune, runs_tab
-from .common import DOWNLOADS, MAX_UPLOAD, SETTINGS, completed_runs, user_errors
+from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, user_errors
 
 
-def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None, dtype: str = "auto") -> gr.Blocks:
+def build_app(
+    runs_dir: str | None = None,
+    model_dirs: list[str] | None = None,
+    dtype: str = "auto",
+    config_cls=TrainConfig,
+) -> gr.Blocks:
     """Build the tabbed app.
 
     Args:
@@ -21,42 +28,45 @@ def build_app(runs_dir: str | None = None, model_dirs: list[str] | None = None, 
             separated by os.pathsep). The runs home and the packaged MiniLM are always allowed; any other
             local path typed into the app is refused.
         dtype: the weights' dtype for every model this server loads (`auto`, `float32` or `bfloat16`).
+        config_cls: the training config class the Fine-tune form is derived from.
+    Returns:
+        The Blocks, with the server's `Context` as `app.llmft_context`.
     """
     home = runs_home(runs_dir)
-    device_and_dtype(dtype)  # an unknown dtype fails here, not at the first request
-    SETTINGS["runs_dir"], SETTINGS["dtype"] = str(home), dtype
     if model_dirs is None:
         model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
-    restrict_local_paths([home, minilm_path(), *model_dirs])
+    ctx = Context.create(home, dtype, allowed_roots=[home, minilm_path(), *model_dirs])
     with gr.Blocks(title="llmft — LoRA fine-tuning, base vs tuned") as app:
         gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
         with gr.Tabs() as tabs:
-            cmp = compare.build()
-            ft = finetune.build()
-            ev = evaluate.build()
-            rt = runs_tab.build()
+            cmp = compare.build(ctx)
+            ft = finetune.build(ctx, config_cls)
+            ev = evaluate.build(ctx)
+            rt = runs_tab.build(ctx)
             about.build()
 
         def to_evaluate(name):
             # A finished run appears in every picker; jump to Evaluate with it selected.
-            return gr.Tabs(selected="evaluate"), gr.update(choices=completed_runs(), value=name)
+            return gr.Tabs(selected="evaluate"), gr.update(choices=completed_runs(ctx), value=name)
 
         ft["evaluate_btn"].click(to_evaluate, ft["finished"], [tabs, ev["run"]], api_name=False)
 
         def refresh_pickers(name, task):
             if not name:
                 return gr.update(), gr.update()
-            runs = completed_runs(task)
+            runs = completed_runs(ctx, task)
             return (
-                gr.update(choices=completed_runs(), value=name),
+                gr.update(choices=completed_runs(ctx), value=name),
                 gr.update(choices=runs, value=name if name in runs else (runs[0] if runs else None)),
             )
 
         ft["finished"].change(
             refresh_pickers, [ft["finished"], cmp["task"]], [ev["run"], cmp["adapter"]], api_name=False
         )
-        app.load(lambda: gr.update(choices=completed_runs()), None, ev["run"], api_name=False)
-        app.load(user_errors(runs_tab.refresh), None, rt["outputs"], api_name=False)  # a fresh page shows current runs
+        app.load(lambda: gr.update(choices=completed_runs(ctx)), None, ev["run"], api_name=False)
+        app.load(user_errors(rt["refresh"]), None, rt["outputs"], api_name=False)  # a fresh page shows current runs
+    app.llmft_context = ctx
+    app.llmft_form_fields = ft["fields"]  # the /train endpoint's inputs, in order
     return app
 
 

@@ -16,20 +16,10 @@ from ..errors import LlmftError, first_line
 from ..runs import COMPLETED, list_runs
 from ..tasks import task_names
 
-SETTINGS = {"runs_dir": None, "dtype": "auto"}
-"""App-wide settings, set once by `build_app`: the runs home and the weights' dtype for this server."""
 DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
 """The only folder the app serves files from: copies made for download."""
 MAX_UPLOAD = "20mb"
 TASKS = task_names()
-
-
-def runs_dir():
-    return SETTINGS["runs_dir"]
-
-
-def server_dtype():
-    return SETTINGS["dtype"]
 
 
 def user_errors(fn):
@@ -71,15 +61,11 @@ def _is_generator(fn):
     return inspect.isgeneratorfunction(fn)
 
 
-def completed_runs(task: str | None = None) -> list[str]:
+def completed_runs(ctx, task: str | None = None) -> list[str]:
+    """Names of the finished runs in the server's runs home (of `task` only, if given), newest first."""
     return [
-        r["name"] for r in list_runs(runs_dir()) if r.get("status") == COMPLETED and (not task or r["task"] == task)
+        r["name"] for r in list_runs(ctx.runs_dir) if r.get("status") == COMPLETED and (not task or r["task"] == task)
     ]
-
-
-def run_choices(task: str | None = None):
-    names = completed_runs(task)
-    return gr.update(choices=names, value=names[0] if names else None)
 
 
 def for_download(path: str | Path) -> str:

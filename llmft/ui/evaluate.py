@@ -7,61 +7,38 @@ import html
 import gradio as gr
 import pandas as pd
 
-from ..evaluation import per_example_metrics
+from ..config import EvalConfig
 from ..pipeline import evaluate
-from ..plots import confusion_matrix_figure, metric_boxplot, paired_scatter
+from ..results import EvalResult
 from ..runs import find_run, read_run
-from .common import completed_runs, fmt, for_download, runs_dir, server_dtype, user_errors, word_diff_html
+from .common import completed_runs, for_download, user_errors, word_diff_html
 
 
-def summary_table(result: dict) -> pd.DataFrame:
-    rows = []
-    for name, m in result["metrics"].items():
-        rows.append(
-            {
-                "metric": name,
-                "base mean": fmt(m["base_mean"]),
-                "tuned mean": fmt(m["tuned_mean"]),
-                "base median": fmt(m["base_median"]),
-                "tuned median": fmt(m["tuned_median"]),
-                "delta": f"{m['delta_mean']:+.4f}",
-                "95% CI": f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}]",
-                "p-value": f"{m['p_value']:.3g} ({m['test']})",
-                "win/tie/loss": f"{m['wins']}/{m['ties']}/{m['losses']}",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def main_metric(result: dict) -> str:
-    names = per_example_metrics(result)
-    return "overall" if "overall" in names else "p_true_label"
-
-
-def examples_table(result: dict) -> pd.DataFrame:
-    metric = main_metric(result)
+def examples_table(result: EvalResult) -> pd.DataFrame:
+    metric = result.example_metric
+    base, tuned = result.scores(metric)
     rows = [
         {
             "id": r["id"],
-            f"base {metric}": round(r[f"base_{metric}"], 4),
-            f"tuned {metric}": round(r[f"tuned_{metric}"], 4),
-            "delta": round(r[f"tuned_{metric}"] - r[f"base_{metric}"], 4),
+            f"base {metric}": round(b, 4),
+            f"tuned {metric}": round(t, 4),
+            "delta": round(t - b, 4),
             "input": r["input"][:80],
         }
-        for r in result["rows"]
+        for r, b, t in zip(result.rows, base, tuned)
     ]
     return pd.DataFrame(rows).sort_values("delta")
 
 
-def example_detail(result: dict | None, example_id: str) -> str:
+def example_detail(result: EvalResult | None, example_id: str) -> str:
     """HTML for one example: input, references, both outputs with a word diff, and its scores (all escaped)."""
     if not result or not example_id:
         return ""
-    row = next((r for r in result["rows"] if str(r["id"]) == str(example_id)), None)
+    row = next((r for r in result.rows if str(r["id"]) == str(example_id)), None)
     if row is None:
         return f"<p>No example {html.escape(str(example_id))}.</p>"
     refs = [v for k, v in row.items() if k.startswith("reference") and v]
-    metrics = per_example_metrics(result)
+    metrics = result.per_example
     score_rows = "".join(
         f"<tr><td>{html.escape(m)}</td><td>{row[f'base_{m}']:.4f}</td><td>{row[f'tuned_{m}']:.4f}</td></tr>"
         for m in metrics
@@ -77,77 +54,62 @@ def example_detail(result: dict | None, example_id: str) -> str:
     )
 
 
-def run_evaluation(run, n, seed, scorer, max_new_tokens, progress=gr.Progress()):
+def run_evaluation(ctx, run, n, seed, scorer, max_new_tokens, progress=gr.Progress()):
     if not run:
         raise gr.Error("pick a finished run to evaluate")
-    info = read_run(find_run(run, runs_dir()))
+    info = read_run(find_run(run, ctx.runs_dir))
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)
 
-    result = evaluate(
-        info["task"],
+    config = EvalConfig(
+        task=info["task"],
         run=run,
         n=int(n) if n else None,
-        seed=int(seed),
+        seed=int(seed or 0),
         scorer=(scorer or "").strip() or None,
         max_new_tokens=int(max_new_tokens) if max_new_tokens else None,
-        runs_dir=runs_dir(),
-        progress=False,
-        on_progress=on_progress,
-        cached_model=True,
-        dtype=server_dtype(),
+        runs_dir=str(ctx.runs_dir),
+        dtype=ctx.dtype,
     )
-    metrics = per_example_metrics(result)
-    scores = {
-        m: ([r[f"base_{m}"] for r in result["rows"]], [r[f"tuned_{m}"] for r in result["rows"]]) for m in metrics
-    }
-    box = metric_boxplot(scores, title=f"{result['task']}: base vs tuned per example (n={result['n']})")
-    metric = main_metric(result)
-    scatter = paired_scatter(*scores[metric], ids=[str(r["id"]) for r in result["rows"]], metric=metric)
-    cms = [None, None]
-    if "confusion_matrix" in result:
-        cms = [
-            confusion_matrix_figure(result["confusion_matrix"][side], result["labels"], f"{side} confusion matrix")
-            for side in ("base", "tuned")
-        ]
-    worse = [str(r["id"]) for r in result["rows"] if r[f"tuned_{metric}"] < r[f"base_{metric}"]]
-    paths = result["written"][0]
-    files = [for_download(paths[k]) for k in ("examples", "summary", "boxplot")]
+    result, written = evaluate(ctx, config, progress=False, on_progress=on_progress, cached_model=True)
+    figures = result.figures()
+    metric = result.example_metric
+    worse = [str(r["id"]) for r, b, t in zip(result.rows, *result.scores(metric)) if t < b]
+    files = [for_download(written[0][k]) for k in ("examples", "summary", "boxplot")]
     head = (
-        f"**{result['task']}**, run **{result['run']}**, n = {result['n']}, {result.get('dtype', 'float32')} weights"
-        + (f", BERTScore scorer `{result['scorer']}`" if result["scorer"] else "")
-        + (" · base outputs from cache" if result["base_outputs_cached"] else "")
+        f"**{result.task}**, run **{result.run}**, n = {result.n}, {result.dtype} weights"
+        + (f", BERTScore scorer `{result.scorer}`" if result.scorer else "")
+        + (" · base outputs from cache" if result.base_outputs_cached else "")
     )
-    key = "overall" if "overall" in result["metrics"] else "f1"
-    m = result["metrics"][key]
+    m = result.metrics[result.headline]
     significant = m["ci95"][0] > 0 or m["ci95"][1] < 0
     head += (
-        f"\n\n**{key}: base {m['base_mean']:.3f} → tuned {m['tuned_mean']:.3f}** (Δ {m['delta_mean']:+.3f}, "
-        f"95% CI [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}], p = {m['p_value']:.2g}) — "
+        f"\n\n**{result.headline}: base {m['base_mean']:.3f} → tuned {m['tuned_mean']:.3f}** (Δ "
+        f"{m['delta_mean']:+.3f}, 95% CI [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}], p = {m['p_value']:.2g}) — "
         + ("the interval excludes 0." if significant else "the interval includes 0: no clear change.")
     )
-    ids = [str(r["id"]) for r in result["rows"]]
-    public = {k: v for k, v in result.items() if k != "written"}
+    ids = [str(r["id"]) for r in result.rows]
     return (
         head,
-        summary_table(result),
-        box,
-        scatter,
-        *cms,
+        pd.DataFrame(result.table()),
+        figures["boxplot"],
+        figures["scatter"],
+        figures.get("confusion_base"),
+        figures.get("confusion_tuned"),
         examples_table(result),
         gr.update(choices=worse, value=None, label=f"Where tuned got worse ({len(worse)})"),
         gr.update(choices=ids, value=None),
         files,
-        public,
+        result,
     )
 
 
-def build():
+def build(ctx):
     with gr.Tab("Evaluate", id="evaluate"):
         gr.Markdown("Score base and tuned on the same test examples and compare them pair by pair.")
         with gr.Row():
-            runs = completed_runs()
+            runs = completed_runs(ctx)
             run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run")
             n = gr.Number(0, label="Examples (0 = the preset's)", minimum=0, maximum=5000, precision=0)
             seed = gr.Number(0, label="Seed", precision=0)
@@ -171,9 +133,13 @@ def build():
         files = gr.File(label="Downloads", file_count="multiple", interactive=False)
         state = gr.State(None)
 
-        refresh.click(lambda: gr.update(choices=completed_runs()), None, run, api_name=False)
+        refresh.click(lambda: gr.update(choices=completed_runs(ctx)), None, run, api_name=False)
+
+        def on_evaluate(run, n, seed, scorer, max_new, progress=gr.Progress()):
+            return run_evaluation(ctx, run, n, seed, scorer, max_new, progress)
+
         go.click(
-            user_errors(run_evaluation),
+            user_errors(on_evaluate),
             [run, n, seed, scorer, max_new],
             [head, summary, box, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
             api_name="evaluate",

@@ -8,13 +8,13 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ..config import TrainConfig, hyperparameters
 from ..errors import LlmftError
+from ..jobs import log_path, log_tail
 from ..models import minilm_path
 from ..plots import loss_curve
-from ..runs import delete_run, find_run, latest_evaluation, list_runs, read_run
-from .common import runs_dir, user_errors, zip_for_download
-
-HYPER = ("preset", "max_steps", "learning_rate", "batch_size", "lora_r", "lora_alpha", "lora_dropout")
+from ..runs import FAILED, delete_run, find_run, latest_evaluation, list_runs, read_run
+from .common import user_errors, zip_for_download
 
 
 def model_label(ref: str) -> str:
@@ -27,17 +27,12 @@ def model_label(ref: str) -> str:
     return "/".join(path.parts[-2:])
 
 
-def runs_table() -> pd.DataFrame:
-    rows = []
-    for run in list_runs(runs_dir()):
-        cfg = run.get("config", {})
+def runs_table(ctx) -> pd.DataFrame:
+    rows, hyper = [], {}
+    for run in list_runs(ctx.runs_dir):
+        params = dict(hyperparameters(TrainConfig, run.get("config", {})))
+        hyper.update(dict.fromkeys(params))
         evaluation = latest_evaluation(Path(run["dir"]))
-        headline = ""
-        if evaluation:
-            name = "overall" if "overall" in evaluation["metrics"] else "f1"
-            m = evaluation["metrics"].get(name)
-            if m:
-                headline = f"{name} {m['base_mean']:.3f} → {m['tuned_mean']:.3f} (p={m['p_value']:.2g})"
         rows.append(
             {
                 "run": run["name"],
@@ -45,31 +40,29 @@ def runs_table() -> pd.DataFrame:
                 "task": run.get("task"),
                 "model": model_label(str(run.get("base_model", ""))),
                 "data": Path(str(run.get("data", ""))).name,
-                **{k: cfg.get(k) for k in HYPER},
+                **params,
                 "duration s": run.get("duration_s"),
                 "final loss": None if run.get("final_loss") is None else round(run["final_loss"], 4),
-                "latest evaluation": headline,
+                "latest evaluation": evaluation.headline_text() if evaluation else "",
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=["run", "status", "task", "model", "data", *HYPER, "duration s", "final loss", "latest evaluation"],
-    )
+    columns = ["run", "status", "task", "model", "data", *hyper, "duration s", "final loss", "latest evaluation"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def refresh():
+def refresh(ctx):
     """The runs table, the picker, and the first run's details (set here: a picker update alone may not
     trigger its change event)."""
-    table = runs_table()
+    table = runs_table(ctx)
     names = table["run"].tolist()
     first = names[0] if names else None
-    return table, gr.update(choices=names, value=first), *details(first)
+    return table, gr.update(choices=names, value=first), *details(ctx, first)
 
 
-def details(name):
+def details(ctx, name):
     if not name:
         return "", None
-    info = read_run(find_run(name, runs_dir()))
+    info = read_run(find_run(name, ctx.runs_dir))
     shown = {
         k: info.get(k)
         for k in (
@@ -91,39 +84,41 @@ def details(name):
             "error",
         )
     }
+    if info.get("status") == FAILED:  # what the training process printed last
+        shown["log_tail"] = info.get("log_tail") or log_tail(log_path(ctx.runs_dir, name))
     history = info.get("loss_history", [])
     return json.dumps(shown, indent=2, default=str), loss_curve(history, f"Loss — {name}") if history else None
 
 
-def delete(name):
+def delete(ctx, name):
     if not name:
         raise LlmftError("pick a run to delete")
-    delete_run(find_run(name, runs_dir()))
-    return (f"Deleted run {name}.", *refresh())
+    delete_run(find_run(name, ctx.runs_dir))
+    return (f"Deleted run {name}.", *refresh(ctx))
 
 
-def download_adapter(name):
+def download_adapter(ctx, name):
     if not name:
         raise LlmftError("pick a run")
-    run_dir = find_run(name, runs_dir())
+    run_dir = find_run(name, ctx.runs_dir)
     if not (run_dir / "adapter").is_dir():
         raise LlmftError(f"run {name} has no final adapter")
     return zip_for_download(run_dir / "adapter", f"{name}-adapter")
 
 
-def push(name, repo_id, private, merge):
+def push(ctx, name, repo_id, private, merge):
     from ..export import push_run
 
     if not name:
         raise LlmftError("pick a run to push")
-    url = push_run(name, (repo_id or "").strip(), private=bool(private), merge=bool(merge), runs_dir=runs_dir())
+    url = push_run(name, (repo_id or "").strip(), private=bool(private), merge=bool(merge), runs_dir=ctx.runs_dir)
     return f"Pushed run {name} to {repo_id}: {url}"
 
 
-def build():
+def build(ctx):
     with gr.Tab("Runs", id="runs"):
         refresh_btn = gr.Button("Refresh", size="sm")
-        table = gr.Dataframe(runs_table(), label="Runs", interactive=False, max_height=320)
+        table = gr.Dataframe(runs_table(ctx), label="Runs", interactive=False, max_height=320)
         names = table.value["data"] if isinstance(table.value, dict) else []
         pick = gr.Dropdown([row[0] for row in names], label="Run")
         with gr.Row():
@@ -139,9 +134,13 @@ def build():
             push_btn = gr.Button("Push to the hub")
         message = gr.Markdown()
         file = gr.File(label="Adapter", interactive=False)
-        refresh_btn.click(user_errors(refresh), None, [table, pick, info, loss], api_name="runs")
-        pick.change(user_errors(details), pick, [info, loss], api_name="run_details")
-        delete_btn.click(user_errors(delete), pick, [message, table, pick, info, loss], api_name="delete_run")
-        push_btn.click(user_errors(push), [pick, repo_id, private, merge], message, api_name="push")
-        download_btn.click(user_errors(download_adapter), pick, file, api_name="download_adapter")
-    return {"outputs": [table, pick, info, loss]}
+        refresh_btn.click(user_errors(lambda: refresh(ctx)), None, [table, pick, info, loss], api_name="runs")
+        pick.change(user_errors(lambda n: details(ctx, n)), pick, [info, loss], api_name="run_details")
+        delete_btn.click(
+            user_errors(lambda n: delete(ctx, n)), pick, [message, table, pick, info, loss], api_name="delete_run"
+        )
+        push_btn.click(
+            user_errors(lambda *a: push(ctx, *a)), [pick, repo_id, private, merge], message, api_name="push"
+        )
+        download_btn.click(user_errors(lambda n: download_adapter(ctx, n)), pick, file, api_name="download_adapter")
+    return {"outputs": [table, pick, info, loss], "refresh": lambda: refresh(ctx)}

@@ -1,0 +1,69 @@
+"""The state a server (or one CLI command) holds, in one object passed to whoever needs it: no module globals.
+
+The CLI builds a `Context` with no folder restriction; the app builds one that allows only its runs home, the
+packaged MiniLM and the model folders its owner listed. Tests build their own and throw them away.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .refs import resolve_roots
+
+
+class ModelCache:
+    """A small LRU of loaded models, so the app keeps its models warm between requests."""
+
+    def __init__(self, size: int = 2):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, load):
+        """The model under `key`, loaded with `load()` on a miss (under the lock: one load at a time)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            value = load()
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@dataclass
+class Context:
+    """Runs home, weights' dtype, allowed local folders, model cache and training job slots of one server."""
+
+    runs_dir: Path
+    """The runs home (resolved once; see `runs.runs_home`)."""
+    dtype: str = "auto"
+    """Weights' dtype for every model this server loads."""
+    allowed_roots: list[Path] | None = None
+    """Folders local models and adapters may come from; None = anywhere (the CLI)."""
+    model_cache: ModelCache = field(default_factory=lambda: ModelCache(int(os.environ.get("LLMFT_MODEL_CACHE", "2"))))
+    _jobs: object = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, runs_dir=None, dtype: str = "auto", allowed_roots=None) -> Context:
+        from .models import device_and_dtype
+        from .runs import runs_home
+
+        device_and_dtype(dtype)  # an unknown dtype fails here, not at the first request
+        return cls(runs_home(runs_dir), dtype, resolve_roots(allowed_roots))
+
+    @property
+    def jobs(self):
+        """The training jobs this server started or found running (created on first use)."""
+        if self._jobs is None:
+            from .jobs import Jobs
+
+            self._jobs = Jobs(self)
+        return self._jobs

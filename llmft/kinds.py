@@ -1,0 +1,376 @@
+"""Task kinds as objects: everything that differs between generating text and classifying it lives here.
+
+A kind knows its model class, peft task type and the modules LoRA must train in full, its collator, how a
+data row becomes an `Example`, how examples become training features, how it predicts (batched and for
+one text), how outputs are scored against references, and its headline metric. `TaskSpec.kind` holds one;
+no other module tests a kind's name. A new kind subclasses `Kind` and calls `register_kind`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import LlmftError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a kind's `score` returns: paired statistics per metric and one row per example (examples.csv)."""
+
+    metrics: dict
+    """metric name -> `stats` dict (base_mean, tuned_mean, delta_mean, ci95, p_value, test, ...)."""
+    rows: list[dict]
+    per_example: list[str]
+    """Metrics with per-example scores in `rows` as `base_<name>` / `tuned_<name>`."""
+    extra: dict
+    """Kind-specific fields of the result (labels, confusion matrices, the scorer)."""
+
+
+class Kind:
+    """The interface every task kind implements."""
+
+    name: str = ""
+    """Stored in run.json and summary.json; also the tag on exported models."""
+    peft_task_type: str = ""
+    headline: str = ""
+    """The metric a verdict and the Runs table quote."""
+    example_metric: str = ""
+    """The per-example metric that the scatter plot and the examples table sort by."""
+    higher_is_better: dict[str, bool] = {}
+    column_fields: tuple[str, ...] = ("text_column",)
+    """TrainConfig / EvalConfig column fields that apply to this kind."""
+    fresh_head: bool = False
+    """from_pretrained initialises new weights (a seeded head): the seed is part of the base model."""
+    shows_probabilities: bool = False
+    """Compare shows class probabilities rather than streamed text."""
+    generates: bool = False
+    """Outputs are generated text (max new tokens applies)."""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def validate(self, spec) -> None:
+        """Raise ValueError when `spec` lacks what this kind needs."""
+
+    def load_model(self, spec, model_ref: str, **kwargs):
+        raise NotImplementedError
+
+    def lora_config(self, model, targets: list[str], r: int, alpha: int, dropout: float):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            task_type=self.peft_task_type,
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=targets,
+            modules_to_save=self.modules_to_save(model) or None,
+        )
+
+    def modules_to_save(self, model) -> list[str]:
+        return []
+
+    def collator(self, tokenizer, model):
+        raise NotImplementedError
+
+    def columns(self, spec, present: set[str], overrides: dict) -> dict[str, list[str]]:
+        """The columns each role reads: {"text": [...], ...}, with the user's overrides applied."""
+        return {"text": [overrides.get("text_column") or spec.text_column]}
+
+    def parse_row(self, spec, row: dict, columns: dict[str, list[str]]) -> dict:
+        """The kind's fields of one `Example` (references or label) from a data row."""
+        raise NotImplementedError
+
+    def features(self, spec, tokenizer, examples, max_input_tokens: int, max_target_tokens: int) -> list[dict]:
+        """Unpadded training features: input ids, attention mask, labels."""
+        raise NotImplementedError
+
+    def predict(self, loaded, texts, settings, tuned: bool, progress=True, on_progress=None) -> list:
+        """Batched outputs (JSON-serialisable: they are cached on disk)."""
+        raise NotImplementedError
+
+    def stream(self, loaded, text: str, settings, tuned: bool) -> Iterator[dict]:
+        """Updates for one text: dicts with `text`, `tokens`, `elapsed_s`, `truncated`, maybe `probs`."""
+        raise NotImplementedError
+
+    def output_text(self, spec, output) -> str:
+        """One output as a person reads it."""
+        return str(output)
+
+    def reference_text(self, spec, example) -> str:
+        raise NotImplementedError
+
+    def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None) -> Scored:
+        raise NotImplementedError
+
+    def score_reference(self, spec, outputs: list[str], reference: str) -> list[tuple[str, list]]:
+        """Per-output scores of a few outputs against one typed reference: [(metric, [score or mark per output])]."""
+        raise NotImplementedError
+
+
+KINDS = Registry("kind")
+
+
+def register_kind(kind: Kind) -> Kind:
+    """Add a kind to the registry; a duplicate name raises."""
+    return KINDS.add(kind.name, kind)
+
+
+def get_kind(kind: str | Kind) -> Kind:
+    """`kind` itself, or the registered kind of that name."""
+    return kind if isinstance(kind, Kind) else KINDS.lookup(kind, ValueError)
+
+
+def _from_pretrained_error(err, model_ref, kind_name):
+    from .errors import first_line
+
+    text = str(err)
+    if "trust_remote_code" in text:
+        return LlmftError(f"model {model_ref} needs custom code; llmft never runs remote code")
+    if "safetensors" in text.lower():
+        return LlmftError(f"model {model_ref} has no safetensors weights; pickle weights are refused")
+    return LlmftError(f"cannot load {kind_name} model {model_ref}: {first_line(err)}")
+
+
+class Seq2Seq(Kind):
+    """Generate a text (a summary) from a text with an encoder-decoder model; ROUGE and BERTScore."""
+
+    name = "seq2seq"
+    peft_task_type = "SEQ_2_SEQ_LM"
+    headline = example_metric = "overall"  # the mean of ROUGE-1/2/L and BERTScore-F1, per example
+    column_fields = ("text_column", "target_columns")
+    generates = True
+
+    def validate(self, spec):
+        if not spec.target_columns:
+            raise ValueError(f"seq2seq task {spec.name!r} needs target_columns")
+
+    def load_model(self, spec, model_ref, **kwargs):
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM.from_pretrained(model_ref, **kwargs)
+
+    def collator(self, tokenizer, model):
+        from transformers import DataCollatorForSeq2Seq
+
+        return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+
+    def columns(self, spec, present, overrides):
+        targets = overrides.get("target_columns")
+        if not targets:
+            targets = list(spec.target_columns)
+            if len(targets) == 1 and targets[0] not in present:
+                # DialogSum's test split has summary1..summary3: use every numbered variant.
+                numbered = sorted(c for c in present if re.fullmatch(re.escape(targets[0]) + r"\d+", c))
+                targets = numbered or targets
+        return {**super().columns(spec, present, overrides), "target": list(targets)}
+
+    def parse_row(self, spec, row, columns):
+        targets = columns["target"]
+        refs = tuple(str(row[c]).strip() for c in targets if row.get(c) is not None and str(row[c]).strip())
+        if not refs:
+            raise LlmftError(f"empty reference in {', '.join(targets)}")
+        return {"references": refs}
+
+    def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
+        rows = _encode_inputs(spec, tokenizer, examples, max_input_tokens)
+        # The first reference is the training target.
+        targets = tokenizer(
+            text_target=[ex.references[0] for ex in examples], truncation=True, max_length=max_target_tokens
+        )
+        for row, ids in zip(rows, targets["input_ids"]):
+            row["labels"] = ids
+        return rows
+
+    def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
+        from .inference import generate
+
+        return generate(loaded, texts, settings, tuned, progress=progress, on_progress=on_progress)
+
+    def stream(self, loaded, text, settings, tuned):
+        from .inference import stream_generate
+
+        return stream_generate(loaded, text, settings, tuned)
+
+    def reference_text(self, spec, example):
+        return example.references[0]
+
+    def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
+        import sys
+        import time
+
+        from .metrics import resolve_scorer, scorer_record, summary_scores
+        from .stats import paired_comparison
+
+        scorer = resolve_scorer(scorer)
+        refs = [ex.references for ex in examples]
+        scores = []
+        for done, (side, outputs) in enumerate((("base", base_out), ("tuned", tuned_out))):
+            if on_progress:
+                on_progress(f"scoring {side}", done * len(examples), 2 * len(examples))
+            # bert_score's own verbose bar reports nonsense timings (0.3.13), so llmft says what it is doing.
+            if progress:
+                print(f"scoring {side} outputs (ROUGE, BERTScore with {scorer})...", end="", file=sys.stderr)
+            started = time.perf_counter()
+            scores.append(summary_scores(outputs, refs, scorer))
+            if progress:
+                print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        base_scores, tuned_scores = scores
+        metrics = {m: paired_comparison(base_scores[m], tuned_scores[m], "wilcoxon", seed) for m in base_scores}
+        width = max(len(r) for r in refs)
+        rows = []
+        for i, ex in enumerate(examples):
+            row = {"id": ex.id, "input": ex.text}
+            row.update(
+                {f"reference_{k + 1}": ex.references[k] if k < len(ex.references) else "" for k in range(width)}
+            )
+            row.update({"base_output": base_out[i], "tuned_output": tuned_out[i]})
+            row.update({f"base_{m}": base_scores[m][i] for m in base_scores})
+            row.update({f"tuned_{m}": tuned_scores[m][i] for m in tuned_scores})
+            rows.append(row)
+        return Scored(metrics, rows, list(base_scores), {"scorer": scorer_record(scorer)})
+
+    def score_reference(self, spec, outputs, reference):
+        from .metrics import resolve_scorer, summary_scores
+
+        scores = summary_scores(outputs, [(reference,)] * len(outputs), resolve_scorer(None))
+        return list(scores.items())
+
+
+class Classification(Kind):
+    """Pick one of the task's labels with a sequence-classification head; F1, accuracy, McNemar."""
+
+    name = "classification"
+    peft_task_type = "SEQ_CLS"
+    headline = "f1"
+    example_metric = "p_true_label"
+    column_fields = ("text_column", "label_column")
+    fresh_head = True
+    shows_probabilities = True
+    HEAD_MODULES = ("pre_classifier", "classifier", "score")
+    """Classification heads that from_pretrained initialises fresh and LoRA must train in full."""
+
+    def validate(self, spec):
+        if not spec.label_column or len(spec.labels) < 2:
+            raise ValueError(f"classification task {spec.name!r} needs label_column and at least two labels")
+
+    def load_model(self, spec, model_ref, **kwargs):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_ref,
+            num_labels=len(spec.labels),
+            id2label=dict(enumerate(spec.labels)),
+            label2id={name: i for i, name in enumerate(spec.labels)},
+            **kwargs,
+        )
+
+    def modules_to_save(self, model):
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        return [h for h in self.HEAD_MODULES if h in names]
+
+    def collator(self, tokenizer, model):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def columns(self, spec, present, overrides):
+        label = overrides.get("label_column") or spec.label_column
+        return {**super().columns(spec, present, overrides), "label": [label]}
+
+    def parse_row(self, spec, row, columns):
+        from .data import normalize_label
+
+        return {"label": normalize_label(row.get(columns["label"][0]), spec.labels)}
+
+    def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
+        rows = _encode_inputs(spec, tokenizer, examples, max_input_tokens)
+        for row, ex in zip(rows, examples):
+            row["labels"] = ex.label
+        return rows
+
+    def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
+        from .inference import classify
+
+        return classify(loaded, texts, settings, tuned, progress=progress, on_progress=on_progress)
+
+    def stream(self, loaded, text, settings, tuned):
+        from .inference import classify_one
+
+        update = classify_one(loaded, text, settings, tuned)
+        best = max(update["probs"], key=update["probs"].get)
+        yield {**update, "text": best}
+
+    def output_text(self, spec, output):
+        best = max(range(len(output)), key=output.__getitem__)
+        detail = ", ".join(f"{name} {p:.3f}" for name, p in zip(spec.labels, output))
+        return f"{spec.labels[best]} ({detail})"
+
+    def reference_text(self, spec, example):
+        return spec.labels[example.label]
+
+    def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
+        from .metrics import CORPUS_METRICS, classification_report, corpus_classification_scores
+        from .stats import paired_aggregate, paired_comparison
+
+        labels = spec.labels
+        y = [ex.label for ex in examples]
+        base_pred = [max(range(len(p)), key=p.__getitem__) for p in base_out]
+        tuned_pred = [max(range(len(p)), key=p.__getitem__) for p in tuned_out]
+        base_ok = [float(p == t) for p, t in zip(base_pred, y)]
+        tuned_ok = [float(p == t) for p, t in zip(tuned_pred, y)]
+        base_pt = [p[t] for p, t in zip(base_out, y)]
+        tuned_pt = [p[t] for p, t in zip(tuned_out, y)]
+
+        def corpus(name):
+            return lambda refs, preds, axis=-1: corpus_classification_scores(refs, preds, len(labels), axis)[name]
+
+        metrics = {name: paired_aggregate(y, base_pred, tuned_pred, corpus(name), seed) for name in CORPUS_METRICS}
+        metrics["correct"] = paired_comparison(base_ok, tuned_ok, "mcnemar", seed)
+        metrics["p_true_label"] = paired_comparison(base_pt, tuned_pt, "wilcoxon", seed)
+        rows = []
+        for i, ex in enumerate(examples):
+            row = {
+                "id": ex.id,
+                "input": ex.text,
+                "reference": labels[ex.label],
+                "base_output": labels[base_pred[i]],
+                "tuned_output": labels[tuned_pred[i]],
+                "base_correct": base_ok[i],
+                "tuned_correct": tuned_ok[i],
+                "base_p_true_label": base_pt[i],
+                "tuned_p_true_label": tuned_pt[i],
+            }
+            row.update({f"base_p_{name}": base_out[i][k] for k, name in enumerate(labels)})
+            row.update({f"tuned_p_{name}": tuned_out[i][k] for k, name in enumerate(labels)})
+            rows.append(row)
+        extra = {
+            "scorer": None,
+            "labels": list(labels),
+            "confusion_matrix": {
+                "base": classification_report(base_pred, y, labels)["confusion_matrix"],
+                "tuned": classification_report(tuned_pred, y, labels)["confusion_matrix"],
+            },
+        }
+        return Scored(metrics, rows, ["correct", "p_true_label"], extra)
+
+    def score_reference(self, spec, outputs, reference):
+        from .data import normalize_label
+
+        truth = spec.labels[normalize_label(reference, spec.labels)]
+        return [("correct", ["✓" if out == truth else "✗" for out in outputs])]
+
+
+def _encode_inputs(spec, tokenizer, examples, max_input_tokens) -> list[dict]:
+    """Token ids (unpadded: the collator pads each batch to its own longest) of the prompted inputs."""
+    features = tokenizer(
+        [spec.format_prompt(ex.text) for ex in examples], truncation=True, max_length=max_input_tokens
+    )
+    return [{"input_ids": i, "attention_mask": m} for i, m in zip(features["input_ids"], features["attention_mask"])]
+
+
+SEQ2SEQ = register_kind(Seq2Seq())
+CLASSIFICATION = register_kind(Classification())

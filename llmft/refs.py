@@ -1,0 +1,91 @@
+""" "Hub id or local path?" decided once, here, and the folders a server lets users load from.
+
+Every reference a user types (a model, an adapter, a dataset, a data file, a hub repo to push to) goes through
+`parse_ref`. The CLI allows any local path (`roots=None`); the app passes its allowed folders, and a path
+outside them is refused whether or not it exists, so a request cannot probe the server's file system.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LlmftError
+
+# owner/name: the characters the hub allows, no path tricks.
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+MAX_REF_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A checked reference: an absolute local path, or a hub id."""
+
+    value: str
+    local: bool
+
+    @property
+    def path(self) -> Path:
+        return Path(self.value)
+
+
+def is_hub_id(text: str, needs_owner: bool = False) -> bool:
+    """Whether `text` is a well-formed hub id (`name` or `owner/name`; `owner/name` only if `needs_owner`)."""
+    return bool(HUB_ID_RE.fullmatch(text)) and ".." not in text and (not needs_owner or "/" in text)
+
+
+def looks_local(ref: str, suffixes: tuple[str, ...] = ()) -> bool:
+    """Whether `ref` names a local path rather than a hub id.
+
+    A path starts with `.`, `/` or `~`, has more than one slash (a hub id has at most one), ends with one of
+    `suffixes` (data files), or exists here.
+    """
+    return (
+        ref.startswith((".", "/", "~"))
+        or ref.count("/") > 1
+        or (bool(suffixes) and ref.lower().endswith(suffixes))
+        or os.path.exists(os.path.expanduser(ref))
+    )
+
+
+def parse_ref(
+    ref: str, what: str, roots: list[Path] | None = None, suffixes: tuple[str, ...] = (), hub_ok: bool = True
+) -> Ref:
+    """Decide whether `ref` is a local path or a hub id, and check it.
+
+    Args:
+        ref: what the user typed.
+        what: the noun for error messages ("model", "adapter", "dataset").
+        roots: folders local paths must lie under (None: anywhere).
+        suffixes: file endings that mark a local file (data files).
+        hub_ok: whether a hub id is acceptable here.
+    Raises:
+        LlmftError: a URL, an over-long reference, a path outside `roots`, or neither a path nor a hub id.
+    """
+    ref = ref.strip()
+    if len(ref) > MAX_REF_CHARS:
+        raise LlmftError(f"{what} id is too long ({len(ref)} characters, at most {MAX_REF_CHARS})")
+    if "://" in ref or ref.lower().startswith(("http:", "https:", "file:")):
+        raise LlmftError(f"{what} must be a hub id or a local folder, not a URL: {ref[:80]!r}")
+    if looks_local(ref, suffixes):
+        path = Path(ref).expanduser().resolve()
+        explicit = ref.startswith((".", "/", "~")) or path.exists()  # else: not found, reported by the caller
+        if explicit and roots is not None and not any(path.is_relative_to(root) for root in roots):
+            raise LlmftError(f"local {what} {ref} is outside the folders this server allows; {allowed_hint(roots)}")
+        return Ref(str(path), True)
+    if not hub_ok or not is_hub_id(ref):
+        raise LlmftError(f"not a {what} folder nor a valid hub {what} id: {ref[:80]!r}")
+    return Ref(ref, False)
+
+
+def allowed_hint(roots: list[Path]) -> str:
+    """How a refused folder can be allowed, naming the folders that are."""
+    shown = ", ".join(str(r) for r in roots[:4]) + (" ..." if len(roots) > 4 else "")
+    return f"allowed: {shown} (add one with app.py --model-dir DIR or LLMFT_MODEL_DIRS)"
+
+
+def resolve_roots(roots) -> list[Path] | None:
+    """Absolute, resolved folders (None stays None: no restriction)."""
+    return None if roots is None else [Path(r).expanduser().resolve() for r in roots]
