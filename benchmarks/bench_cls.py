@@ -148,7 +148,7 @@ def llmft_eval(model_path, adapter, test_file, seed):
     lengths = [len(ids) for ids in loaded.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
     return {
         "eval_s": eval_s,
-        "f1": {side: result.metrics["f1"][f"{side}_mean"] for side in ("base", "tuned")},
+        "f1": {side: result.metrics["positive_f1"][f"{side}_mean"] for side in ("base", "tuned")},
         "preds": {side: [task.labels.index(r[f"{side}_output"]) for r in result.rows] for side in ("base", "tuned")},
         "infer_s": infer_s,
         "lengths": lengths,

@@ -130,7 +130,7 @@ def cmd_evaluate(args) -> None:
     keep_freed_memory()
     config = from_args(EvalConfig, args)
     result, written = evaluate(Context.create(config.runs_dir, config.dtype), config)
-    print(result.text_table())
+    print(result.text_report())
     for paths in written:
         print(f"wrote {Path(paths['summary']).parent}")
 

@@ -238,6 +238,11 @@ class TrainConfig:
         help="reference column(s), comma-separated for several references", flag="--target-column", group="columns"
     )
     label_column: str | None = param(help="label column for classification", group="columns")
+    label_map: list[str] | None = param(
+        help="map the data's label values to the task's labels: value=Label pairs, comma-separated "
+        "(pos=Positive,neg=Negative)",
+        group="columns",
+    )
     max_input_tokens: int | None = param(help="input tokens kept (default: the task's)", bounds=(1, 16384))
     max_target_tokens: int | None = param(help="target tokens kept (default: the task's)", bounds=(1, 16384))
     save_steps: int | None = param(
@@ -279,6 +284,10 @@ class TrainConfig:
         return cli_command(self, "train")
 
 
+def _help_of(cls, name: str) -> str:
+    return cls.__dataclass_fields__[name].metadata["help"]
+
+
 @dataclass
 class EvalConfig:
     """Everything that defines an evaluation of base vs tuned; `None` fields take the run's or task's value."""
@@ -303,7 +312,8 @@ class EvalConfig:
         help="reference column(s), comma-separated for several references", flag="--target-column"
     )
     label_column: str | None = param(help="label column for classification")
-    dtype: str = param("auto", TrainConfig.__dataclass_fields__["dtype"].metadata["help"], choices=DTYPES)
+    label_map: list[str] | None = param(help=_help_of(TrainConfig, "label_map"))
+    dtype: str = param("auto", _help_of(TrainConfig, "dtype"), choices=DTYPES)
 
     def __post_init__(self):
         check_bounds(self)

@@ -51,6 +51,8 @@ def load_examples(
     text_column: str | None = None,
     target_columns: list[str] | tuple[str, ...] | None = None,
     label_column: str | None = None,
+    label_map: list[str] | None = None,
+    name: str | None = None,
 ) -> list[Example]:
     """Load all examples of `split` from `source`.
 
@@ -59,6 +61,8 @@ def load_examples(
         source: None or "sample" for the bundled sample, a local file path, or a hub dataset id.
         split: the split for the bundled sample or a hub dataset; a local file is used whole.
         text_column, target_columns, label_column: override the task's column names.
+        label_map: `value=Label` pairs that map the file's label values to the task's labels.
+        name: what to call a local file in errors (the name the user gave it; default: its path).
     Returns:
         The examples, in file order.
     """
@@ -69,13 +73,26 @@ def load_examples(
         rows, where = read_rows(path), str(path)
     elif (ref := parse_ref(source, "dataset", suffixes=FILE_SUFFIXES)).local:
         if not ref.path.is_file():
-            raise LlmftError(f"data file not found: {source}")
-        rows, where = read_rows(ref.path), source
+            raise LlmftError(f"data file not found: {name or source}")
+        rows, where = read_rows(ref.path, name or source), name or source
     else:
         rows, where = _read_hub(ref.value, split), f"{source} [{split}]"
     if not rows:
         raise LlmftError(f"no examples in {where}")
-    return _to_examples(task, rows, where, text_column, target_columns, label_column)
+    overrides = {
+        "text_column": text_column,
+        "target_columns": target_columns,
+        "label_column": label_column,
+        "label_map": parse_label_map(label_map, task.labels),
+    }
+    return _to_examples(task, rows, where, overrides)
+
+
+def text_hash(text: str) -> str:
+    """A short fingerprint of an input text (whitespace-normalised), to find test rows that were trained on."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 
 def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
@@ -125,12 +142,23 @@ def normalize_label(value, labels: tuple[str, ...]) -> int:
         lowered = [name.lower() for name in labels]
         if text.lower() in lowered:
             return lowered.index(text.lower())
+        # A unique prefix of at least three letters ("pos", "neg") names its label.
+        starts = [i for i, name in enumerate(lowered) if len(text) >= 3 and name.startswith(text.lower())]
+        if len(starts) == 1:
+            return starts[0]
     allowed = ", ".join([*map(str, range(len(labels))), *labels])
     raise LlmftError(f"unknown label {value!r}; expected one of {allowed}")
 
 
-def read_rows(path: Path) -> list[tuple[int, dict]]:
-    """Rows of a local file as (line number, record) pairs."""
+def read_rows(path: Path, name: str | None = None) -> list[tuple[int, dict]]:
+    """Rows of a local file as (line number, record) pairs; errors call the file `name` (default: its path)."""
+    try:
+        return _read_rows(Path(path))
+    except LlmftError as err:
+        raise LlmftError(str(err).replace(str(path), name or str(path))) from None
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         allowed = ", ".join(FILE_SUFFIXES)
@@ -140,6 +168,8 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
         raise LlmftError(f"{path} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit")
     if size == 0:
         raise LlmftError(f"{path} is empty")
+    if suffix != ".parquet" and b"\x00" in path.open("rb").read(8192):
+        raise LlmftError(f"{path} is a binary file, not {suffix[1:].upper()} text")
     try:
         if suffix == ".jsonl":
             return _read_jsonl(path)
@@ -214,9 +244,8 @@ def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
     return [(i + 1, row) for i, row in enumerate(ds)]
 
 
-def _to_examples(task, rows, where, text_column, target_columns, label_column) -> list[Example]:
+def _to_examples(task, rows, where, overrides) -> list[Example]:
     present = set(rows[0][1])
-    overrides = {"text_column": text_column, "target_columns": target_columns, "label_column": label_column}
     columns = task.kind.columns(task, present, overrides)
     for name in (c for names in columns.values() for c in names):
         if name not in present:
@@ -229,8 +258,80 @@ def _to_examples(task, rows, where, text_column, target_columns, label_column) -
             raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
         ident = str(row.get("id", row.get("fname", line_no)))
         try:
-            fields = task.kind.parse_row(task, row, columns)
+            fields = task.kind.parse_row(task, row, columns, overrides)
         except LlmftError as err:
             raise LlmftError(f"{where} line {line_no}: {err}") from None
         examples.append(Example(ident, text, **fields))
     return examples
+
+
+def parse_label_map(pairs: list[str] | None, labels: tuple[str, ...]) -> dict[str, int]:
+    """`["pos=Positive", "neg=Negative"]` as {file value (lower case): label id}; a target must be a label."""
+    mapping = {}
+    for pair in pairs or []:
+        value, sep, target = pair.partition("=")
+        if not sep or not value.strip():
+            raise LlmftError(f"label mapping {pair!r} must look like value=Label")
+        mapping[value.strip().lower()] = normalize_label(target.strip(), labels)
+    return mapping
+
+
+LABEL_SYNONYMS = (
+    ("no", "false", "n", "f", "bad", "neg", "negative", "0"),
+    ("yes", "true", "y", "t", "good", "pos", "positive", "1"),
+)
+"""Values that mean "the first label" or "the second label" of a two-label task (for a guessed mapping)."""
+
+
+def guess_label_map(values, labels: tuple[str, ...]) -> list[str]:
+    """`value=Label` guesses for the label values that do not already name a label (pre-filled in the form).
+
+    A value that is a label's name, id or unique prefix needs no mapping; for two-label tasks, yes/no,
+    true/false, good/bad, 1/0 and the like map to the second / first label.
+    """
+    guesses = []
+    for value in dict.fromkeys(str(v).strip() for v in values if str(v).strip()):
+        try:
+            normalize_label(value, labels)
+            continue
+        except LlmftError:
+            pass
+        for k, synonyms in enumerate(LABEL_SYNONYMS):
+            if len(labels) == 2 and value.lower() in synonyms:
+                guesses.append(f"{value}={labels[k]}")
+    return guesses
+
+
+TEXT_NAMES = ("text", "review", "sentence", "content", "document", "dialogue", "input", "prompt", "question")
+LABEL_NAMES = ("label", "labels", "sentiment", "class", "category", "target", "y")
+TARGET_NAMES = ("summary", "target", "output", "answer", "reference", "response")
+
+
+def guess_columns(task: TaskSpec, rows: list[tuple[int, dict]]) -> dict[str, str | None]:
+    """Column guesses from names and contents: {"text_column", "target_columns", "label_column"}.
+
+    The task's own column names win, then common names (`review`, `sentiment`, `summary`...); failing
+    those, the text is the column with the longest values and the label the one with the fewest distinct
+    values.
+    """
+    records = [r for _, r in rows[:200]]
+    columns = list(records[0]) if records else []
+    lengths = {c: sum(len(str(r.get(c, ""))) for r in records) / max(len(records), 1) for c in columns}
+    distinct = {c: len({str(r.get(c)) for r in records}) for c in columns}
+
+    def named(preferred, names, exclude=()):
+        lowered = {c.lower(): c for c in columns if c not in exclude}
+        for name in (*preferred, *names):
+            if name and name.lower() in lowered:
+                return lowered[name.lower()]
+        return None
+
+    text = named([task.text_column], TEXT_NAMES) or (max(lengths, key=lengths.get) if lengths else None)
+    label = named([task.label_column], LABEL_NAMES, exclude=[text])
+    if label is None and len(columns) > 1:
+        label = min((c for c in columns if c != text), key=lambda c: distinct[c])
+    others = [c for c in columns if c != text]
+    target = named(list(task.target_columns), TARGET_NAMES, exclude=[text])
+    if target is None and others:
+        target = max(others, key=lambda c: lengths[c])
+    return {"text_column": text, "target_columns": target, "label_column": label}

@@ -99,7 +99,7 @@ def evaluate_pair(
     scored = task.kind.score(
         task, examples, base_out, tuned_out, scorer, seed, progress=progress, on_progress=on_progress
     )
-    return EvalResult(
+    result = EvalResult(
         task=task.name,
         kind=task.kind.name,
         n=len(examples),
@@ -114,5 +114,8 @@ def evaluate_pair(
         generation=asdict(settings),
         base_outputs_cached=cached,
         seed=seed,
+        warnings=list(scored.warnings),
         **scored.extra,
     )
+    result.judge(scored.not_better)
+    return result

@@ -66,8 +66,11 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
         scorer = f", BERTScore scorer `{evaluation.scorer}`" if evaluation.scorer else ""
         lines += [
             "",
-            f"n = {evaluation.n} test examples ({evaluation.data}, split {evaluation.split}, seed "
+            f"n = {evaluation.n} test examples ({evaluation.data_name()}, split {evaluation.split}, seed "
             f"{evaluation.seed}, {evaluation.dtype} weights){scorer}. Headline metric: {evaluation.headline}.",
+            "",
+            f"**Verdict: {evaluation.verdict}** — {evaluation.verdict_text()}",
+            *(f"- Warning: {w}" for w in evaluation.warnings),
             "",
             evaluation.markdown_table(),
         ]

@@ -66,8 +66,12 @@ def _length_sorted_batches(tokenizer, texts, batch_size, max_len, max_batch_toke
 
 
 def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_progress=None) -> list:
-    """`step(encoded batch) -> one value per text` over length-sorted batches of the prompted `texts`, by the base
-    (tuned=False) or tuned model; values come back in the order of `texts`."""
+    """`step(encoded batch, adapter selection) -> one value per text` over length-sorted batches of the prompted
+    `texts`, by the base (tuned=False) or tuned model; values come back in the order of `texts`.
+
+    Base or tuned is chosen per row (peft's `adapter_names`), never by switching the shared model; peft
+    injects that choice through forward hooks on the shared modules, so each batch holds the model's lock.
+    """
     prompts = [loaded.task.format_prompt(t) for t in texts]
     desc = f"{verb} {'tuned' if tuned else 'base'}"
     results = [None] * len(prompts)
@@ -75,37 +79,44 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
         loaded.tokenizer, prompts, settings.batch_size, settings.max_input_tokens, settings.max_batch_tokens
     )
     done = 0
-    with loaded.use(tuned), torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-            enc = loaded.tokenizer(
-                [prompts[i] for i in batch],
-                padding=True,
-                truncation=True,
-                max_length=settings.max_input_tokens,
-                return_tensors="pt",
-            ).to(loaded.device)
-            for i, value in zip(batch, step(enc)):
-                results[i] = value
-            done += len(batch)
-            if on_progress:
-                on_progress(desc, done, len(prompts))
+    for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        enc = _encode(loaded, [prompts[i] for i in batch], settings)
+        with loaded.lock, torch.inference_mode():
+            values = step(enc, loaded.selection([tuned] * len(batch)))
+        for i, value in zip(batch, values):
+            results[i] = value
+        done += len(batch)
+        if on_progress:
+            on_progress(desc, done, len(prompts))
     return results
+
+
+def _encode(loaded, prompts, settings):
+    return loaded.tokenizer(
+        prompts, padding=True, truncation=True, max_length=settings.max_input_tokens, return_tensors="pt"
+    ).to(loaded.device)
+
+
+def _generate_kwargs(settings, num_beams=None) -> dict:
+    return dict(
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens or None,
+        num_beams=num_beams or settings.num_beams,
+        do_sample=False,
+    )
+
+
+def _seq2seq_inputs(enc) -> dict:
+    # Tokenizers such as BERT's add token_type_ids, which seq2seq models do not take.
+    return {k: enc[k] for k in ("input_ids", "attention_mask")}
 
 
 def generate(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bool, **progress) -> list[str]:
     """Greedy (or beam) outputs for `texts` by the base (tuned=False) or tuned model; `progress` and
     `on_progress` as in `run_batches`."""
 
-    def step(enc):
-        # Tokenizers such as BERT's add token_type_ids, which seq2seq models do not take.
-        enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
-        out = loaded.model.generate(
-            **enc,
-            max_new_tokens=settings.max_new_tokens,
-            min_new_tokens=settings.min_new_tokens or None,
-            num_beams=settings.num_beams,
-            do_sample=False,
-        )
+    def step(enc, selection):
+        out = loaded.model.generate(**_seq2seq_inputs(enc), **_generate_kwargs(settings), **selection)
         return [s.strip() for s in loaded.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     return run_batches(loaded, texts, settings, tuned, step, "generating", **progress)
@@ -114,18 +125,28 @@ def generate(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bo
 def classify(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bool, **progress) -> list[list[float]]:
     """Class probabilities for `texts` from the base or tuned classifier."""
 
-    def step(enc):
-        return torch.softmax(loaded.model(**enc).logits.float(), dim=-1).tolist()
+    def step(enc, selection):
+        return torch.softmax(loaded.model(**enc, **selection).logits.float(), dim=-1).tolist()
 
     return run_batches(loaded, texts, settings, tuned, step, "classifying", **progress)
 
 
-def stream_generate(loaded: LoadedModel, text: str, settings: GenerationSettings, tuned: bool):
-    """Generate one summary token by token.
+SIDES = ("base", "tuned")
+
+
+def _input_stats(loaded, text: str, settings) -> tuple[str, int, bool]:
+    prompt = loaded.task.format_prompt(text)
+    n_tokens = len(loaded.tokenizer(prompt)["input_ids"])
+    return prompt, min(n_tokens, settings.max_input_tokens), n_tokens > settings.max_input_tokens
+
+
+def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSettings):
+    """Generate base and tuned outputs for one text together, token by token: one batch of two rows, base
+    and tuned selected per row, so both sides stream at once.
 
     Yields:
-        dicts with `text` so far, `tokens` generated, `ttft_s` (time to first token), `elapsed_s`, and
-        `truncated` (the input was cut to max_input_tokens).
+        {"base": update, "tuned": update}, each update a dict with `text` so far, `tokens` generated,
+        `ttft_s` (time to the first token), `elapsed_s` and `truncated` (the input was cut).
     """
     import queue
     import threading
@@ -134,75 +155,81 @@ def stream_generate(loaded: LoadedModel, text: str, settings: GenerationSettings
     from transformers.generation.streamers import BaseStreamer
 
     updates: queue.Queue = queue.Queue()
-    prompt = loaded.task.format_prompt(text)
-    enc = loaded.tokenizer([prompt], truncation=True, max_length=settings.max_input_tokens, return_tensors="pt")
-    truncated = len(loaded.tokenizer(prompt)["input_ids"]) > settings.max_input_tokens
-    enc = {k: enc[k].to(loaded.device) for k in ("input_ids", "attention_mask")}
+    prompt, _, truncated = _input_stats(loaded, text, settings)
+    enc = _seq2seq_inputs(_encode(loaded, [prompt, prompt], settings))
+    config = loaded.model.generation_config
+    stops = {t for t in (config.eos_token_id, config.pad_token_id) if isinstance(t, int)}
 
     class _Streamer(BaseStreamer):
         def __init__(self):
-            self.ids, self.first = [], True
+            self.ids, self.done, self.first = [[], []], [False, False], True
 
         def put(self, value):
-            if self.first:  # the decoder start token, not an output
+            if self.first:  # the decoder start tokens, not outputs
                 self.first = False
                 return
-            self.ids += value.reshape(-1).tolist()
-            updates.put(list(self.ids))
+            for row, token in enumerate(value.reshape(-1).tolist()):
+                if not self.done[row]:
+                    self.done[row] = token in stops
+                    if not self.done[row]:
+                        self.ids[row].append(token)
+            updates.put([list(ids) for ids in self.ids])
 
         def end(self):
             updates.put(None)
 
     def work():
         try:
-            with loaded.lock, loaded.use(tuned), torch.inference_mode():
+            with loaded.lock, torch.inference_mode():
                 loaded.model.generate(
-                    **enc,
-                    max_new_tokens=settings.max_new_tokens,
-                    min_new_tokens=settings.min_new_tokens or None,
-                    num_beams=1,
-                    do_sample=False,
-                    streamer=_Streamer(),
+                    **enc, **_generate_kwargs(settings, 1), **loaded.selection([False, True]), streamer=_Streamer()
                 )
         except Exception as err:  # surfaced to the caller below
             updates.put(err)
 
     start = time.perf_counter()
     threading.Thread(target=work, daemon=True).start()
-    ttft, ids = None, []
+    first = [None, None]
+    ids = [[], []]
+
+    def view():
+        now = time.perf_counter() - start
+        return {
+            side: {
+                "text": loaded.tokenizer.decode(ids[k], skip_special_tokens=True).strip(),
+                "tokens": len(ids[k]),
+                "ttft_s": first[k],
+                "elapsed_s": now,
+                "truncated": truncated,
+            }
+            for k, side in enumerate(SIDES)
+        }
+
     while (item := updates.get()) is not None:
         if isinstance(item, Exception):
             raise item
         ids = item
-        ttft = ttft if ttft is not None else time.perf_counter() - start
-        yield {
-            "text": loaded.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-            "tokens": len(ids),
-            "ttft_s": ttft,
-            "elapsed_s": time.perf_counter() - start,
-            "truncated": truncated,
-        }
-    if not ids:
-        yield {
-            "text": "",
-            "tokens": 0,
-            "ttft_s": None,
-            "elapsed_s": time.perf_counter() - start,
-            "truncated": truncated,
-        }
+        first = [f if f is not None or not ids[k] else time.perf_counter() - start for k, f in enumerate(first)]
+        yield view()
+    yield view()
 
 
-def classify_one(loaded: LoadedModel, text: str, settings: GenerationSettings, tuned: bool) -> dict:
-    """Class probabilities for one text, with latency."""
+def classify_pair(loaded: LoadedModel, text: str, settings: GenerationSettings) -> dict:
+    """Base and tuned class probabilities for one text, in one batch of two rows (base and tuned per row)."""
     import time
 
     start = time.perf_counter()
-    with loaded.lock:
-        probs = classify(loaded, [text], settings, tuned, progress=False)[0]
-    n_tokens = len(loaded.tokenizer(loaded.task.format_prompt(text))["input_ids"])
+    prompt, tokens, truncated = _input_stats(loaded, text, settings)
+    enc = _encode(loaded, [prompt, prompt], settings)
+    with loaded.lock, torch.inference_mode():
+        probs = torch.softmax(loaded.model(**enc, **loaded.selection([False, True])).logits.float(), dim=-1)
+    elapsed = time.perf_counter() - start
     return {
-        "probs": dict(zip(loaded.task.labels, probs)),
-        "elapsed_s": time.perf_counter() - start,
-        "tokens": min(n_tokens, settings.max_input_tokens),
-        "truncated": n_tokens > settings.max_input_tokens,
+        side: {
+            "probs": dict(zip(loaded.task.labels, probs[k].tolist())),
+            "elapsed_s": elapsed,
+            "tokens": tokens,
+            "truncated": truncated,
+        }
+        for k, side in enumerate(SIDES)
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import LlmftError
 from .registry import Registry
@@ -27,6 +27,10 @@ class Scored:
     """Metrics with per-example scores in `rows` as `base_<name>` / `tuned_<name>`."""
     extra: dict
     """Kind-specific fields of the result (labels, confusion matrices, the scorer)."""
+    warnings: list[str] = field(default_factory=list)
+    """Lines a reader of the verdict must see (a model that predicts one class only, ...)."""
+    not_better: str | None = None
+    """Why the tuned model must not be called better whatever the interval says (None: no such reason)."""
 
 
 class Kind:
@@ -80,8 +84,9 @@ class Kind:
         """The columns each role reads: {"text": [...], ...}, with the user's overrides applied."""
         return {"text": [overrides.get("text_column") or spec.text_column]}
 
-    def parse_row(self, spec, row: dict, columns: dict[str, list[str]]) -> dict:
-        """The kind's fields of one `Example` (references or label) from a data row."""
+    def parse_row(self, spec, row: dict, columns: dict[str, list[str]], overrides: dict) -> dict:
+        """The kind's fields of one `Example` (references or label) from a data row (`overrides`: the user's
+        column choices and label mapping)."""
         raise NotImplementedError
 
     def features(self, spec, tokenizer, examples, max_input_tokens: int, max_target_tokens: int) -> list[dict]:
@@ -92,8 +97,9 @@ class Kind:
         """Batched outputs (JSON-serialisable: they are cached on disk)."""
         raise NotImplementedError
 
-    def stream(self, loaded, text: str, settings, tuned: bool) -> Iterator[dict]:
-        """Updates for one text: dicts with `text`, `tokens`, `elapsed_s`, `truncated`, maybe `probs`."""
+    def stream(self, loaded, text: str, settings) -> Iterator[dict]:
+        """Base and tuned outputs for one text as they grow: {"base": update, "tuned": update}, each update a
+        dict with `text`, `tokens`, `elapsed_s`, `truncated`, and maybe `ttft_s` or `probs`."""
         raise NotImplementedError
 
     def output_text(self, spec, output) -> str:
@@ -168,7 +174,7 @@ class Seq2Seq(Kind):
                 targets = numbered or targets
         return {**super().columns(spec, present, overrides), "target": list(targets)}
 
-    def parse_row(self, spec, row, columns):
+    def parse_row(self, spec, row, columns, overrides):
         targets = columns["target"]
         refs = tuple(str(row[c]).strip() for c in targets if row.get(c) is not None and str(row[c]).strip())
         if not refs:
@@ -190,10 +196,10 @@ class Seq2Seq(Kind):
 
         return generate(loaded, texts, settings, tuned, progress=progress, on_progress=on_progress)
 
-    def stream(self, loaded, text, settings, tuned):
-        from .inference import stream_generate
+    def stream(self, loaded, text, settings):
+        from .inference import stream_generate_pair
 
-        return stream_generate(loaded, text, settings, tuned)
+        return stream_generate_pair(loaded, text, settings)
 
     def reference_text(self, spec, example):
         return example.references[0]
@@ -219,7 +225,7 @@ class Seq2Seq(Kind):
             if progress:
                 print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
         base_scores, tuned_scores = scores
-        metrics = {m: paired_comparison(base_scores[m], tuned_scores[m], "wilcoxon", seed) for m in base_scores}
+        metrics = {m: paired_comparison(base_scores[m], tuned_scores[m], "permutation", seed) for m in base_scores}
         width = max(len(r) for r in refs)
         rows = []
         for i, ex in enumerate(examples):
@@ -245,7 +251,7 @@ class Classification(Kind):
 
     name = "classification"
     peft_task_type = "SEQ_CLS"
-    headline = "f1"
+    headline = "macro_f1"
     example_metric = "p_true_label"
     column_fields = ("text_column", "label_column")
     fresh_head = True
@@ -281,10 +287,12 @@ class Classification(Kind):
         label = overrides.get("label_column") or spec.label_column
         return {**super().columns(spec, present, overrides), "label": [label]}
 
-    def parse_row(self, spec, row, columns):
+    def parse_row(self, spec, row, columns, overrides):
         from .data import normalize_label
 
-        return {"label": normalize_label(row.get(columns["label"][0]), spec.labels)}
+        value = row.get(columns["label"][0])
+        mapped = (overrides.get("label_map") or {}).get(str(value).strip().lower())
+        return {"label": mapped if mapped is not None else normalize_label(value, spec.labels)}
 
     def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
         rows = _encode_inputs(spec, tokenizer, examples, max_input_tokens)
@@ -297,12 +305,11 @@ class Classification(Kind):
 
         return classify(loaded, texts, settings, tuned, progress=progress, on_progress=on_progress)
 
-    def stream(self, loaded, text, settings, tuned):
-        from .inference import classify_one
+    def stream(self, loaded, text, settings):
+        from .inference import classify_pair
 
-        update = classify_one(loaded, text, settings, tuned)
-        best = max(update["probs"], key=update["probs"].get)
-        yield {**update, "text": best}
+        pair = classify_pair(loaded, text, settings)
+        yield {side: {**u, "text": max(u["probs"], key=u["probs"].get)} for side, u in pair.items()}
 
     def output_text(self, spec, output):
         best = max(range(len(output)), key=output.__getitem__)
@@ -313,7 +320,7 @@ class Classification(Kind):
         return spec.labels[example.label]
 
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
-        from .metrics import CORPUS_METRICS, classification_report, corpus_classification_scores
+        from .metrics import classification_report, corpus_classification_scores, corpus_metric_names
         from .stats import paired_aggregate, paired_comparison
 
         labels = spec.labels
@@ -328,9 +335,10 @@ class Classification(Kind):
         def corpus(name):
             return lambda refs, preds, axis=-1: corpus_classification_scores(refs, preds, len(labels), axis)[name]
 
-        metrics = {name: paired_aggregate(y, base_pred, tuned_pred, corpus(name), seed) for name in CORPUS_METRICS}
+        names = corpus_metric_names(len(labels))
+        metrics = {name: paired_aggregate(y, base_pred, tuned_pred, corpus(name), seed) for name in names}
         metrics["correct"] = paired_comparison(base_ok, tuned_ok, "mcnemar", seed)
-        metrics["p_true_label"] = paired_comparison(base_pt, tuned_pt, "wilcoxon", seed)
+        metrics["p_true_label"] = paired_comparison(base_pt, tuned_pt, "permutation", seed)
         rows = []
         for i, ex in enumerate(examples):
             row = {
@@ -355,13 +363,48 @@ class Classification(Kind):
                 "tuned": classification_report(tuned_pred, y, labels)["confusion_matrix"],
             },
         }
-        return Scored(metrics, rows, ["correct", "p_true_label"], extra)
+        warnings, not_better = prediction_warnings(labels, y, base_pred, tuned_pred)
+        return Scored(metrics, rows, ["correct", "p_true_label"], extra, warnings, not_better)
 
     def score_reference(self, spec, outputs, reference):
         from .data import normalize_label
 
         truth = spec.labels[normalize_label(reference, spec.labels)]
         return [("correct", ["✓" if out == truth else "✗" for out in outputs])]
+
+
+SKEW_LIMIT = 0.25
+"""Warn when a model's predicted class shares are this far (total variation distance) from the labels'."""
+
+
+def prediction_warnings(labels, references, base_pred, tuned_pred) -> tuple[list[str], str | None]:
+    """Warnings about degenerate or skewed predictions, and the reason (if any) that rules out "better".
+
+    A model that predicts one class for every example can still raise positive-class F1 or accuracy on
+    unbalanced data; it has learned nothing about telling the classes apart, so it is never called better.
+    """
+    from collections import Counter
+
+    n = len(references)
+    truth = Counter(references)
+    warnings, not_better = [], None
+    for side, pred in (("base", base_pred), ("tuned", tuned_pred)):
+        counts = Counter(pred)
+        if len(counts) == 1:
+            only = labels[next(iter(counts))]
+            line = f"the {side} model predicts one class only ({only}) for all {n} examples"
+            warnings.append(line)
+            if side == "tuned":
+                not_better = line
+            continue
+        distance = sum(abs(counts[k] - truth[k]) for k in range(len(labels))) / (2 * n)
+        if side == "tuned" and distance > SKEW_LIMIT:
+            top = max(range(len(labels)), key=lambda k: counts[k] - truth[k])
+            warnings.append(
+                f"the tuned model predicts {labels[top]} for {counts[top] / n:.0%} of examples, but "
+                f"{truth[top] / n:.0%} of the labels are {labels[top]}"
+            )
+    return warnings, not_better
 
 
 def _encode_inputs(spec, tokenizer, examples, max_input_tokens) -> list[dict]:

@@ -149,37 +149,43 @@ def correct(predictions: list[int], references: list[int]) -> list[float]:
 
 
 def classification_report(predictions: list[int], references: list[int], labels: tuple[str, ...]) -> dict:
-    """F1, accuracy, precision, recall (macro over classes for >2 labels, positive class for 2) and the
-    confusion matrix (rows = true label, columns = predicted)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    """Macro F1 / precision / recall (over the classes present in references or predictions), accuracy, the
+    F1 of the positive class (binary tasks: label id 1), and the confusion matrix (rows = true label,
+    columns = predicted), all from scikit-learn."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-    average = "binary" if len(labels) == 2 else "macro"
     precision, recall, f1, _ = precision_recall_fscore_support(
-        references, predictions, average=average, zero_division=0
+        references, predictions, average="macro", zero_division=0
     )
-    return {
-        "f1": float(f1),
+    report = {
+        "macro_f1": float(f1),
         "accuracy": float(accuracy_score(references, predictions)),
-        "precision": float(precision),
-        "recall": float(recall),
+        "macro_precision": float(precision),
+        "macro_recall": float(recall),
         "confusion_matrix": confusion_matrix(references, predictions, labels=list(range(len(labels)))).tolist(),
     }
+    if len(labels) == 2:
+        report["positive_f1"] = float(f1_score(references, predictions, pos_label=1, zero_division=0))
+    return report
 
 
-CORPUS_METRICS = ("f1", "accuracy", "precision", "recall")
+def corpus_metric_names(n_classes: int) -> tuple[str, ...]:
+    """The corpus-level metrics of a classification task: macro-F1 first (the headline)."""
+    names = ("macro_f1", "accuracy", "macro_precision", "macro_recall")
+    return (*names, "positive_f1") if n_classes == 2 else names
 
 
 def corpus_classification_scores(references, predictions, n_classes: int, axis: int = -1) -> dict[str, np.ndarray]:
-    """`classification_report`'s F1, accuracy, precision and recall along `axis`, for many samples at once.
+    """`classification_report`'s metrics along `axis`, for many samples at once.
 
-    The paired bootstrap scores 1,000 resamples per metric and side; scikit-learn's input checks cost ~3 ms a
-    call, 22 s per evaluation, so resamples are scored from per-class counts in numpy instead. The definitions
-    are scikit-learn's (binary: the positive class 1; more classes: macro over the classes present in
-    references or predictions; zero_division=0), and tests/test_metrics.py checks that they agree.
+    The paired bootstrap and permutation test score thousands of resamples per metric; scikit-learn's input
+    checks cost ~3 ms a call, so resamples are scored from per-class counts in numpy instead. The definitions
+    are scikit-learn's (macro over the classes present in references or predictions; the positive class is
+    id 1; zero_division=0), and tests/test_metrics.py checks that they agree.
     """
     refs = np.moveaxis(np.asarray(references), axis, -1)
     preds = np.moveaxis(np.asarray(predictions), axis, -1)
-    classes = range(1, 2) if n_classes == 2 else range(n_classes)
+    classes = range(n_classes)
     tp, fp, fn = (
         np.stack([np.sum((preds == c) & (refs == c), axis=-1) for c in classes], axis=-1),
         np.stack([np.sum((preds == c) & (refs != c), axis=-1) for c in classes], axis=-1),
@@ -194,6 +200,11 @@ def corpus_classification_scores(references, predictions, n_classes: int, axis: 
         "recall": ratio(tp, tp + fn),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
     }
-    present = (tp + fp + fn) > 0 if n_classes > 2 else np.ones(tp.shape, dtype=bool)
-    averaged = {name: ratio(np.sum(v * present, axis=-1), np.sum(present, axis=-1)) for name, v in per_class.items()}
-    return {**averaged, "accuracy": np.mean(preds == refs, axis=-1)}
+    present = (tp + fp + fn) > 0
+    scores = {
+        f"macro_{k}": ratio(np.sum(v * present, axis=-1), np.sum(present, axis=-1)) for k, v in per_class.items()
+    }
+    scores["accuracy"] = np.mean(preds == refs, axis=-1)
+    if n_classes == 2:
+        scores["positive_f1"] = per_class["f1"][..., 1]
+    return scores

@@ -1,12 +1,12 @@
 """Resolve and load base models and adapters.
 
-One model instance serves base and tuned: the tuned model is the base wrapped by peft, and "base" means the
-same weights with the adapter disabled. Loading is safetensors-only and never runs remote code.
+One model instance serves base and tuned: the tuned model is the base wrapped by peft, and each row of a batch
+says which it wants (peft's `adapter_names`, `__base__` for the base), so nothing is switched globally.
+Loading is safetensors-only and never runs remote code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -141,15 +141,22 @@ class LoadedModel:
     dtype: str = "float32"
     """The weights' dtype as loaded (`float32` or `bfloat16`); recorded with every evaluation."""
     lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held while generating: toggling the adapter changes the model for every thread."""
+    """Held for each batch: peft selects base or tuned per row through forward hooks on the shared modules,
+    so two batches must not run through one model at once."""
 
-    def use(self, tuned: bool):
-        """Context in which the model acts as tuned (adapter on) or base (adapter off)."""
-        if tuned:
-            if self.adapter is None:
+    def selection(self, tuned: list[bool]) -> dict:
+        """The keyword that selects base or tuned for each row of a batch (peft's `adapter_names`)."""
+        if self.adapter is None:
+            if any(tuned):
                 raise LlmftError("no adapter is attached: nothing to compare against the base model")
-            return contextlib.nullcontext()
-        return self.model.disable_adapter() if self.adapter is not None else contextlib.nullcontext()
+            return {}
+        return {"adapter_names": [ADAPTER_NAME if t else BASE_ROW for t in tuned]}
+
+
+ADAPTER_NAME = "default"
+"""The name peft gives an adapter loaded with `PeftModel.from_pretrained`."""
+BASE_ROW = "__base__"
+"""peft's name for "no adapter" in `adapter_names`."""
 
 
 def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "auto", dropout: float | None = None):

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from .config import EvalConfig
 from .context import Context
-from .data import load_examples, sample_examples
+from .data import describe_source, load_examples, sample_examples, text_hash
 from .errors import LlmftError
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
 from .models import LoadedModel, check_model_ref, load_model, resolve_model
 from .results import EvalResult
 from .runs import COMPLETED, find_run, read_run
 from .tasks import TaskSpec, get_task
+from .training import TRAIN_HASHES
 
 
 def open_model(
@@ -76,6 +77,7 @@ def evaluate(
     preset = (run_info or {}).get("config", {}).get("preset", "quick")
     n = config.n if config.n is not None else task.preset(preset).eval_n
     examples = sample_examples(examples, n, config.seed)
+    overlap = _training_overlap(run_info, examples)
     settings = GenerationSettings(
         max_new_tokens=config.max_new_tokens or task.max_target_tokens,
         batch_size=config.batch_size,
@@ -91,16 +93,44 @@ def evaluate(
         progress=progress,
         on_progress=on_progress,
     )
-    result.data = config.data or "sample"
-    result.split = split
+    result.data = describe_source(config.data)
+    result.split = "whole file" if Path(result.data).is_absolute() else split  # a local file is used whole
     result.run = (run_info or {}).get("name")
     result.evaluated_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if overlap:
+        line = f"{overlap} of {len(examples)} evaluation examples were training examples of this run"
+        result.warnings.append(line + ": they flatter the tuned model")
+        result.judge(line)
     written = []
     if run_info:
         written.append(result.write(_new_evaluation_folder(Path(run_info["dir"]) / "evaluations")))
     if config.out:
         written.append(result.write(config.out))
     return result, written
+
+
+MAX_TRAINING_OVERLAP = 0.5
+"""Refuse an evaluation whose examples are at least this share of the run's own training inputs."""
+
+
+def _training_overlap(run_info: dict | None, examples) -> int:
+    """How many `examples` the run trained on; raises when they are mostly training examples."""
+    import json
+
+    if not run_info:
+        return 0
+    path = Path(run_info["dir"]) / TRAIN_HASHES
+    try:
+        trained = set(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return 0  # a run from before llmft kept its training fingerprints
+    overlap = sum(text_hash(ex.text) in trained for ex in examples)
+    if overlap >= MAX_TRAINING_OVERLAP * len(examples):
+        raise LlmftError(
+            f"{overlap} of {len(examples)} evaluation examples are training examples of run {run_info['name']}: "
+            "evaluate on held-out data (the test split, or a file the run did not train on)"
+        )
+    return overlap
 
 
 def _new_evaluation_folder(parent: Path) -> Path:

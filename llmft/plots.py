@@ -43,13 +43,52 @@ def metric_boxplot(scores: dict[str, tuple[list[float], list[float]]], title: st
     return fig
 
 
+def proportion_bars(proportions: dict[str, dict[str, tuple[float, float, float]]], n: int) -> go.Figure:
+    """Base and tuned proportion per 0/1 metric (e.g. share correct) with 95% confidence intervals.
+
+    A boxplot of 0/1 scores is a box from 0 to 1 that says nothing; a proportion with its interval does.
+
+    Args:
+        proportions: metric -> {"base": (p, low, high), "tuned": (p, low, high)}.
+        n: examples per side.
+    """
+    fig = go.Figure()
+    for side, color in (("base", BASE_COLOR), ("tuned", TUNED_COLOR)):
+        values = [proportions[m][side] for m in proportions]
+        fig.add_trace(
+            go.Bar(
+                x=list(proportions),
+                y=[v[0] for v in values],
+                name=side,
+                marker_color=color,
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[v[2] - v[0] for v in values],
+                    arrayminus=[v[0] - v[1] for v in values],
+                ),
+                hovertemplate="%{x}: %{y:.3f}<extra>" + side + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"Share of examples (n={n}), 95% Wilson CI",
+        barmode="group",
+        yaxis=dict(title="proportion", range=[0, 1.05]),
+        template="plotly_white",
+        legend_title_text="model",
+    )
+    return fig
+
+
 def paired_scatter(
     base: list[float], tuned: list[float], ids: list[str] | None = None, metric: str = "score"
 ) -> go.Figure:
     """Tuned vs base score per example; points above the diagonal are examples the fine-tune improved."""
     ids = ids or [str(i) for i in range(len(base))]
-    lo = min([0.0, *base, *tuned])
-    hi = max([1.0, *base, *tuned])
+    # Axes fitted to the data (with a margin), not fixed at 0-1: scores bunched in a corner stay readable.
+    lo, hi = min([*base, *tuned]), max([*base, *tuned])
+    pad = max((hi - lo) * 0.05, 1e-3)
+    lo, hi = lo - pad, hi + pad
     colors = [TUNED_COLOR if t > b else BASE_COLOR if t < b else "#999999" for b, t in zip(base, tuned)]
     fig = go.Figure()
     fig.add_trace(
@@ -76,8 +115,8 @@ def paired_scatter(
     )
     fig.update_layout(
         title=f"{metric}: tuned vs base per example",
-        xaxis_title=f"base {metric}",
-        yaxis_title=f"tuned {metric}",
+        xaxis=dict(title=f"base {metric}", range=[lo, hi]),
+        yaxis=dict(title=f"tuned {metric}", range=[lo, hi], scaleanchor="x"),
         template="plotly_white",
         showlegend=False,
     )

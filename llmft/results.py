@@ -13,8 +13,34 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 FORMAT_VERSION = 2
-"""1: the unversioned summary.json of llmft 0.1; 2: adds format_version, kind and headline."""
+"""1: the unversioned summary.json of llmft 0.1; 2: adds format_version, kind, headline, verdict, warnings."""
+BETTER, WORSE, UNCLEAR = "better", "worse", "no clear difference"
+TESTS = {"permutation": "paired permutation test", "mcnemar": "exact McNemar test"}
+
+
+def decide(metric: dict, not_better: str | None = None) -> str:
+    """`better`, `worse` or `no clear difference`, from the 95% CI of the metric's paired delta and its
+    direction; never `better` when `not_better` gives a reason."""
+    low, high = metric["ci95"]
+    up = metric.get("higher_is_better", True)
+    verdict = (BETTER if up else WORSE) if low > 0 else (WORSE if up else BETTER) if high < 0 else UNCLEAR
+    return UNCLEAR if verdict == BETTER and not_better else verdict
+
+
 TABLE_COLUMNS = ("metric", "base", "tuned", "delta", "95% CI", "p-value", "win/tie/loss")
+UPLOAD_PREFIX_RE = r"[0-9a-f]{12}-"
+"""Kept uploads are named `<12 hex digits of their hash>-<the user's file name>`."""
+
+
+def data_label(source: str | None) -> str:
+    """A data source as its user named it: `sample`, a hub id, or a file's name (without the upload prefix)."""
+    import re
+
+    if not source or source == "sample":
+        return "sample"
+    if "/" in source and (source.startswith("/") or os.sep in source) and Path(source).suffix:
+        return re.sub(f"^{UPLOAD_PREFIX_RE}", "", Path(source).name)
+    return source
 
 
 @dataclass
@@ -46,7 +72,37 @@ class EvalResult:
     seed: int = 0
     run: str | None = None
     evaluated_at: str | None = None
+    verdict: str = UNCLEAR
+    """`better`, `worse` or `no clear difference`: from the headline metric's CI (see `decide`)."""
+    verdict_note: str | None = None
+    """Why the verdict is not `better` although the interval says so, if that happened."""
+    warnings: list[str] = field(default_factory=list)
+    """Lines that qualify the verdict (one-class predictions, skewed predictions, training rows evaluated)."""
     format_version: int = FORMAT_VERSION
+
+    def judge(self, not_better: str | None = None) -> None:
+        """Set the verdict from the headline metric's interval (and a reason to rule out `better`)."""
+        metric = self.metrics[self.headline]
+        self.verdict = decide(metric, not_better)
+        self.verdict_note = not_better if self.verdict != decide(metric) else None
+
+    def verdict_text(self) -> str:
+        """One sentence a statistician would sign: the verdict, the metric, the interval, the test, n, the data."""
+        m = self.metrics[self.headline]
+        lo, hi = m["ci95"]
+        what = {BETTER: "tuned is better than base", WORSE: "tuned is worse than base", UNCLEAR: "no clear difference"}
+        text = (
+            f"{what[self.verdict]} on {self.headline}: base {m['base_mean']:.3f} → tuned {m['tuned_mean']:.3f} "
+            f"(Δ {m['delta_mean']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] by paired bootstrap"
+            + (", which includes 0" if lo <= 0 <= hi else "")
+            + f"; p = {m['p_value']:.2g}, {TESTS.get(m['test'], m['test'])}) on n = {self.n} examples of "
+            f"{self.data_name()} [{self.split}]"
+        )
+        return text + (f"; not called better because {self.verdict_note}" if self.verdict_note else "") + "."
+
+    def data_name(self) -> str:
+        """The evaluation data as its user named it: `sample`, a hub id, or a file's own name."""
+        return data_label(self.data)
 
     def scores(self, metric: str) -> tuple[list[float], list[float]]:
         """Per-example (base, tuned) scores of `metric`."""
@@ -71,8 +127,13 @@ class EvalResult:
 
     def header(self) -> str:
         """One line naming what was compared and how."""
-        text = f"{self.task}: n={self.n}, {self.dtype} weights, data {self.data or 'sample'} [{self.split}]"
+        text = f"{self.task}: n={self.n}, {self.dtype} weights, data {self.data_name()} [{self.split}]"
         return text + (f", BERTScore scorer {self.scorer}" if self.scorer else "")
+
+    def text_report(self) -> str:
+        """The table, the verdict and the warnings as plain text (the CLI)."""
+        lines = [self.text_table(), "", f"verdict: {self.verdict_text()}"]
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
     def text_table(self) -> str:
         """The table as fixed-width text (the CLI)."""
@@ -89,24 +150,39 @@ class EvalResult:
         return "\n".join(lines)
 
     def headline_text(self) -> str:
-        """`metric base → tuned (p=...)`, for the Runs table."""
+        """`verdict: metric base → tuned on data`, for the Runs table."""
         m = self.metrics.get(self.headline)
         if not m:
             return ""
-        return f"{self.headline} {m['base_mean']:.3f} → {m['tuned_mean']:.3f} (p={m['p_value']:.2g})"
+        warn = f" ⚠ {len(self.warnings)} warning(s)" if self.warnings else ""
+        return (
+            f"{self.verdict}: {self.headline} {m['base_mean']:.3f} → {m['tuned_mean']:.3f} "
+            f"(n={self.n}, {self.data_name()}){warn}"
+        )
+
+    def binary_metrics(self) -> list[str]:
+        """Per-example metrics whose scores are all 0 or 1 (shown as proportions, not boxes)."""
+        return [m for m in self.per_example if all(v in (0, 1) for side in self.scores(m) for v in side)]
 
     def figures(self) -> dict:
-        """Plotly figures: `boxplot` and `scatter` always; `confusion_base` / `confusion_tuned` when there
-        are labels."""
-        from .plots import confusion_matrix_figure, metric_boxplot, paired_scatter
+        """Plotly figures that fit the metrics: `boxplot` for continuous per-example scores, `proportions` for
+        0/1 scores (with Wilson intervals), `scatter` of the example metric, and `confusion_base` /
+        `confusion_tuned` when there are labels. No figure is empty."""
+        from .plots import confusion_matrix_figure, metric_boxplot, paired_scatter, proportion_bars
 
+        binary = self.binary_metrics()
         scores = {m: self.scores(m) for m in self.per_example}
-        figures = {
-            "boxplot": metric_boxplot(scores, title=f"{self.task}: base vs tuned per example (n={self.n})"),
-            "scatter": paired_scatter(
-                *scores[self.example_metric], ids=[str(r["id"]) for r in self.rows], metric=self.example_metric
-            ),
-        }
+        figures = {}
+        continuous = {m: s for m, s in scores.items() if m not in binary}
+        if continuous:
+            figures["boxplot"] = metric_boxplot(
+                continuous, title=f"{self.task}: base vs tuned per example (n={self.n})"
+            )
+        if binary:
+            figures["proportions"] = proportion_bars({m: _proportions(scores[m]) for m in binary}, self.n)
+        if self.example_metric in scores:
+            ids = [str(r["id"]) for r in self.rows]
+            figures["scatter"] = paired_scatter(*scores[self.example_metric], ids=ids, metric=self.example_metric)
         if self.confusion_matrix and self.labels:
             for side in ("base", "tuned"):
                 figures[f"confusion_{side}"] = confusion_matrix_figure(
@@ -122,8 +198,9 @@ class EvalResult:
     def from_json(cls, summary: dict, rows: list[dict] | None = None) -> EvalResult:
         """Rebuild a result from summary.json (any format version) and, optionally, its rows."""
         data = dict(summary)
-        if "format_version" not in data:  # version 1: no kind, headline or per-example list
+        if "format_version" not in data:  # version 1: no kind, headline, verdict or per-example list
             data["format_version"] = 1
+            data["verdict"] = decide(data["metrics"]["overall" if "overall" in data["metrics"] else "f1"])
             data["kind"] = "classification" if data.get("labels") else "seq2seq"
             data["headline"] = "overall" if "overall" in data["metrics"] else "f1"
             data["example_metric"] = "overall" if "overall" in data["metrics"] else "p_true_label"
@@ -140,13 +217,13 @@ class EvalResult:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {name: out / name for name in ("examples.csv", "summary.json", "boxplot.html", "scatter.html")}
-        pd.DataFrame(self.rows).to_csv(paths["examples.csv"], index=False)
-        write_json_atomic(paths["summary.json"], self.to_json())
-        figures = self.figures()
-        for name in ("boxplot", "scatter"):
-            figures[name].write_html(paths[f"{name}.html"], include_plotlyjs=True)
-        return {name.split(".")[0]: str(path) for name, path in paths.items()}
+        paths = {"examples": out / "examples.csv", "summary": out / "summary.json"}
+        pd.DataFrame(self.rows).to_csv(paths["examples"], index=False)
+        write_json_atomic(paths["summary"], self.to_json())
+        for name, figure in self.figures().items():
+            paths[name] = out / f"{name}.html"
+            figure.write_html(paths[name], include_plotlyjs=True)
+        return {name: str(path) for name, path in paths.items()}
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> EvalResult:
@@ -160,3 +237,15 @@ class EvalResult:
             frame = pd.read_csv(folder / "examples.csv", keep_default_na=False)
             rows = frame.to_dict("records")
         return cls.from_json(summary, rows)
+
+
+def _proportions(pair: tuple[list[float], list[float]]) -> dict[str, tuple[float, float, float]]:
+    """(proportion, low, high) per side, with the Wilson score interval (scipy)."""
+    from scipy.stats import binomtest
+
+    out = {}
+    for side, values in zip(("base", "tuned"), pair):
+        k, n = int(round(sum(values))), len(values)
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        out[side] = (k / n, float(ci.low), float(ci.high))
+    return out

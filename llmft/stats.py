@@ -38,12 +38,28 @@ def bootstrap_ci(deltas, n_resamples: int = 2000, seed: int = 0, confidence: flo
     return float(lo), float(hi)
 
 
-def wilcoxon_p(base, tuned) -> float:
-    """Two-sided Wilcoxon signed-rank p-value; 1.0 when every pair ties."""
-    deltas = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
-    if np.all(np.abs(deltas) <= TIE_TOLERANCE):
+def permutation_p(base, tuned, statistic, n_resamples: int = 4999, seed: int = 0) -> float:
+    """Two-sided paired permutation p-value of `statistic(base, tuned, axis)`: under "no difference" base and
+    tuned are exchangeable within each example, so every resample swaps them at random per example (scipy's
+    `permutation_type="samples"`; exact when 2**n <= n_resamples). 1.0 when the two sides are identical."""
+    base, tuned = np.asarray(base), np.asarray(tuned)
+    if np.array_equal(base, tuned):
         return 1.0
-    return float(_scipy_stats().wilcoxon(tuned, base, zero_method="wilcox", alternative="two-sided").pvalue)
+    res = _scipy_stats().permutation_test(
+        (base, tuned),
+        statistic,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(min(1.0, res.pvalue))
+
+
+def mean_delta(base, tuned, axis=-1):
+    """The statistic of a per-example metric: mean of tuned minus base."""
+    return np.mean(np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float), axis=axis)
 
 
 def mcnemar_exact_p(base_correct, tuned_correct) -> float:
@@ -57,21 +73,29 @@ def mcnemar_exact_p(base_correct, tuned_correct) -> float:
     return float(_scipy_stats().binomtest(only_tuned, only_base + only_tuned, 0.5).pvalue)
 
 
-def paired_comparison(base, tuned, test: str = "wilcoxon", seed: int = 0) -> dict:
+def paired_comparison(base, tuned, test: str = "permutation", seed: int = 0, higher_is_better: bool = True) -> dict:
     """Summary of tuned minus base over paired per-example scores.
+
+    The CI (BCa bootstrap) and the p-value are both about the same quantity, the mean paired delta: the
+    p-value comes from a paired permutation test of that mean (`permutation`), or, for 0/1 correctness, from
+    the exact McNemar test (`mcnemar`), which tests the same difference of proportions.
 
     Args:
         base, tuned: per-example scores, same order.
-        test: `wilcoxon` for continuous scores, `mcnemar` for 0/1 correctness.
+        test: `permutation` (any score) or `mcnemar` (0/1 correctness).
+        higher_is_better: recorded with the result; the verdict reads it.
     Returns:
-        base/tuned mean and median, delta_mean with ci95, p_value, wins/ties/losses (tuned vs base).
+        base/tuned mean and median, delta_mean with ci95, p_value, test, wins/ties/losses (tuned vs base).
     """
     base = np.asarray(base, dtype=float)
     tuned = np.asarray(tuned, dtype=float)
     if base.shape != tuned.shape or base.ndim != 1 or len(base) == 0:
         raise ValueError(f"need two equal-length non-empty score lists, got {base.shape} and {tuned.shape}")
     deltas = tuned - base
-    p_value = mcnemar_exact_p(base > 0.5, tuned > 0.5) if test == "mcnemar" else wilcoxon_p(base, tuned)
+    if test == "mcnemar":
+        p_value = mcnemar_exact_p(base > 0.5, tuned > 0.5)
+    else:
+        p_value = permutation_p(base, tuned, mean_delta, seed=seed)
     lo, hi = bootstrap_ci(deltas, seed=seed)
     return {
         "base_mean": float(base.mean()),
@@ -85,16 +109,18 @@ def paired_comparison(base, tuned, test: str = "wilcoxon", seed: int = 0) -> dic
         "wins": int(np.sum(deltas > TIE_TOLERANCE)),
         "ties": int(np.sum(np.abs(deltas) <= TIE_TOLERANCE)),
         "losses": int(np.sum(deltas < -TIE_TOLERANCE)),
+        "higher_is_better": higher_is_better,
     }
 
 
 def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n_resamples: int = 1000) -> dict:
-    """Compare a corpus-level metric (F1, accuracy, ...) of two classifiers on the same examples.
+    """Compare a corpus-level metric (macro-F1, accuracy, ...) of two classifiers on the same examples.
 
-    `metric(references, predictions, axis=-1) -> values` scores every sample along the last axis (the
-    bootstrap passes all resamples at once). The CI of the delta resamples examples jointly (paired
-    bootstrap, percentile); the p-value is exact McNemar on per-example correctness; wins/ties/losses count
-    examples only tuned / both or neither / only base got right. Medians do not exist for a corpus metric.
+    `metric(references, predictions, axis=-1) -> values` scores every sample along the last axis (resamples
+    are scored all at once). The CI and the p-value are both about the metric itself: the CI resamples
+    examples jointly (paired bootstrap, percentile), the p-value swaps the two models' predictions at random
+    per example (paired permutation test of the metric's delta). wins/ties/losses count examples only tuned /
+    both or neither / only base got right. Medians do not exist for a corpus metric.
     """
     references, base_pred, tuned_pred = (np.asarray(a) for a in (references, base_pred, tuned_pred))
     base_value, tuned_value = float(metric(references, base_pred)), float(metric(references, tuned_pred))
@@ -116,6 +142,10 @@ def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n
     else:
         ci = [tuned_value - base_value] * 2
     base_ok, tuned_ok = base_pred == references, tuned_pred == references
+
+    def permuted(b, t, axis=-1):
+        return metric(references, t, axis=axis) - metric(references, b, axis=axis)
+
     return {
         "base_mean": base_value,
         "tuned_mean": tuned_value,
@@ -123,9 +153,10 @@ def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n
         "tuned_median": None,
         "delta_mean": tuned_value - base_value,
         "ci95": ci,
-        "p_value": mcnemar_exact_p(base_ok, tuned_ok),
-        "test": "mcnemar",
+        "p_value": permutation_p(base_pred, tuned_pred, permuted, seed=seed),
+        "test": "permutation",
         "wins": int(np.sum(tuned_ok & ~base_ok)),
         "ties": int(np.sum(tuned_ok == base_ok)),
         "losses": int(np.sum(base_ok & ~tuned_ok)),
+        "higher_is_better": True,
     }

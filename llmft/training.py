@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from .config import TrainConfig
-from .data import Example, describe_source, load_examples, sample_examples
+from .data import Example, describe_source, load_examples, sample_examples, text_hash
 from .errors import LlmftError
 from .models import device_and_dtype, dtype_name, load_base, resolve_model, resolve_target_modules
 from .runs import (
@@ -34,10 +34,13 @@ from .runs import (
     read_run,
     runs_home,
     update_run,
+    write_json_atomic,
 )
 from .tasks import TaskSpec, get_task
 
 __all__ = ["PreparedRun", "Progress", "TrainConfig", "prepare", "train"]
+TRAIN_HASHES = "train_texts.json"
+"""Fingerprints of the training inputs (`data.text_hash`), kept beside run.json."""
 
 
 @dataclass
@@ -105,7 +108,13 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
         raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
     model_ref = resolve_model(task, config.model, roots)
     examples = load_examples(
-        task, config.data, task.train_split, config.text_column, config.target_columns, config.label_column
+        task,
+        config.data,
+        task.train_split,
+        config.text_column,
+        config.target_columns,
+        config.label_column,
+        config.label_map,
     )
     examples = sample_examples(examples, config.train_samples or None, config.seed)
     dtype = dtype_name(device_and_dtype(config.dtype)[1])
@@ -183,6 +192,8 @@ def train(
         return update_run(run_dir, **fields) if is_main else dict(info)
 
     record(**info)
+    if is_main and not resume:  # which texts were trained on: an evaluation on them is flagged or refused
+        write_json_atomic(run_dir / TRAIN_HASHES, sorted({text_hash(ex.text) for ex in examples}))
     try:
         trainer, progress_cb = _build_trainer(
             config,

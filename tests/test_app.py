@@ -8,12 +8,16 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
+from llmft import LlmftError
+from llmft.context import Context
 from llmft.models import MINILM
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 from tests.conftest import free_port
 
 FORM_FIELDS: list[str] = []  # the /train endpoint's inputs, in order: set from the app under test
+# /evaluate's data inputs: source, hub id, split, upload, text / reference / label column, label mapping.
+TEST_SAMPLE = ["the run's test sample", "", "", None, None, None, None, ""]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,7 @@ def form(
         text_column=text_col,
         target_columns=None,
         label_column=None,
+        label_map="",
         max_steps=steps,
         epochs=None,
         learning_rate=0.002,
@@ -160,12 +165,13 @@ def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_disti
 
 def test_evaluate_returns_summary_and_plots(served):
     client, _ = served
-    head, summary, box, scatter, cm_base, cm_tuned, table, worse, pick, files = client.predict(
-        "ready", 40, 0, "", None, api_name="/evaluate"
+    head, summary, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files = client.predict(
+        "ready", 40, 0, "", None, *TEST_SAMPLE, api_name="/evaluate"
     )
     metrics = {row[0]: row for row in summary["data"]}
-    assert {"f1", "accuracy", "precision", "recall", "correct"} <= set(metrics)
-    assert float(metrics["f1"][2]) > float(metrics["f1"][1])  # tuned mean > base mean
+    assert {"macro_f1", "accuracy", "macro_precision", "macro_recall", "positive_f1", "correct"} <= set(metrics)
+    assert float(metrics["macro_f1"][2]) > float(metrics["macro_f1"][1])  # tuned mean > base mean
+    assert "**better**" in head and "on macro_f1" in head and "sample" in head
     assert box is not None and "plot" in json.dumps(box)[:100000]
     assert sorted(Path(f).name for f in files) == ["boxplot.html", "examples.csv", "summary.json"]
     first_id = table["data"][0][0]
@@ -178,14 +184,14 @@ def test_bad_upload_column_and_oversized_file(served, tmp_path):
     client, _ = served
     good = tmp_path / "reviews.csv"
     good.write_text("review,label\nGreat film,positive\nDull film,negative\n")
-    preview, *_ = client.predict(handle_file(str(good)), api_name="/preview")
+    preview, *_ = client.predict("sentiment", handle_file(str(good)), None, None, None, "", api_name="/preview")
     assert preview["headers"] == ["review", "label"]
     with pytest.raises(Exception, match="column 'nope' not found"):
         start_training(client, source="upload", upload=handle_file(str(good)), text_col="nope", run_name="badcol")
     big = tmp_path / "big.csv"
     big.write_bytes(b"text,label\n" + b"x" * (21 * 1024 * 1024) + b",1\n")
     with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks first
-        client.predict(handle_file(str(big)), api_name="/preview")
+        client.predict("sentiment", handle_file(str(big)), None, None, None, "", api_name="/preview")
     with open(big, "rb") as f:  # and the server refuses it on its own
         response = httpx.post(client.src + "gradio_api/upload", files={"files": ("big.csv", f)}, timeout=60)
     assert response.status_code == 413 and "maximum allowed size" in response.text
@@ -219,7 +225,7 @@ def test_downloads_are_served(served):
 
 def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):
     client, _ = served
-    with pytest.raises(Exception, match="outside the folders this server allows"):
+    with pytest.raises(Exception, match="outside the folders this server allows; allowed: .* --model-dir"):
         client.predict("sentiment", "/etc", "ready", "good film", "", 8, api_name="/compare")
     with pytest.raises(Exception, match="not a hub dataset id"):
         client.predict(*form_values(source="hub dataset", hub_id="/etc/passwd.csv"), api_name="/train")
@@ -228,7 +234,7 @@ def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):
 def test_evaluation_state_stays_in_its_own_session(served):
     client, _ = served
     other = Client(client.src, verbose=False)  # a second browser session
-    table = client.predict("ready", 10, 0, "", None, api_name="/evaluate")[6]
+    table = client.predict("ready", 10, 0, "", None, *TEST_SAMPLE, api_name="/evaluate")[7]
     first_id = table["data"][0][0]
     assert f"Example {first_id}" in client.predict(first_id, api_name="/example")
     try:  # the other session has no result: gradio refuses the id or the handler finds nothing to show
@@ -263,3 +269,92 @@ def test_runs_tab_lists_runs_with_details(served):
     assert json.loads(info)["name"] == pick["value"]
     models = {row[0]: row[3] for row in table["data"]}
     assert models["ready"] == "all-MiniLM-L6-v2 (packaged)"
+
+
+def test_parallel_mixed_compare_and_evaluate_give_the_sequential_outputs(served, constant_summaries):
+    """Base and tuned never share mutable state: 8 mixed requests at once equal the same requests one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _ = served
+    dialogue = json.loads(Path(constant_summaries).read_text().splitlines()[3])["dialogue"]
+    requests = [
+        (("sentiment", "", "ready", "A moving, wonderful film.", "", 64), "/compare"),
+        (("dialogue", "", "tiny-dialogue", dialogue, "", 12), "/compare"),
+        (("ready", 24, 0, "", None, *TEST_SAMPLE), "/evaluate"),
+        (("sentiment", "", "ready", "Dull, slow and far too long.", "", 64), "/compare"),
+        (("tiny-dialogue", 8, 0, "", 12, *TEST_SAMPLE), "/evaluate"),
+        (("dialogue", "", "tiny-dialogue", "#Person1#: Hi. #Person2#: Hello there.", "", 12), "/compare"),
+        (("ready", 24, 3, "", None, *TEST_SAMPLE), "/evaluate"),
+        (("sentiment", "", "ready", "Not bad at all, I smiled throughout.", "", 64), "/compare"),
+    ]
+
+    def essence(result, endpoint):
+        if endpoint == "/compare":  # both outputs and, for sentiment, both sides' probabilities
+            base, tuned, _, _, base_probs, tuned_probs, _ = result
+            return base, tuned, json.dumps(base_probs, sort_keys=True), json.dumps(tuned_probs, sort_keys=True)
+        return json.dumps(result[1], sort_keys=True), json.dumps(result[7], sort_keys=True)  # summary, examples
+
+    def call(request):
+        args, endpoint = request
+        return essence(Client(client.src, verbose=False).predict(*args, api_name=endpoint), endpoint)
+
+    sequential = [call(r) for r in requests]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(call, requests))
+    assert parallel == sequential
+
+
+def test_own_csv_with_pos_neg_labels_trains_and_evaluates_on_an_uploaded_held_out_file(
+    served, tiny_distilbert, tmp_path
+):
+    client, runs = served
+    train_csv, test_csv = tmp_path / "my reviews.csv", tmp_path / "held out.csv"
+    words = {"pos": "great lovely superb moving", "neg": "awful dull boring weak"}
+    for path, count in ((train_csv, 64), (test_csv, 24)):
+        lines = ["review,sentiment"]
+        lines += [
+            f"{words['pos' if i % 2 else 'neg']} film number {i} of {path.stem},{'pos' if i % 2 else 'neg'}"
+            for i in range(count)
+        ]
+        path.write_text("\n".join(lines) + "\n")
+    # The preview guesses the columns from their names; pos/neg need no mapping (unique prefixes of the labels).
+    preview, text_col, _, label_col, mapping = client.predict(
+        "sentiment", handle_file(str(train_csv)), None, None, None, "", api_name="/preview"
+    )
+    assert text_col["value"] == "review" and label_col["value"] == "sentiment" and mapping["value"] == ""
+    values = dict(
+        form(model=tiny_distilbert, source="upload", upload=handle_file(str(train_csv)), steps=30, run_name="own")
+    )
+    values.update(text_column="review", label_column="sentiment", learning_rate="0.01", train_samples="0")
+    client.predict(*[values[name] for name in FORM_FIELDS], api_name="/train")
+    wait_for(client, lambda s: s[3] == "own", timeout=180)
+    data = ["upload", "", "", handle_file(str(test_csv)), "review", None, "sentiment", ""]
+    head, *_ = client.predict("own", 24, 0, "", None, *data, api_name="/evaluate")
+    assert "**held out.csv**" in head and "/tmp" not in head and "uploads" not in head
+    (summary,) = (Path(runs) / "own" / "evaluations").glob("*/summary.json")
+    saved = json.loads(summary.read_text())
+    assert saved["data"].endswith("held out.csv") and saved["headline"] == "macro_f1" and saved["verdict"]
+    table, *_ = client.predict(api_name="/runs")
+    row = next(r for r in table["data"] if r[0] == "own")
+    assert "my reviews.csv" in row and any("held out.csv" in str(cell) for cell in row)
+
+
+def test_delete_asks_first_and_a_second_confirmation_deletes_nothing_else(served):
+    from llmft.ui import runs_tab
+
+    _, runs = served
+    ctx = Context.create(runs)
+    for name in ("keep-a", "gone", "keep-b"):
+        (Path(runs) / name).mkdir()
+        (Path(runs) / name / "run.json").write_text(
+            json.dumps({"name": name, "task": "sentiment", "status": "failed"})
+        )
+    pending, *_ = runs_tab.ask_delete("gone")
+    assert (Path(runs) / "gone").exists()  # asking deletes nothing
+    after = runs_tab.confirm_delete(ctx, pending)
+    assert not (Path(runs) / "gone").exists() and after[0] is None  # the pending name is spent
+    picker = after[6]
+    assert picker["value"] is None  # the selection does not jump to another run
+    with pytest.raises(LlmftError, match="nothing to delete"):
+        runs_tab.confirm_delete(ctx, after[0])
+    assert (Path(runs) / "keep-a").exists() and (Path(runs) / "keep-b").exists()

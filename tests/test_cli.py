@@ -50,7 +50,7 @@ def test_sentiment_train_evaluate_predict_end_to_end(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "sentiment" and summary["n"] == 60
-    for name in ("f1", "accuracy", "precision", "recall", "correct"):
+    for name in ("macro_f1", "accuracy", "macro_precision", "macro_recall", "positive_f1", "correct"):
         assert set(summary["metrics"][name]) >= {
             "base_mean",
             "tuned_mean",
@@ -63,7 +63,10 @@ def test_sentiment_train_evaluate_predict_end_to_end(tmp_path):
             "ties",
             "losses",
         }
-    assert summary["metrics"]["f1"]["tuned_mean"] > summary["metrics"]["f1"]["base_mean"] + 0.2
+    assert summary["metrics"]["macro_f1"]["tuned_mean"] > summary["metrics"]["macro_f1"]["base_mean"] + 0.2
+    assert summary["headline"] == "macro_f1" and summary["verdict"] == "better" and summary["warnings"] == []
+    assert summary["format_version"] == 2 and summary["data"] == "sample"
+    assert "verdict: tuned is better than base on macro_f1" in evaluated.stdout
     rows = pd.read_csv(out / "examples.csv")
     assert len(rows) == 60 and {
         "id",
@@ -117,6 +120,13 @@ def test_seq2seq_train_and_evaluate_with_a_local_model_folder(tiny_t5, constant_
         )
         == 0
     )
+    # Evaluating on the rows the run trained on is refused; held-out rows (new texts, same summary) are used.
+    args = ["evaluate", "--task", "dialogue", "--run", "d", "--runs-dir", runs, "--n", "8"]
+    assert main([*args, "--data", constant_summaries]) == 2
+    assert "8 of 8 evaluation examples are training examples of run d" in capsys.readouterr().err
+    held_out = tmp_path / "held-out.jsonl"
+    rows = [json.loads(line) for line in Path(constant_summaries).read_text().splitlines()]
+    held_out.write_text("".join(json.dumps({**r, "dialogue": "again: " + r["dialogue"]}) + "\n" for r in rows))
     assert (
         main(
             [
@@ -128,7 +138,7 @@ def test_seq2seq_train_and_evaluate_with_a_local_model_folder(tiny_t5, constant_
                 "--runs-dir",
                 runs,
                 "--data",
-                constant_summaries,
+                str(held_out),
                 "--n",
                 "8",
                 "--max-new-tokens",

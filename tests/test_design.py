@@ -61,7 +61,7 @@ class Regression(Kind):
     def columns(self, spec, present, overrides):
         return {**super().columns(spec, present, overrides), "value": [overrides.get("label_column") or "value"]}
 
-    def parse_row(self, spec, row, columns):
+    def parse_row(self, spec, row, columns, overrides):
         return {"label": float(row[columns["value"][0]])}
 
     def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
@@ -73,8 +73,8 @@ class Regression(Kind):
 
     def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
         enc = loaded.tokenizer([loaded.task.format_prompt(t) for t in texts], padding=True, return_tensors="pt")
-        with loaded.use(tuned), torch.inference_mode():
-            return loaded.model(**enc).logits[:, 0].float().tolist()
+        with loaded.lock, torch.inference_mode():
+            return loaded.model(**enc, **loaded.selection([tuned] * len(texts))).logits[:, 0].float().tolist()
 
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
         from llmft.stats import paired_comparison
@@ -107,22 +107,24 @@ def toy_task(tmp_path):
     )
     rng = random.Random(0)
     words = "apple river cloud stone music garden window bread".split()
-    data = tmp_path / "numbers.jsonl"
-    rows = [{"id": f"n{i}", "text": " ".join(rng.choices(words, k=8)), "value": 3.0} for i in range(48)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    yield spec, str(data)
+    files = []
+    for name, count in (("train", 48), ("test", 16)):
+        rows = [{"id": f"{name}{i}", "text": " ".join(rng.choices(words, k=8)), "value": 3.0} for i in range(count)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files.append(str(tmp_path / f"{name}.jsonl"))
+    yield spec, *files
     del tasks_module._REGISTRY["toy"]
 
 
 def test_a_kind_defined_outside_llmft_trains_and_evaluates(toy_task, tiny_distilbert, tmp_path):
-    spec, data = toy_task
+    spec, data, held_out = toy_task
     runs = tmp_path / "runs"
     info = train(
         TrainConfig(task="toy", model=tiny_distilbert, data=data, runs_dir=str(runs), run_name="toy-run"),
         show_progress=False,
     )
     assert info["status"] == "completed" and read_run(runs / "toy-run")["kind"] == "toy-regression"
-    config = EvalConfig(task="toy", run="toy-run", data=data, n=16, runs_dir=str(runs))
+    config = EvalConfig(task="toy", run="toy-run", data=held_out, n=16, runs_dir=str(runs))
     result, written = evaluate(Context.create(runs), config, progress=False)
     m = result.metrics["abs_error"]
     assert result.headline == "abs_error" and result.kind == "toy-regression"
@@ -179,7 +181,7 @@ def test_a_config_field_defined_here_reaches_every_surface(tiny_distilbert, tmp_
     assert "Warmup ratio" in labels and "warmup_ratio" in tab["fields"]
     values = {name: None for name in tab["fields"]} | {"task": "sentiment", "preset": "quick", "warmup_ratio": 0.1}
     values |= {"source": "bundled sample", "hub_id": "", "upload": None}
-    built = form_to_config(ctx, tab["fields"], [values[n] for n in tab["fields"]], WarmupConfig)
+    built = form_to_config(ctx, tab["picker"], tab["fields"], [values[n] for n in tab["fields"]], WarmupConfig)
     assert built.warmup_ratio == 0.1 and "--warmup-ratio 0.1" in built.cli_command()
 
 
@@ -223,6 +225,6 @@ def test_results_of_the_unversioned_format_still_load(tmp_path):
     result = EvalResult.load(tmp_path)
     assert result.format_version == 1 and result.headline == "f1" and result.kind == "classification"
     assert result.per_example == ["correct", "p_true_label"] and result.scores("correct") == ([0.0] * 4, [1.0] * 4)
-    assert result.headline_text().startswith("f1 0.500 → 0.750")
-    assert {"boxplot", "scatter", "confusion_base", "confusion_tuned"} == set(result.figures())
+    assert result.headline_text() == "better: f1 0.500 → 0.750 (n=4, sample)" and result.verdict == "better"
+    assert {"boxplot", "proportions", "scatter", "confusion_base", "confusion_tuned"} == set(result.figures())
     assert "| f1 | 0.5000 | 0.7500 | +0.2500 |" in result.markdown_table()

@@ -80,6 +80,14 @@ def test_an_app_restarted_while_a_child_trains_reattaches_and_can_cancel_it(tiny
     try:
         state = client.predict(api_name="/progress")
         assert "survivor" in state[0] and "running" in state[0]
+        # A fresh page of the restarted app shows the running job's settings and command in the form.
+        from llmft.ui.finetune import restore
+
+        names = second.llmft_form_fields
+        *values, command = restore(second.llmft_context, names)
+        shown = {name: v.get("value") for name, v in zip(names, values) if "value" in v}
+        assert shown["run_name"] == "survivor" and shown["max_steps"] == 5000 and shown["source"] == "bundled sample"
+        assert "--run-name survivor" in command
         with pytest.raises(LlmftError, match=r"a run is in progress \(survivor"):
             second.llmft_context.jobs.start(long_run(tiny_distilbert, runs, "another"))
         assert "Cancelling" in client.predict(api_name="/cancel")

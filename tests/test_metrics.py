@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from llmft.metrics import (
-    CORPUS_METRICS,
     BertScorer,
     classification_report,
     corpus_classification_scores,
+    corpus_metric_names,
     rouge1,
     rouge2,
     rougeL,
@@ -58,9 +58,11 @@ def test_overall_is_the_mean_of_the_summary_metrics():
 
 def test_classification_report_by_hand():
     # true: 1 1 1 0 0 ; pred: 1 0 1 1 0 -> TP=2 FN=1 FP=1 TN=1
+    # Positive class: P = R = F1 = 2/3; negative class: TP=1 FP=1 FN=1, P = R = F1 = 1/2.
     report = classification_report([1, 0, 1, 1, 0], [1, 1, 1, 0, 0], ("Negative", "Positive"))
-    assert report["precision"] == pytest.approx(2 / 3) and report["recall"] == pytest.approx(2 / 3)
-    assert report["f1"] == pytest.approx(2 / 3) and report["accuracy"] == pytest.approx(3 / 5)
+    assert report["macro_precision"] == pytest.approx(7 / 12) and report["macro_recall"] == pytest.approx(7 / 12)
+    assert report["macro_f1"] == pytest.approx(7 / 12) and report["accuracy"] == pytest.approx(3 / 5)
+    assert report["positive_f1"] == pytest.approx(2 / 3)
     assert report["confusion_matrix"] == [[1, 1], [1, 2]]
 
 
@@ -75,8 +77,8 @@ def test_batched_corpus_scores_agree_with_scikit_learn(n_classes):
         batched = corpus_classification_scores(refs, preds, n_classes)
         for i in range(len(refs)):
             expected = classification_report(preds[i].tolist(), refs[i].tolist(), labels)
-            for name in CORPUS_METRICS:
+            for name in corpus_metric_names(n_classes):
                 assert batched[name][i] == pytest.approx(expected[name]), (name, refs[i], preds[i])
         # The same along another axis (as the bootstrap may pass it).
         along_0 = corpus_classification_scores(refs.T, preds.T, n_classes, axis=0)
-        assert np.allclose(along_0["f1"], batched["f1"])
+        assert np.allclose(along_0["macro_f1"], batched["macro_f1"])

@@ -14,7 +14,11 @@ TUNED = [0.25, 0.30, 0.33, 0.55, 0.30, 0.42, 0.27, 0.31, 0.47, 0.36]
 def test_paired_comparison_matches_scipy():
     result = paired_comparison(BASE, TUNED)
     deltas = np.array(TUNED) - np.array(BASE)
-    assert result["p_value"] == pytest.approx(sps.wilcoxon(TUNED, BASE).pvalue)
+    # The p-value tests the same quantity as the CI: the mean paired delta (exact paired permutation, n=10).
+    expected = sps.permutation_test(
+        (BASE, TUNED), lambda b, t, axis: np.mean(t - b, axis=axis), permutation_type="samples", vectorized=True
+    )
+    assert result["test"] == "permutation" and result["p_value"] == pytest.approx(expected.pvalue)
     assert result["delta_mean"] == pytest.approx(deltas.mean())
     assert result["base_median"] == pytest.approx(np.median(BASE))
     assert (result["wins"], result["ties"], result["losses"]) == (8, 1, 1)
@@ -52,7 +56,8 @@ def test_paired_aggregate_for_corpus_metrics():
     assert result["base_mean"] == pytest.approx(3 / 8) and result["tuned_mean"] == pytest.approx(7 / 8)
     assert (result["wins"], result["ties"], result["losses"]) == (4, 4, 0)
     assert result["ci95"][0] <= result["delta_mean"] <= result["ci95"][1]
-    assert result["p_value"] == pytest.approx(sps.binomtest(4, 4, 0.5).pvalue)
+    # Exact paired permutation of accuracy: 4 discordant pairs, all for tuned: 2 of 16 sign patterns as extreme.
+    assert result["test"] == "permutation" and result["p_value"] == pytest.approx(2 / 16)
 
 
 def test_batched_bootstrap_gives_the_interval_of_scikit_learn_per_resample():
@@ -63,7 +68,7 @@ def test_batched_bootstrap_gives_the_interval_of_scikit_learn_per_resample():
     refs = rng.integers(0, 2, 30)
     base = np.where(rng.random(30) < 0.6, refs, 1 - refs)
     tuned = np.where(rng.random(30) < 0.8, refs, 1 - refs)
-    f1 = lambda r, p, axis=-1: corpus_classification_scores(r, p, 2, axis)["f1"]  # noqa: E731
+    f1 = lambda r, p, axis=-1: corpus_classification_scores(r, p, 2, axis)["positive_f1"]  # noqa: E731
     result = paired_aggregate(refs, base, tuned, f1, seed=5, n_resamples=300)
     expected = sps.bootstrap(
         (refs, base, tuned),

@@ -108,7 +108,7 @@ def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
     loaded = load_model(task, info["base_model"], info["dir"], head_seed=info["head_seed"])
     examples = load_examples(task, None, "test")[:80]
     result = evaluate_pair(loaded, examples, progress=False)
-    f1 = result.metrics["f1"]
+    f1 = result.metrics["macro_f1"]
     assert f1["tuned_mean"] >= 0.8 and f1["tuned_mean"] > f1["base_mean"] + 0.2, f1
     assert f1["p_value"] < 0.01 and f1["ci95"][0] > 0
     assert sum(map(sum, result.confusion_matrix["tuned"])) == 80

@@ -50,6 +50,7 @@ def build_app(
             return gr.Tabs(selected="evaluate"), gr.update(choices=completed_runs(ctx), value=name)
 
         ft["evaluate_btn"].click(to_evaluate, ft["finished"], [tabs, ev["run"]], api_name=False)
+        cmp["to_finetune"].click(lambda: gr.Tabs(selected="finetune"), None, tabs, api_name=False)
 
         def refresh_pickers(name, task):
             if not name:
@@ -64,7 +65,14 @@ def build_app(
             refresh_pickers, [ft["finished"], cmp["task"]], [ev["run"], cmp["adapter"]], api_name=False
         )
         app.load(lambda: gr.update(choices=completed_runs(ctx)), None, ev["run"], api_name=False)
+        app.load(user_errors(ev["task_of_run"][0]), *ev["task_of_run"][1:], api_name=False)
+        app.load(user_errors(ft["on_load"][0]), None, ft["on_load"][1], api_name=False)  # a running job's form
+        app.load(user_errors(cmp["on_load"][0]), *cmp["on_load"][1:], api_name=False)
         app.load(user_errors(rt["refresh"]), None, rt["outputs"], api_name=False)  # a fresh page shows current runs
+        # The Runs tab is never stale: refreshed when shown and when a run ends.
+        quiet = dict(api_name=False, show_progress="hidden")  # background refreshes: no spinner, no error badge
+        rt["tab"].select(user_errors(rt["refresh"]), None, rt["outputs"], **quiet)
+        ft["finished"].change(user_errors(rt["refresh"]), None, rt["outputs"], **quiet)
     app.llmft_context = ctx
     app.llmft_form_fields = ft["fields"]  # the /train endpoint's inputs, in order
     return app

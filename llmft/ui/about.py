@@ -32,16 +32,25 @@ the precision it ran with; compare evaluations made with the same one.
 - **BERTScore F1**: similarity of contextual embeddings of output and reference; the scorer model is shown with
   every result, and scores from different scorers must not be compared.
 - **overall**: the mean of the four, per example.
-- **Sentiment**: F1, accuracy, precision and recall of the positive class, the confusion matrix, and the
+- **Classification** (sentiment): **macro-F1** (the headline: the mean F1 over the classes, so a model that
+  always answers the majority class scores low), accuracy, macro precision and recall, the F1 of the
+  positive class (named `positive_f1`), the confusion matrix, the share of examples right (`correct`) and the
   probability each model gives the true label.
 
 ## Statistics
 Every score is computed per example for both models, so the comparison is paired:
-- **delta** is the mean of tuned − base, with a 95% **bootstrap confidence interval**: if it excludes 0, the
-  change is unlikely to be resampling noise.
-- **p-value**: Wilcoxon signed-rank test for continuous scores, exact McNemar test for right/wrong. Small
-  means a difference this large would be rare if the fine-tune changed nothing.
+- **delta** is tuned − base (the mean of per-example deltas, or the difference of a corpus metric such as
+  macro-F1), with a 95% **paired bootstrap confidence interval**: if it excludes 0, the change is unlikely
+  to be resampling noise.
+- **p-value**: a **paired permutation test** of that same delta (base and tuned swapped at random per
+  example), so the interval and the p-value of a row always speak about the same metric; the `correct` row
+  uses the exact McNemar test, which tests the same difference of proportions. Small means a difference this
+  large would be rare if the fine-tune changed nothing.
 - **win / tie / loss**: examples where tuned scored higher, the same, or lower.
+- **Verdict**: *better* or *worse* when the headline metric's interval excludes 0 (in the direction the
+  metric counts as better), otherwise *no clear difference*. A tuned classifier that predicts one class for
+  every example is never called better, and warnings say when predictions are skewed or when test examples
+  were training examples.
 With a few dozen examples intervals are wide: evaluate more examples before trusting a small delta.
 """
 

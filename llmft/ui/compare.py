@@ -64,31 +64,31 @@ def compare(ctx, task_name, model, adapter_choice, text, reference, max_new_toke
     settings = GenerationSettings(
         max_new_tokens=int(max_new_tokens), batch_size=1, max_input_tokens=task.max_input_tokens
     )
-    sides = {"base": {"text": "", "stats": "", "probs": None}, "tuned": {"text": "", "stats": "", "probs": None}}
+    view = {side: {"text": "", "stats": "", "probs": None} for side in ("base", "tuned")}
 
-    def view(scores=""):
-        b, t = sides["base"], sides["tuned"]
+    def outputs(scores=""):
+        b, t = view["base"], view["tuned"]
         return b["text"], t["text"], b["stats"], t["stats"], b["probs"], t["probs"], scores
 
-    for name in sides:
-        for update in task.kind.stream(loaded, text, settings, tuned=name == "tuned"):
-            sides[name].update(text=update["text"], stats=_stats(update, notice), probs=update.get("probs"))
-            yield view()
+    for pair in task.kind.stream(loaded, text, settings):  # base and tuned together, from one batch
+        for side, update in pair.items():
+            view[side].update(text=update["text"], stats=_stats(update, notice), probs=update.get("probs"))
+        yield outputs()
     scores = ""
     if reference and reference.strip():
         # Escaped: the reference is user text and must not render as markup.
-        rows = task.kind.score_reference(task, [sides["base"]["text"], sides["tuned"]["text"]], reference.strip())
+        rows = task.kind.score_reference(task, [view["base"]["text"], view["tuned"]["text"]], reference.strip())
         table = "\n".join(f"| {m} | {_score(s[0])} | {_score(s[1])} |" for m, s in rows)
         shown = html.escape(reference.strip()[:200])
         scores = f"Reference: {shown}\n\n| metric | base | tuned |\n|---|---|---|\n{table}"
-    yield view(scores)
+    yield outputs(scores)
 
 
 def build(ctx):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown(
-            "Run the base model and its tuned version on the same text. One model is loaded; the LoRA "
-            "adapter is switched off for the base side."
+            "Run the base model and its tuned version on the same text. One model is loaded, and base and "
+            "tuned are two rows of one batch (each row selects its adapter), so both answers stream together."
         )
         with gr.Row():
             task = gr.Dropdown(TASKS, value="sentiment", label="Task")
@@ -98,11 +98,19 @@ def build(ctx):
                 label="Tuned adapter (run, folder or hub id)",
                 allow_custom_value=True,
             )
+        empty = gr.Markdown(
+            "**No finished run yet.** Train one in the **Fine-tune** tab (the quick preset takes about a minute), "
+            "or type an adapter folder or hub id above.",
+            visible=not completed_runs(ctx, "sentiment"),
+        )
+        to_finetune = gr.Button("Go to Fine-tune", size="sm", visible=not completed_runs(ctx, "sentiment"))
         example = gr.Dropdown(bundled_examples("sentiment"), label="Bundled example", value=None)
         text = gr.Textbox(label="Text", lines=6, max_length=200_000)
         with gr.Row():
             reference = gr.Textbox(label="Reference (optional: summary or label)", lines=2)
-            max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
+            max_new = gr.Slider(
+                8, 256, value=64, step=8, label="Max new tokens", info="per side, at most", visible=False
+            )
         go = gr.Button("Compare", variant="primary")
         with gr.Row():
             with gr.Column():
@@ -116,16 +124,20 @@ def build(ctx):
         scores = gr.Markdown()
 
         def on_task(name):
-            probs = get_task(name).kind.shows_probabilities
+            kind = get_task(name).kind
             runs = completed_runs(ctx, name)
             return (
                 gr.update(choices=bundled_examples(name), value=None),
                 gr.update(choices=runs, value=runs[0] if runs else None),
-                gr.update(visible=probs),
-                gr.update(visible=probs),
+                gr.update(visible=kind.shows_probabilities),
+                gr.update(visible=kind.shows_probabilities),
+                gr.update(visible=kind.generates),
+                gr.update(visible=not runs),
+                gr.update(visible=not runs),
             )
 
-        task.change(on_task, task, [example, adapter, base_probs, tuned_probs], api_name=False)
+        shown = [example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
+        task.change(on_task, task, shown, api_name=False)
         example.change(
             user_errors(lambda t, e: example_text(t, e) if e else (gr.update(), gr.update())),
             [task, example],
@@ -141,5 +153,6 @@ def build(ctx):
             [task, model, adapter, text, reference, max_new],
             [base_out, tuned_out, base_stats, tuned_stats, base_probs, tuned_probs, scores],
             api_name="compare",
+            show_progress_on=[scores],  # the outputs stream in; an error marks the line below them only
         )
-    return {"task": task, "adapter": adapter}
+    return {"task": task, "adapter": adapter, "to_finetune": to_finetune, "on_load": (on_task, task, shown)}

@@ -8,10 +8,13 @@ import gradio as gr
 import pandas as pd
 
 from ..config import EvalConfig
+from ..errors import LlmftError
 from ..pipeline import evaluate
 from ..results import EvalResult
 from ..runs import find_run, read_run
+from ..tasks import get_task
 from .common import completed_runs, for_download, user_errors, word_diff_html
+from .datapicker import DataPicker
 
 
 def examples_table(result: EvalResult) -> pd.DataFrame:
@@ -54,14 +57,30 @@ def example_detail(result: EvalResult | None, example_id: str) -> str:
     )
 
 
-def run_evaluation(ctx, run, n, seed, scorer, max_new_tokens, progress=gr.Progress()):
+def verdict_markdown(result: EvalResult) -> str:
+    """The header: what was compared, the verdict sentence, and every warning."""
+    head = (
+        f"**{result.task}**, run **{result.run}**, n = {result.n} examples of **{result.data_name()}** "
+        f"[{result.split}], {result.dtype} weights"
+        + (f", BERTScore scorer `{result.scorer}`" if result.scorer else "")
+        + (" · base outputs from cache" if result.base_outputs_cached else "")
+    )
+    mark = {"better": "✅", "worse": "❌", "no clear difference": "➖"}[result.verdict]
+    lines = [head, f"{mark} **{result.verdict}** — {result.verdict_text()}"]
+    lines += [f"⚠️ **Warning:** {w}" for w in result.warnings]
+    return "\n\n".join(lines)
+
+
+def run_evaluation(ctx, picker, run, n, seed, scorer, max_new_tokens, data_values: dict, progress=gr.Progress()):
     if not run:
-        raise gr.Error("pick a finished run to evaluate")
+        raise LlmftError("pick a finished run to evaluate (train one in the Fine-tune tab)")
     info = read_run(find_run(run, ctx.runs_dir))
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)
 
+    # The run's own task test sample needs no fields; an upload or a hub split is resolved (and checked) here.
+    data = {} if data_values.get("source") == SOURCES[0] else picker.resolve(info["task"], data_values)
     config = EvalConfig(
         task=info["task"],
         run=run,
@@ -71,32 +90,26 @@ def run_evaluation(ctx, run, n, seed, scorer, max_new_tokens, progress=gr.Progre
         max_new_tokens=int(max_new_tokens) if max_new_tokens else None,
         runs_dir=str(ctx.runs_dir),
         dtype=ctx.dtype,
+        **data,
     )
     result, written = evaluate(ctx, config, progress=False, on_progress=on_progress, cached_model=True)
     figures = result.figures()
     metric = result.example_metric
     worse = [str(r["id"]) for r, b, t in zip(result.rows, *result.scores(metric)) if t < b]
-    files = [for_download(written[0][k]) for k in ("examples", "summary", "boxplot")]
-    head = (
-        f"**{result.task}**, run **{result.run}**, n = {result.n}, {result.dtype} weights"
-        + (f", BERTScore scorer `{result.scorer}`" if result.scorer else "")
-        + (" · base outputs from cache" if result.base_outputs_cached else "")
-    )
-    m = result.metrics[result.headline]
-    significant = m["ci95"][0] > 0 or m["ci95"][1] < 0
-    head += (
-        f"\n\n**{result.headline}: base {m['base_mean']:.3f} → tuned {m['tuned_mean']:.3f}** (Δ "
-        f"{m['delta_mean']:+.3f}, 95% CI [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}], p = {m['p_value']:.2g}) — "
-        + ("the interval excludes 0." if significant else "the interval includes 0: no clear change.")
-    )
+    files = [for_download(path) for key, path in written[0].items() if key in ("examples", "summary", "boxplot")]
     ids = [str(r["id"]) for r in result.rows]
+
+    def plot(name):
+        return gr.update(value=figures.get(name), visible=name in figures)
+
     return (
-        head,
+        verdict_markdown(result),
         pd.DataFrame(result.table()),
-        figures["boxplot"],
-        figures["scatter"],
-        figures.get("confusion_base"),
-        figures.get("confusion_tuned"),
+        plot("boxplot"),
+        plot("proportions"),
+        plot("scatter"),
+        plot("confusion_base"),
+        plot("confusion_tuned"),
         examples_table(result),
         gr.update(choices=worse, value=None, label=f"Where tuned got worse ({len(worse)})"),
         gr.update(choices=ids, value=None),
@@ -105,26 +118,51 @@ def run_evaluation(ctx, run, n, seed, scorer, max_new_tokens, progress=gr.Progre
     )
 
 
+SOURCES = ("the run's test sample", "upload", "hub dataset")
+
+
 def build(ctx):
     with gr.Tab("Evaluate", id="evaluate"):
-        gr.Markdown("Score base and tuned on the same test examples and compare them pair by pair.")
+        gr.Markdown(
+            "Score base and tuned on the same test examples and compare them pair by pair. Evaluate on held-out "
+            "data: examples the run trained on are flagged, and refused when they are half of the sample."
+        )
         with gr.Row():
             runs = completed_runs(ctx)
-            run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Run")
-            n = gr.Number(0, label="Examples (0 = the preset's)", minimum=0, maximum=5000, precision=0)
-            seed = gr.Number(0, label="Seed", precision=0)
-            scorer = gr.Textbox(label="BERTScore scorer (blank = roberta-large, offline MiniLM)")
-            max_new = gr.Number(0, label="Max new tokens (0 = the task's)", minimum=0, maximum=1024, precision=0)
+            run = gr.Dropdown(
+                runs, value=runs[0] if runs else None, label="Run", info="a finished run", allow_custom_value=True
+            )
+            n = gr.Number(
+                0,
+                label="Examples",
+                info="test examples drawn (0 = the preset's)",
+                minimum=0,
+                maximum=5000,
+                precision=0,
+            )
+            seed = gr.Number(0, label="Seed", info="which examples are drawn, and the resampling", precision=0)
+            scorer = gr.Textbox(label="BERTScore scorer", info="a model id (blank = roberta-large; offline MiniLM)")
+            max_new = gr.Number(
+                0, label="Max new tokens", info="per output (0 = the task's)", minimum=0, maximum=1024, precision=0
+            )
+        task = gr.Textbox(visible=False)
+        picker = DataPicker(ctx, "Test data", SOURCES, "ev", with_split=True)
         refresh = gr.Button("Refresh runs", size="sm")
         go = gr.Button("Evaluate", variant="primary")
-        head = gr.Markdown()
-        summary = gr.Dataframe(label="Paired comparison (tuned − base)", interactive=False, elem_id="summary-table")
+        status = gr.Markdown(elem_id="evaluate-status")
+        head = gr.Markdown(elem_id="verdict")
+        summary = gr.Dataframe(
+            label="Paired comparison (tuned − base; 95% CI by paired bootstrap)",
+            interactive=False,
+            elem_id="summary-table",
+        )
         with gr.Row():
-            box = gr.Plot(label="Per-example scores", elem_id="boxplot")
-            scatter = gr.Plot(label="Tuned vs base")
+            box = gr.Plot(label="Per-example scores", elem_id="boxplot", visible=False)
+            proportions = gr.Plot(label="Proportions", elem_id="proportions", visible=False)
+            scatter = gr.Plot(label="Tuned vs base", visible=False)
         with gr.Row():
-            cm_base = gr.Plot(label="Base confusion matrix")
-            cm_tuned = gr.Plot(label="Tuned confusion matrix")
+            cm_base = gr.Plot(label="Base confusion matrix", visible=False)
+            cm_tuned = gr.Plot(label="Tuned confusion matrix", visible=False)
         table = gr.Dataframe(label="Examples (worst change first; click a row)", interactive=False, max_height=300)
         with gr.Row():
             worse = gr.Dropdown([], label="Where tuned got worse")
@@ -133,16 +171,26 @@ def build(ctx):
         files = gr.File(label="Downloads", file_count="multiple", interactive=False)
         state = gr.State(None)
 
+        def run_task(name):
+            if not name:
+                return "", gr.update(visible=True)
+            task_name = read_run(find_run(name, ctx.runs_dir))["task"]
+            return task_name, gr.update(visible=get_task(task_name).kind.generates)
+
+        run.change(user_errors(run_task), run, [task, max_new], api_name=False, show_progress="hidden")
+        picker.wire(task)
         refresh.click(lambda: gr.update(choices=completed_runs(ctx)), None, run, api_name=False)
 
-        def on_evaluate(run, n, seed, scorer, max_new, progress=gr.Progress()):
-            return run_evaluation(ctx, run, n, seed, scorer, max_new, progress)
+        def on_evaluate(run, n, seed, scorer, max_new, *data, progress=gr.Progress()):
+            values = dict(zip(picker.names, data))
+            return run_evaluation(ctx, picker, run, n, seed, scorer, max_new, values, progress)
 
         go.click(
             user_errors(on_evaluate),
-            [run, n, seed, scorer, max_new],
-            [head, summary, box, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
+            [run, n, seed, scorer, max_new, *picker.inputs],
+            [head, summary, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
             api_name="evaluate",
+            show_progress_on=[status],  # progress and any error show on the line under the button, not on fields
         )
         worse.change(example_detail, [state, worse], detail, api_name=False)
         pick.change(example_detail, [state, pick], detail, api_name="example")
@@ -152,4 +200,4 @@ def build(ctx):
             return example_detail(result, row[0] if row else None)
 
         table.select(on_select, state, detail, api_name=False)
-    return {"run": run}
+    return {"run": run, "task_of_run": (run_task, run, [task, max_new])}

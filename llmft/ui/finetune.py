@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
-import shutil
 import time
 from pathlib import Path
 
 import gradio as gr
 
 from ..config import TrainConfig, field_type, form_fields, label_of
-from ..data import SAMPLE, read_rows
 from ..errors import LlmftError
 from ..plots import loss_curve
-from ..refs import is_hub_id
 from ..tasks import get_task, task_names
-from .common import MAX_UPLOAD, user_errors
-
-SOURCES = ["bundled sample", "hub dataset", "upload"]
-UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
-COLUMN_LABELS = {"text_column": "Text column", "target_columns": "Summary column", "label_column": "Label column"}
+from .common import user_errors
+from .datapicker import DataPicker
 
 
 def preset_values(task_name: str, preset_name: str, config_cls=TrainConfig) -> list:
@@ -35,46 +28,6 @@ def preset_values(task_name: str, preset_name: str, config_cls=TrainConfig) -> l
             taken.add(group)
         values.append(",".join(value) if isinstance(value, list | tuple) else "" if value is None else str(value))
     return values
-
-
-def preview(path):
-    """First rows of an uploaded file and its columns for the mapping pickers."""
-    if not path:
-        return gr.update(value=None), *(gr.update(choices=[], value=None) for _ in COLUMN_LABELS)
-    rows = read_rows(Path(path))
-    if not rows:
-        raise LlmftError(f"{Path(path).name} has no rows")
-    import pandas as pd
-
-    frame = pd.DataFrame([r for _, r in rows[:5]]).astype(str)
-    cols = list(frame.columns)
-    return frame, *(gr.update(choices=cols, value=None) for _ in COLUMN_LABELS)
-
-
-def _keep_upload(ctx, path: str) -> str:
-    """Copy an upload into the runs home so run.json points at a file that outlives the request."""
-    src = Path(path)
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    dest = ctx.runs_dir / ".uploads" / f"{digest}-{src.name}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        shutil.copyfile(src, dest)
-    return str(dest)
-
-
-def _data_source(ctx, source, hub_id, upload) -> str:
-    if source == "hub dataset":
-        data = (hub_id or "").strip()
-        if not data:
-            raise LlmftError("enter a hub dataset id, or choose another data source")
-        if not is_hub_id(data):
-            raise LlmftError(f"not a hub dataset id: {data[:80]!r} (owner/name; local files go through Upload)")
-        return data
-    if source == "upload":
-        if not upload:
-            raise LlmftError("upload a data file, or choose another data source")
-        return _keep_upload(ctx, upload)
-    return SAMPLE
 
 
 def _convert(config_cls, f, value):
@@ -98,23 +51,43 @@ def _convert(config_cls, f, value):
     return str(value).strip()
 
 
-def form_to_config(ctx, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
-    """The config the form describes (`names[i]` is the field or form key of `values[i]`)."""
+def form_to_config(ctx, picker, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
+    """The config the form describes (`names[i]` is the field or picker key of `values[i]`)."""
     form = dict(zip(names, values))
-    by_name = {f.name: f for f in form_fields(config_cls, None, all_groups=True)}
-    task = get_task(form["task"])
     kwargs = {}
-    for name, f in by_name.items():
-        if name in form and f.metadata["group"] not in ("data", "columns"):
-            value = _convert(config_cls, f, form[name])
+    for f in form_fields(config_cls, None, all_groups=True):
+        if f.name in form and f.metadata["group"] not in ("data", "columns"):
+            value = _convert(config_cls, f, form[f.name])
             if value is not None or f.default is None:
-                kwargs[name] = value
-    for name in COLUMN_LABELS:
-        if name in task.kind.column_fields and form.get(name):
-            kwargs[name] = [form[name]] if field_type(config_cls, by_name[name]) is list else form[name]
-    kwargs["data"] = _data_source(ctx, form["source"], form["hub_id"], form["upload"])
+                kwargs[f.name] = value
+    kwargs.update(picker.resolve(form["task"], form))
     kwargs.update(runs_dir=str(ctx.runs_dir), dtype=ctx.dtype)
     return config_cls(**kwargs)
+
+
+def restore(ctx, names: list[str], config_cls=TrainConfig) -> list:
+    """The form's values and command for the running job (after a page reload), else no change."""
+    job = ctx.jobs.current()
+    config = (job.info().get("config") if job is not None and job.running else None) or {}
+    if not config:
+        return [gr.update() for _ in names] + [gr.update()]
+    fields = {f.name for f in form_fields(config_cls, None, all_groups=True)}
+    values = []
+    for name in names:
+        value = config.get(name)
+        if name == "source":
+            data = config.get("data") or "sample"
+            value = "bundled sample" if data == "sample" else "upload" if Path(data).is_absolute() else "hub dataset"
+        elif name == "hub_id":
+            data = str(config.get("data") or "")
+            value = data if data != "sample" and not Path(data).is_absolute() else ""
+        elif name not in fields:
+            values.append(gr.update())
+            continue
+        if isinstance(value, list):
+            value = ",".join(map(str, value)) if name != "target_columns" else value[0]
+        values.append(gr.update(value=value))
+    return values + [f"```\n{job.command}\n```"]
 
 
 def _widget(config_cls, f, value):
@@ -136,22 +109,23 @@ def _widget(config_cls, f, value):
 
 
 def poll(ctx):
-    """(progress html, loss figure, log tail, finished run name) of this server's current or last job."""
+    """(progress html, loss figure, log tail, finished run name, Cancel button, message) of the current job."""
     job = ctx.jobs.current()
     if job is None:
-        return "<p>No run yet. Configure one and press Start.</p>", None, "", ""
+        idle = "<p>No run yet. Configure one and press Start.</p>"
+        return idle, None, "", "", gr.update(interactive=False), gr.update()
     info = job.info()
     status = job.status()
     step, total = info.get("step", 0), info.get("total_steps") or 0
     eta = info.get("eta_s")
     started = time.strftime("%H:%M:%S", time.localtime(job.started_at))
-    duration = f" in {info['duration_s']:.0f} s" if info.get("duration_s") and status == "completed" else ""
+    duration = f" in {info['duration_s']:.0f} s" if info.get("duration_s") else ""
     history = info.get("loss_history", [])
     bar = (
         f"<p><b>{html.escape(job.run_name)}</b> — {html.escape(status)}{duration} (started {started})</p>"
         f"<progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
         f"<p>step {step} / {total}"
-        + (f" · ETA {eta:.0f} s" if eta is not None and status == "running" else "")
+        + (f" · {info['elapsed_s']:.0f} s so far · about {eta:.0f} s to go" if eta is not None and job.running else "")
         + (f" · loss {history[-1]['loss']:.4f}" if history else "")
         + "</p>"
     )
@@ -160,7 +134,10 @@ def poll(ctx):
     else:
         log = "\n".join(f"step {h['step']:>5}  loss {h['loss']:.4f}" for h in history[-12:])
     figure = loss_curve(history, f"Training loss — {job.run_name}") if history else None
-    return bar, figure, log, job.run_name if status == "completed" else ""
+    running = job.running
+    # The action line ("Started…", "Cancelling…") gives way to the status line once the run has ended.
+    message = gr.update() if running else gr.update(value="")
+    return bar, figure, log, job.run_name if status == "completed" else "", gr.update(interactive=running), message
 
 
 def build(ctx, config_cls=TrainConfig):
@@ -174,19 +151,7 @@ def build(ctx, config_cls=TrainConfig):
             for f in form_fields(config_cls, "task"):
                 default = "sentiment" if f.name == "task" else f.default
                 widgets[f.name] = _widget(config_cls, f, default)
-        source = gr.Radio(SOURCES, value=SOURCES[0], label="Training data")
-        with gr.Row():
-            hub_id = gr.Textbox(label="Hub dataset id", placeholder="stanfordnlp/imdb", visible=False)
-            upload = gr.File(
-                label=f"Upload ({', '.join(UPLOAD_TYPES)}; max {MAX_UPLOAD})",
-                file_types=UPLOAD_TYPES,
-                type="filepath",
-                visible=False,
-            )
-        table = gr.Dataframe(label="Preview (first rows)", interactive=False, max_height=220, visible=False)
-        with gr.Row():
-            for name, label in COLUMN_LABELS.items():
-                widgets[name] = gr.Dropdown([], label=f"{label} (blank = task default)", allow_custom_value=True)
+        picker = DataPicker(ctx, "Training data", ("bundled sample", "hub dataset", "upload"), "ft")
         hyper = form_fields(config_cls, "hyper")
         with gr.Accordion("Hyperparameters (blank = the preset's)", open=True):
             defaults = preset_values("sentiment", "quick", config_cls)
@@ -199,7 +164,7 @@ def build(ctx, config_cls=TrainConfig):
                     widgets[f.name] = _widget(config_cls, f, f.default)
         with gr.Row():
             start_btn = gr.Button("Start", variant="primary")
-            cancel_btn = gr.Button("Cancel", variant="stop")
+            cancel_btn = gr.Button("Cancel", variant="stop", interactive=False)
         message = gr.Markdown()
         command = gr.Markdown()
         progress = gr.HTML()
@@ -209,31 +174,23 @@ def build(ctx, config_cls=TrainConfig):
         finished = gr.Textbox(visible=False)
         evaluate_btn = gr.Button("Evaluate this run", visible=False)
 
-        names = [*widgets, "source", "hub_id", "upload"]
-        inputs = [*widgets.values(), source, hub_id, upload]
+        names = [*widgets, *picker.names]
+        inputs = [*widgets.values(), *picker.inputs]
         hyper_widgets = [widgets[f.name] for f in hyper]
 
         def start(*values):
-            job = ctx.jobs.start(form_to_config(ctx, names, list(values), config_cls))
-            return f"Started run **{job.run_name}**.", f"```\n{job.command}\n```"
+            job = ctx.jobs.start(form_to_config(ctx, picker, names, list(values), config_cls))
+            return f"Started run **{job.run_name}**.", f"```\n{job.command}\n```", gr.update(interactive=True)
 
         def on_preset(task_name, preset_name):
             return preset_values(task_name, preset_name, config_cls)
 
         for trigger in (widgets["task"].change, widgets["preset"].change):
             trigger(user_errors(on_preset), [widgets["task"], widgets["preset"]], hyper_widgets, api_name=False)
-        source.change(
-            lambda s: (
-                gr.update(visible=s == "hub dataset"),
-                gr.update(visible=s == "upload"),
-                gr.update(visible=s == "upload"),
-            ),
-            source,
-            [hub_id, upload, table],
-            api_name=False,
+        picker.wire(widgets["task"])
+        start_btn.click(
+            user_errors(start), inputs, [message, command, cancel_btn], api_name="train", show_progress_on=[message]
         )
-        upload.change(user_errors(preview), upload, [table, *(widgets[n] for n in COLUMN_LABELS)], api_name="preview")
-        start_btn.click(user_errors(start), inputs, [message, command], api_name="train")
         cancel_btn.click(
             lambda: "Cancelling after the current step…" if ctx.jobs.cancel() else "No run is in progress.",
             None,
@@ -244,9 +201,18 @@ def build(ctx, config_cls=TrainConfig):
         timer.tick(
             user_errors(lambda: poll(ctx)),
             None,
-            [progress, loss, log, finished],
+            [progress, loss, log, finished, cancel_btn, message],
             api_name="progress",
             show_progress="hidden",
         )
         finished.change(lambda name: gr.update(visible=bool(name)), finished, evaluate_btn, api_name=False)
-    return {"evaluate_btn": evaluate_btn, "finished": finished, "task": widgets["task"], "fields": names}
+        restored = [*widgets.values(), *picker.inputs, command]
+        on_load = (lambda: restore(ctx, names, config_cls), restored)
+    return {
+        "evaluate_btn": evaluate_btn,
+        "finished": finished,
+        "task": widgets["task"],
+        "fields": names,
+        "picker": picker,
+        "on_load": on_load,
+    }

@@ -1,0 +1,154 @@
+"""A data source picker shared by Fine-tune and Evaluate: bundled sample, hub dataset (and split) or an upload
+with a preview, guessed column mapping and a label mapping pre-filled with the obvious guesses."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import gradio as gr
+
+from ..data import SAMPLE, guess_columns, guess_label_map, load_examples, read_rows
+from ..errors import LlmftError
+from ..refs import is_hub_id
+from ..tasks import get_task
+from .common import MAX_UPLOAD
+
+UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
+COLUMNS = {"text_column": "Text column", "target_columns": "Reference column", "label_column": "Label column"}
+PREVIEW_ROWS = 5
+
+
+def column_visibility(task_name: str) -> list:
+    """Show the column pickers (and the label mapping) that the task's kind reads."""
+    fields = get_task(task_name).kind.column_fields
+    return [gr.update(visible=name in fields) for name in COLUMNS] + [gr.update(visible="label_column" in fields)]
+
+
+def preview(task_name, path, *current):
+    """The first rows of an upload, the column choices with guesses (the user's earlier choices are kept when
+    the new file has those columns), and the label mapping (the user's own is kept; else the guesses).
+
+    `current`: the column pickers' values, then the label mapping's."""
+    *current, current_map = current
+    if not path:
+        return gr.update(value=None), *(gr.update(choices=[], value=None) for _ in COLUMNS), gr.update(value="")
+    task = get_task(task_name)
+    rows = read_rows(Path(path), Path(path).name)
+    if not rows:
+        raise LlmftError(f"{Path(path).name} has no rows")
+    import pandas as pd
+
+    frame = pd.DataFrame([r for _, r in rows[:PREVIEW_ROWS]]).astype(str)
+    names = list(frame.columns)
+    guesses = guess_columns(task, rows)
+    chosen = [cur if cur in names else guesses[name] for name, cur in zip(COLUMNS, current)]
+    label_col = chosen[list(COLUMNS).index("label_column")]
+    mapping = current_map or ""
+    if not mapping and task.labels and label_col:
+        mapping = ", ".join(guess_label_map([r.get(label_col) for _, r in rows[:5000]], task.labels))
+    updates = [gr.update(choices=names, value=value) for value in chosen]
+    return frame, *updates, gr.update(value=mapping)
+
+
+def keep_upload(ctx, path: str) -> str:
+    """Copy an upload into the runs home so run.json points at a file that outlives the request; the copy is
+    named `<hash>-<the user's file name>` (see `results.data_label`)."""
+    src = Path(path)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    dest = ctx.runs_dir / ".uploads" / f"{digest}-{src.name}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        shutil.copyfile(src, dest)
+    return str(dest)
+
+
+class DataPicker:
+    """The widgets; `inputs` go to a handler in `names` order, and `resolve` turns their values into config
+    fields."""
+
+    def __init__(self, ctx, label: str, sources: tuple[str, ...], prefix: str, with_split: bool = False):
+        """`prefix` starts the widgets' elem_ids (`<prefix>-source`, `<prefix>-upload`, `<prefix>-text_column`...)."""
+        self.ctx, self.sources = ctx, sources
+        self.source = gr.Radio(list(sources), value=sources[0], label=label, elem_id=f"{prefix}-source")
+        with gr.Row():
+            self.hub_id = gr.Textbox(label="Hub dataset id", placeholder="stanfordnlp/imdb", visible=False)
+            self.split = gr.Textbox(label="Split", placeholder="test", visible=False) if with_split else None
+            self.upload = gr.File(
+                label=f"Upload ({', '.join(UPLOAD_TYPES)}; at most {MAX_UPLOAD})",
+                file_types=UPLOAD_TYPES,
+                type="filepath",
+                visible=False,
+                elem_id=f"{prefix}-upload",
+            )
+        self.table = gr.Dataframe(label="Preview (first rows)", interactive=False, max_height=220, visible=False)
+        with gr.Row():
+            self.columns = {
+                name: gr.Dropdown(
+                    [], label=f"{label} (blank = the task's)", allow_custom_value=True, elem_id=f"{prefix}-{name}"
+                )
+                for name, label in COLUMNS.items()
+            }
+            self.label_map = gr.Textbox(
+                label="Label mapping",
+                elem_id=f"{prefix}-label_map",
+                placeholder="pos=Positive, neg=Negative",
+                info="value=Label pairs for label values that are not the task's label names or ids",
+            )
+        extra = [self.split] if self.split is not None else []
+        self.names = ["source", "hub_id", *(["split"] if extra else []), "upload", *COLUMNS, "label_map"]
+        self.inputs = [self.source, self.hub_id, *extra, self.upload, *self.columns.values(), self.label_map]
+
+    def wire(self, task) -> None:
+        """Connect the picker's events; `task` is the component that holds the task name."""
+        hub = [self.hub_id, *([self.split] if self.split is not None else [])]
+
+        def on_source(choice):
+            return (
+                *(gr.update(visible=choice == "hub dataset") for _ in hub),
+                gr.update(visible=choice == "upload"),
+                gr.update(visible=choice == "upload"),
+            )
+
+        self.source.change(on_source, self.source, [*hub, self.upload, self.table], api_name=False)
+        from .common import user_errors
+
+        outputs = [self.table, *self.columns.values(), self.label_map]
+        self.upload.change(
+            user_errors(preview),
+            [task, self.upload, *self.columns.values(), self.label_map],
+            outputs,
+            api_name="preview",
+            show_progress_on=[self.table],  # an error marks the preview only, never the column pickers
+        )
+        task.change(column_visibility, task, [*self.columns.values(), self.label_map], api_name=False)
+
+    def resolve(self, task_name: str, values: dict) -> dict:
+        """Config fields (data, split, columns, label_map) from the picker's values; an upload is checked here,
+        with errors that name the file as its user named it, before it is kept."""
+        task = get_task(task_name)
+        fields = {name: None for name in (*COLUMNS, "label_map")}
+        for name in task.kind.column_fields:
+            chosen = values.get(name)
+            fields[name] = ([chosen] if name == "target_columns" else chosen) if chosen else None
+        if "label_column" in task.kind.column_fields:
+            pairs = [p.strip() for p in (values.get("label_map") or "").split(",") if p.strip()]
+            fields["label_map"] = pairs or None
+        source = values.get("source")
+        if source == "hub dataset":
+            data = (values.get("hub_id") or "").strip()
+            if not data:
+                raise LlmftError("enter a hub dataset id, or choose another data source")
+            if not is_hub_id(data):
+                raise LlmftError(f"not a hub dataset id: {data[:80]!r} (owner/name; local files go through Upload)")
+            split = (values.get("split") or "").strip() or None
+            return {"data": data, "split": split, **fields} if self.split is not None else {"data": data, **fields}
+        if source == "upload":
+            upload = values.get("upload")
+            if not upload:
+                raise LlmftError("upload a data file, or choose another data source")
+            name = Path(upload).name
+            load_examples(task, upload, "train", name=name, **fields)  # the same checks training makes
+            return {"data": keep_upload(self.ctx, upload), **fields}
+        return {"data": SAMPLE, **fields}

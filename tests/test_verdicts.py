@@ -1,0 +1,150 @@
+"""Verdicts that cannot flatter: macro-F1 headline, one-class predictors, CI and p-value of the same metric,
+evaluation on training rows, and the labels a user's file may use. Run: pytest tests/test_verdicts.py
+"""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import f1_score
+
+from llmft import LlmftError, get_task
+from llmft.config import EvalConfig
+from llmft.context import Context
+from llmft.data import Example, guess_columns, guess_label_map, load_examples, normalize_label
+from llmft.pipeline import evaluate
+from llmft.results import EvalResult
+from llmft.training import TrainConfig, train
+
+SENTIMENT = get_task("sentiment")
+
+
+def scored(labels, base_pred, tuned_pred, seed=0) -> EvalResult:
+    """An EvalResult of the sentiment kind from given predictions (probabilities one-hot)."""
+    examples = [Example(str(i), f"text {i}", label=y) for i, y in enumerate(labels)]
+    onehot = [[1.0 - p, float(p)] for p in base_pred], [[1.0 - p, float(p)] for p in tuned_pred]
+    s = SENTIMENT.kind.score(SENTIMENT, examples, *onehot, None, seed)
+    result = EvalResult(
+        "sentiment", "classification", len(labels), "macro_f1", s.metrics, s.per_example, "p_true_label", s.rows
+    )
+    result.data, result.split, result.warnings = "sample", "test", s.warnings
+    result.judge(s.not_better)
+    return result
+
+
+def test_a_constant_predictor_is_never_called_better_and_is_warned_about():
+    rng = np.random.default_rng(0)
+    labels = [1] * 80 + [0] * 20  # unbalanced: "always Positive" gets accuracy 0.8 and positive-class F1 0.89
+    always_wrong = [1 - y for y in labels]
+    constant = [1] * 100
+    result = scored(labels, always_wrong, constant)
+    # Every interval says tuned improved: positive-class F1, accuracy and macro-F1 all went up...
+    for name in ("positive_f1", "accuracy", "macro_f1"):
+        assert result.metrics[name]["ci95"][0] > 0, name
+    # ...but a model that predicts one class has learned nothing about telling them apart.
+    assert result.verdict == "no clear difference" and "not called better" in result.verdict_text()
+    assert any("the tuned model predicts one class only (Positive) for all 100 examples" in w for w in result.warnings)
+    # Against a base that guesses at random, the headline (macro-F1) does not flatter it either.
+    guessing = rng.integers(0, 2, 100).tolist()
+    result = scored(labels, guessing, constant)
+    assert result.verdict != "better" and result.warnings
+
+
+def test_a_skewed_predictor_is_warned_about_and_a_worse_model_is_called_worse():
+    labels = [0, 1] * 50
+    skewed = [1] * 90 + [0] * 10
+    result = scored(labels, labels, skewed)
+    assert any(
+        "predicts Positive for 90% of examples, but 50% of the labels are Positive" in w for w in result.warnings
+    )
+    assert result.verdict == "worse" and result.verdict_text().startswith("tuned is worse than base on macro_f1")
+
+
+def test_ci_and_p_value_of_a_row_come_from_the_same_metric():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 12)
+    base = np.where(rng.random(12) < 0.5, labels, 1 - labels)
+    tuned = np.where(rng.random(12) < 0.9, labels, 1 - labels)
+    row = scored(labels.tolist(), base.tolist(), tuned.tolist(), seed=7).metrics["macro_f1"]
+
+    def macro(refs, pred):
+        return f1_score(refs, pred, average="macro", zero_division=0)
+
+    # The p-value: a paired permutation test of the macro-F1 delta itself (exact: 2**12 sign patterns).
+    p = sps.permutation_test(
+        (base, tuned), lambda b, t: macro(labels, t) - macro(labels, b), permutation_type="samples", vectorized=False
+    ).pvalue
+    assert row["test"] == "permutation" and row["p_value"] == pytest.approx(p)
+    # The CI: a paired bootstrap of the same delta, as scikit-learn computes macro-F1.
+    ci = sps.bootstrap(
+        (labels, base, tuned),
+        lambda r, b, t: macro(r, t) - macro(r, b),
+        paired=True,
+        vectorized=False,
+        n_resamples=1000,
+        method="percentile",
+        random_state=np.random.default_rng(7),
+    ).confidence_interval
+    assert row["ci95"] == pytest.approx([ci.low, ci.high])
+    assert row["delta_mean"] == pytest.approx(macro(labels, tuned) - macro(labels, base))
+
+
+def test_evaluating_on_the_runs_training_rows_is_refused_and_partial_overlap_is_flagged(tiny_distilbert, tmp_path):
+    rows = [{"text": f"review number {i} {'great' if i % 2 else 'awful'}", "label": i % 2} for i in range(40)]
+    train_file, mixed_file = tmp_path / "train.jsonl", tmp_path / "mixed.jsonl"
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = [{"text": f"another text {i} {'great' if i % 2 else 'awful'}", "label": i % 2} for i in range(30)]
+    mixed_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:5] + held_out))
+    runs = tmp_path / "runs"
+    train(
+        TrainConfig(
+            task="sentiment",
+            model=tiny_distilbert,
+            data=str(train_file),
+            runs_dir=str(runs),
+            run_name="r",
+            max_steps=2,
+        ),
+        show_progress=False,
+    )
+    ctx = Context.create(runs)
+    with pytest.raises(LlmftError, match="20 of 20 evaluation examples are training examples of run r"):
+        evaluate(ctx, EvalConfig(task="sentiment", run="r", data=str(train_file), n=20), progress=False)
+    result, _ = evaluate(ctx, EvalConfig(task="sentiment", run="r", data=str(mixed_file), n=35), progress=False)
+    assert any(w.startswith("5 of 35 evaluation examples were training examples") for w in result.warnings)
+    assert result.verdict != "better" and result.data == str(mixed_file) and result.data_name() == "mixed.jsonl"
+
+
+@pytest.mark.parametrize(
+    "value,label", [("pos", 1), ("NEG", 0), ("Positive", 1), ("1", 1), ("negat", 0), ("po", None), ("meh", None)]
+)
+def test_label_names_ids_and_unique_prefixes_normalise(value, label):
+    if label is None:
+        with pytest.raises(LlmftError, match="unknown label"):
+            normalize_label(value, SENTIMENT.labels)
+    else:
+        assert normalize_label(value, SENTIMENT.labels) == label
+
+
+def test_label_mappings_are_guessed_and_applied(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,review,liked\n1,Great fun from start to end,yes\n2,Dull and far too long,no\n3,Loved it,yes\n")
+    rows = [(i, r) for i, r in enumerate([{"id": "1", "review": "Great fun", "liked": "yes"}], 2)]
+    assert guess_columns(SENTIMENT, rows)["text_column"] == "review"
+    assert guess_label_map(["yes", "no", "pos", "Negative"], SENTIMENT.labels) == ["yes=Positive", "no=Negative"]
+    with pytest.raises(LlmftError, match="reviews.csv line 2: unknown label 'yes'"):
+        load_examples(SENTIMENT, str(path), text_column="review", label_column="liked", name="reviews.csv")
+    examples = load_examples(
+        SENTIMENT, str(path), text_column="review", label_column="liked", label_map=["yes=Positive", "no=Negative"]
+    )
+    assert [ex.label for ex in examples] == [1, 0, 1]
+    with pytest.raises(LlmftError, match="must look like value=Label"):
+        load_examples(SENTIMENT, str(path), text_column="review", label_column="liked", label_map=["yes"])
+
+
+def test_a_binary_file_is_called_a_binary_file_and_named_as_uploaded(tmp_path):
+    path = tmp_path / "a1b2c3-upload.csv"
+    path.write_bytes(b"PK\x03\x04\x00\x00binary zip bytes")
+    with pytest.raises(LlmftError, match=r"^my data.csv is a binary file, not CSV text$"):
+        load_examples(SENTIMENT, str(path), name="my data.csv")
