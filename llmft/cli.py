@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import EvalConfig, TrainConfig, add_arguments
 
     parser = _Parser(prog="python -m llmft", description="Fine-tune small models with LoRA; compare base vs tuned.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("tasks", help="list the tasks and their presets")
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    debug = args.debug or os.environ.get("LLMFT_DEBUG", "") not in ("", "0")
     try:
         COMMANDS[args.command](args)
     except LlmftError as err:
@@ -210,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # the last resort: a bug or an unforeseen failure, still one line
+        if debug:
+            raise
+        from .errors import first_line
+
+        print(f"error: {type(err).__name__}: {first_line(err)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

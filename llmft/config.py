@@ -230,7 +230,9 @@ class TrainConfig:
         interval="[)",
         group="hyper",
     )
-    seed: int = param(42, "seeds sampling, LoRA init, classifier-head init and data order", group="run")
+    seed: int = param(
+        42, "seeds sampling, LoRA init, classifier-head init and data order", bounds=(0, 2**32 - 1), group="run"
+    )
     run_name: str | None = param(help="the run's name (default: task and time)", group="run")
     runs_dir: str | None = param(help="the runs home (default: $LLMFT_HOME/runs or ~/.cache/llmft/runs)")
     text_column: str | None = param(help="input text column (default: the task's)", group="columns")
@@ -299,13 +301,14 @@ class EvalConfig:
     data: str | None = param(help="test data (default: the bundled sample)")
     split: str | None = param(help="split of the sample or hub dataset (default: the task's test split)")
     n: int | None = param(help="number of test examples (default: the preset's)", bounds=(1, 1_000_000))
-    seed: int = param(0, "seed of the example sample and the bootstrap")
+    seed: int = param(0, "seed of the example sample and the bootstrap", bounds=(0, 2**32 - 1))
     scorer: str | None = param(
         help="BERTScore scorer (default roberta-large; offline the packaged MiniLM)", flag="--bertscore-model"
     )
     max_new_tokens: int | None = param(help="generated tokens at most (default: the task's)", bounds=(1, 4096))
     batch_size: int = param(32, "texts per inference batch", bounds=(1, 1024))
-    out: str | None = param(help="also write examples.csv, summary.json, boxplot.html here")
+    out: str | None = param(help="also write examples.csv, summary.json and the plots here (a new or empty folder)")
+    overwrite: bool = param(False, "replace the results in a non-empty --out folder")
     runs_dir: str | None = param(help="the runs home")
     text_column: str | None = param(help="input text column (default: the task's)")
     target_columns: list[str] | None = param(

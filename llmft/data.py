@@ -178,7 +178,10 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
         if suffix == ".parquet":
             import pandas as pd
 
-            frame = pd.read_parquet(path)
+            try:
+                frame = pd.read_parquet(path)
+            except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
+                raise LlmftError(f"{path} is not a readable Parquet file ({type(err).__name__})") from None
             return [(i + 1, row) for i, row in enumerate(frame.to_dict("records"))]
         return _read_delimited(path, "\t" if suffix == ".tsv" else ",")
     except UnicodeDecodeError as err:
@@ -195,6 +198,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise LlmftError(f"{path} line {line_no}: not valid JSON ({err.msg})") from None
+            except RecursionError:
+                raise LlmftError(f"{path} line {line_no}: JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise LlmftError(f"{path} line {line_no}: expected a JSON object, got {type(record).__name__}")
             rows.append((line_no, record))
@@ -206,6 +211,8 @@ def _read_json(path: Path) -> list[tuple[int, dict]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise LlmftError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise LlmftError(f"{path}: JSON nested too deeply") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

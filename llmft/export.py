@@ -87,6 +87,8 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, runs_dir: 
     if info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
         raise LlmftError(f"run {run} has no final adapter (status {info.get('status')}): nothing to export")
     out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise LlmftError(f"{out} is a file; --out needs a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise LlmftError(f"{out} exists and is not empty; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)

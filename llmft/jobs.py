@@ -97,6 +97,10 @@ class Job:
                 return "starting"
             return f"failed: {self.error or 'the training process ended before it started the run'}"
         status = info.get("status", FAILED)
+        code = self.process.poll() if self.process is not None else None
+        if status == FAILED and code is not None and _raw_status(self.run_dir) == RUNNING:
+            # Our child has ended but the watcher has not recorded it yet: say how it ended, not "interrupted".
+            return f"failed: {self.kill_reason or _exit_reason(code)}"
         if status == FAILED:
             return f"failed: {info.get('error') or 'unknown error'}"
         return status
@@ -235,6 +239,14 @@ class Jobs:
             _signal_group(job.pid, signal.SIGKILL)
             if job.process is None:  # an adopted child: no watcher thread records its end
                 update_run(job.run_dir, status=CANCELLED, error=job.kill_reason, log_tail=job.tail())
+
+
+def _raw_status(run_dir: Path) -> str | None:
+    """run.json's status as written (no liveness check), or None when it cannot be read."""
+    try:
+        return read_run_raw(run_dir).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_run_raw(run_dir: Path) -> dict:

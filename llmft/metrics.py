@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,7 +70,9 @@ def rougeL(predictions, references):  # noqa: N802 - the metric's name
 class BertScorer:
     """A warm bert_score scorer; the model name it was built from is recorded with every result."""
 
-    _cache: dict[str, BertScorer] = {}
+    _cache: OrderedDict = OrderedDict()
+    CACHE_SIZE = 2
+    """Scorers kept warm; a server asked for many scorer models must not keep them all (roberta-large is 1.4 GB)."""
 
     def __init__(self, model: str):
         try:
@@ -90,6 +93,9 @@ class BertScorer:
     def get(cls, model: str) -> BertScorer:
         if model not in cls._cache:
             cls._cache[model] = cls(model)
+            while len(cls._cache) > cls.CACHE_SIZE:
+                cls._cache.popitem(last=False)
+        cls._cache.move_to_end(model)
         return cls._cache[model]
 
     def f1(self, predictions: list[str], references: list[tuple[str, ...]]) -> list[float]:

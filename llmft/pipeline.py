@@ -70,6 +70,8 @@ def evaluate(
     task = get_task(config.task)
     if config.scorer:
         check_model_ref(config.scorer, ctx.allowed_roots)
+    if config.out:
+        _check_out(Path(config.out).expanduser(), config.overwrite)
     # Read the data first: a bad file should fail before minutes of model loading.
     split = config.split or task.test_split
     examples = load_examples(task, config.data, split, **config.columns())
@@ -107,6 +109,14 @@ def evaluate(
     if config.out:
         written.append(result.write(config.out))
     return result, written
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to write into a file, or over earlier results unless asked to."""
+    if out.exists() and not out.is_dir():
+        raise LlmftError(f"{out} is a file; --out needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LlmftError(f"{out} is not empty: choose a new folder, or pass --overwrite to replace its results")
 
 
 MAX_TRAINING_OVERLAP = 0.5

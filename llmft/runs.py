@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import LlmftError
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
-RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # whole name: fullmatch (no trailing newline)
 
 
 def runs_home(runs_dir: str | os.PathLike | None = None) -> Path:
@@ -35,12 +35,17 @@ def runs_home(runs_dir: str | os.PathLike | None = None) -> Path:
         home = Path("/data/llmft/runs")
     else:
         home = Path("~/.cache/llmft/runs").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    if home.exists() and not home.is_dir():
+        raise LlmftError(f"the runs home {home} is a file, not a folder; pass another --runs-dir")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LlmftError(f"cannot create the runs home {home}: {err.strerror or err}") from None
     return home
 
 
 def check_run_name(name: str) -> str:
-    if not RUN_NAME_RE.match(name or ""):
+    if not isinstance(name, str) or not RUN_NAME_RE.fullmatch(name):
         raise LlmftError(f"invalid run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
     return name
 
@@ -68,8 +73,10 @@ def read_run(run_dir: Path) -> dict:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LlmftError(f"no run at {run_dir}") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise LlmftError(f"run.json of {run_dir} is unreadable") from None
+    if not isinstance(info, dict):
+        raise LlmftError(f"run.json of {run_dir} is not a JSON object")
     if info.get("status") == RUNNING and not process_alive(info):
         info["status"] = FAILED
         info["error"] = "interrupted: the training process ended without finishing"

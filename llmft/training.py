@@ -104,6 +104,12 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
     if resume:
         if not (run_dir / "run.json").is_file():
             raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
+        live = read_run(run_dir) if int(os.environ.get("RANK", "0")) == 0 else {}
+        if live.get("status") == RUNNING:  # read_run reports a dead trainer's run as failed
+            raise LlmftError(
+                f"run {config.run_name} is still training (pid {live.get('pid')} on {live.get('host')}); "
+                "cancel it before resuming"
+            )
     elif int(os.environ.get("RANK", "0")) == 0 and run_dir.exists():
         raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
     model_ref = resolve_model(task, config.model, roots)
@@ -362,6 +368,8 @@ class _ProgressCallback(TrainerCallback):
         if not logs or "loss" not in logs:
             return
         self.last_loss = float(logs["loss"])
+        # A resumed run repeats the steps after its last checkpoint: keep one entry per step, the newest.
+        self.history = [h for h in self.history if h["step"] < state.global_step]
         self.history.append({"step": state.global_step, "loss": round(self.last_loss, 5)})
         self.tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         elapsed = time.time() - self.started

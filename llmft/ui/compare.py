@@ -76,6 +76,7 @@ def compare(ctx, task_name, model, adapter_choice, text, reference, max_new_toke
         yield outputs()
     scores = ""
     if reference and reference.strip():
+        reference, _ = normalize_text(reference)  # capped like the text: scoring cost grows with its length
         # Escaped: the reference is user text and must not render as markup.
         rows = task.kind.score_reference(task, [view["base"]["text"], view["tuned"]["text"]], reference.strip())
         table = "\n".join(f"| {m} | {_score(s[0])} | {_score(s[1])} |" for m, s in rows)

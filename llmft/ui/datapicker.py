@@ -35,6 +35,7 @@ def preview(task_name, path, *current):
     if not path:
         return gr.update(value=None), *(gr.update(choices=[], value=None) for _ in COLUMNS), gr.update(value="")
     task = get_task(task_name)
+    refuse_url(path)
     rows = read_rows(Path(path), Path(path).name)
     if not rows:
         raise LlmftError(f"{Path(path).name} has no rows")
@@ -50,6 +51,12 @@ def preview(task_name, path, *current):
         mapping = ", ".join(guess_label_map([r.get(label_col) for _, r in rows[:5000]], task.labels))
     updates = [gr.update(choices=names, value=value) for value in chosen]
     return frame, *updates, gr.update(value=mapping)
+
+
+def refuse_url(path: str) -> None:
+    """An upload is a file the server received, never a URL for the server to fetch."""
+    if "://" in str(path) or str(path).lower().startswith(("http:", "https:", "file:")):
+        raise LlmftError("an upload must be a file sent with the request, not a URL")
 
 
 def keep_upload(ctx, path: str) -> str:
@@ -148,6 +155,7 @@ class DataPicker:
             upload = values.get("upload")
             if not upload:
                 raise LlmftError("upload a data file, or choose another data source")
+            refuse_url(upload)
             name = Path(upload).name
             load_examples(task, upload, "train", name=name, **fields)  # the same checks training makes
             return {"data": keep_upload(self.ctx, upload), **fields}
