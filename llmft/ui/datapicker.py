@@ -21,7 +21,9 @@ PREVIEW_ROWS = 5
 
 
 def column_visibility(task_name: str) -> list:
-    """Show the column pickers (and the label mapping) that the task's kind reads."""
+    """Show the column pickers (and the label mapping) that the task's kind reads (all of them, no task yet)."""
+    if not task_name:
+        return [gr.update(visible=True) for _ in (*COLUMNS, "label_map")]
     fields = get_task(task_name).kind.column_fields
     return [gr.update(visible=name in fields) for name in COLUMNS] + [gr.update(visible="label_column" in fields)]
 
@@ -103,6 +105,8 @@ class DataPicker:
                 placeholder="pos=Positive, neg=Negative",
                 info="value=Label pairs for label values that are not the task's label names or ids",
             )
+        self.kind_fields = [*self.columns.values(), self.label_map]
+        """Widgets shown only for kinds that read them (see `column_visibility`; set on page load too)."""
         extra = [self.split] if self.split is not None else []
         self.names = ["source", "hub_id", *(["split"] if extra else []), "upload", *COLUMNS, "label_map"]
         self.inputs = [self.source, self.hub_id, *extra, self.upload, *self.columns.values(), self.label_map]
@@ -129,7 +133,7 @@ class DataPicker:
             api_name="preview",
             show_progress_on=[self.table],  # an error marks the preview only, never the column pickers
         )
-        task.change(column_visibility, task, [*self.columns.values(), self.label_map], api_name=False)
+        task.change(column_visibility, task, self.kind_fields, api_name=False)
 
     def resolve(self, task_name: str, values: dict) -> dict:
         """Config fields (data, split, columns, label_map) from the picker's values; an upload is checked here,
