@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 from .errors import LlmftError
 
@@ -168,13 +168,9 @@ def hyperparameters(cls, config: dict) -> list[tuple[str, object]]:
     return [(name, config.get(name)) for name in names if config.get(name) is not None]
 
 
-def form_fields(cls, group: str | None, all_groups: bool = False) -> list:
-    """The fields the Fine-tune form shows in `group` (every field with metadata if `all_groups`)."""
-    return [f for f in schema(cls) if all_groups or f.metadata["group"] == group]
-
-
-def to_json(config) -> dict:
-    return asdict(config)
+def form_fields(cls, group: str) -> list:
+    """The fields the Fine-tune form shows in `group`."""
+    return [f for f in schema(cls) if f.metadata["group"] == group]
 
 
 @dataclass

@@ -203,11 +203,7 @@ class Jobs:
         if not info:
             job.error = _error_line(job.log) or f"the training process exited with status {code}"
             return
-        try:
-            raw = read_run_raw(job.run_dir)
-        except (OSError, ValueError):
-            return
-        if raw.get("status") == RUNNING:
+        if _raw_status(job.run_dir) == RUNNING:
             why = job.kill_reason or _exit_reason(code)
             status = CANCELLED if job.cancel_requested else FAILED
             update_run(job.run_dir, status=status, error=why, log_tail=job.tail())
@@ -242,17 +238,13 @@ class Jobs:
 
 
 def _raw_status(run_dir: Path) -> str | None:
-    """run.json's status as written (no liveness check), or None when it cannot be read."""
-    try:
-        return read_run_raw(run_dir).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def read_run_raw(run_dir: Path) -> dict:
+    """run.json's status as written (no liveness check, unlike `runs.read_run`), or None when unreadable."""
     import json
 
-    return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _signal_group(pid: int | None, sig: int) -> None:

@@ -43,7 +43,6 @@ class Kind:
     """The metric a verdict and the Runs table quote."""
     example_metric: str = ""
     """The per-example metric that the scatter plot and the examples table sort by."""
-    higher_is_better: dict[str, bool] = {}
     column_fields: tuple[str, ...] = ("text_column",)
     """TrainConfig / EvalConfig column fields that apply to this kind."""
     fresh_head: bool = False

@@ -38,7 +38,7 @@ def data_label(source: str | None) -> str:
 
     if not source or source == "sample":
         return "sample"
-    if "/" in source and (source.startswith("/") or os.sep in source) and Path(source).suffix:
+    if Path(source).is_absolute():  # a local file (recorded absolute by `data.describe_source`)
         return re.sub(f"^{UPLOAD_PREFIX_RE}", "", Path(source).name)
     return source
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..config import TrainConfig, field_type, form_fields, label_of
+from ..config import TrainConfig, field_type, form_fields, label_of, schema
 from ..errors import LlmftError
 from ..plots import loss_curve
 from ..tasks import get_task, task_names
@@ -55,7 +55,7 @@ def form_to_config(ctx, picker, names: list[str], values: list, config_cls=Train
     """The config the form describes (`names[i]` is the field or picker key of `values[i]`)."""
     form = dict(zip(names, values))
     kwargs = {}
-    for f in form_fields(config_cls, None, all_groups=True):
+    for f in schema(config_cls):
         if f.name in form and f.metadata["group"] not in ("data", "columns"):
             value = _convert(config_cls, f, form[f.name])
             if value is not None or f.default is None:
@@ -71,7 +71,7 @@ def restore(ctx, names: list[str], config_cls=TrainConfig) -> list:
     config = (job.info().get("config") if job is not None and job.running else None) or {}
     if not config:
         return [gr.update() for _ in names] + [gr.update()]
-    fields = {f.name for f in form_fields(config_cls, None, all_groups=True)}
+    fields = {f.name for f in schema(config_cls)}
     values = []
     for name in names:
         value = config.get(name)
