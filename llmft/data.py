@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import LlmftError, first_line
 from .refs import parse_ref
-from .tasks import TaskSpec
+from .tasks import MAX_LABELS, TaskSpec
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -66,6 +66,23 @@ def load_examples(
     Returns:
         The examples, in file order.
     """
+    rows, where = source_rows(task, source, split, name)
+    if not task.labels and task.label_column:
+        raise LlmftError(
+            f"task {task.name!r} lists no labels: train a run first (it reads them from its data and keeps "
+            "them), or list labels in the task file"
+        )
+    overrides = {
+        "text_column": text_column,
+        "target_columns": target_columns,
+        "label_column": label_column,
+        "label_map": parse_label_map(label_map, task.labels),
+    }
+    return _to_examples(task, rows, where, overrides)
+
+
+def source_rows(task: TaskSpec, source: str | None, split: str, name: str | None = None):
+    """The raw rows of `source` as (line number, record) pairs, and what to call the source in errors."""
     if source in (None, "", SAMPLE):
         path = bundled_path(task, split)
         if not path.exists():
@@ -79,13 +96,28 @@ def load_examples(
         rows, where = _read_hub(ref.value, split), f"{source} [{split}]"
     if not rows:
         raise LlmftError(f"no examples in {where}")
-    overrides = {
-        "text_column": text_column,
-        "target_columns": target_columns,
-        "label_column": label_column,
-        "label_map": parse_label_map(label_map, task.labels),
-    }
-    return _to_examples(task, rows, where, overrides)
+    return rows, where
+
+
+def infer_labels(task: TaskSpec, source: str | None, split: str, label_column: str | None = None) -> tuple:
+    """The class names of a task that lists none: the distinct values of its label column, as written
+    (case kept), in numeric order when they are all whole numbers and in sorted order otherwise."""
+    rows, where = source_rows(task, source, split)
+    column = label_column or task.label_column
+    if column not in rows[0][1]:
+        raise LlmftError(f"column {column!r} not found in {where}; columns are: {', '.join(sorted(rows[0][1]))}")
+    values = {str(row.get(column)).strip() for _, row in rows if row.get(column) is not None}
+    values.discard("")
+    if len(values) < 2:
+        raise LlmftError(
+            f"{where}: column {column!r} has one label only ({', '.join(values) or 'none'}); "
+            "a classifier needs at least two"
+        )
+    if len(values) > MAX_LABELS:
+        raise LlmftError(f"{where}: column {column!r} has {len(values)} distinct values, over {MAX_LABELS} labels")
+    if all(re.fullmatch(r"[+-]?[0-9]+", v) for v in values):
+        return tuple(sorted(values, key=int))
+    return tuple(sorted(values))
 
 
 def text_hash(text: str) -> str:
@@ -257,12 +289,14 @@ def _to_examples(task, rows, where, overrides) -> list[Example]:
     for name in (c for names in columns.values() for c in names):
         if name not in present:
             raise LlmftError(f"column {name!r} not found in {where}; columns are: {', '.join(sorted(present))}")
-    text_col = columns["text"][0]
     examples = []
     for line_no, row in rows:
-        text = row.get(text_col)
-        if not isinstance(text, str) or not text.strip():
-            raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
+        for text_col in columns["text"]:
+            text = row.get(text_col)
+            if not isinstance(text, str) or not text.strip():
+                raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
+        if task.input_columns:  # a prompt over several columns: the example's text is the filled prompt
+            text = task.render(row)
         ident = str(row.get("id", row.get("fname", line_no)))
         try:
             fields = task.kind.parse_row(task, row, columns, overrides)

@@ -13,12 +13,12 @@ from .models import load_model, resolve_model
 from .refs import is_hub_id
 from .results import EvalResult
 from .runs import COMPLETED, find_run, latest_evaluation, read_run
-from .tasks import get_task
+from .tasks import task_of_run
 
 
 def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
     """README.md for an exported run: what it is, how it was made, and its latest evaluation."""
-    task = get_task(info["task"])
+    task = task_of_run(info)
     cfg = info.get("config", {})
     rows = "\n".join(f"| {k} | {v} |" for k, v in hyperparameters(TrainConfig, cfg))
     library = "transformers" if merged else "peft"
@@ -29,7 +29,7 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
         "tags:",
         "- llmft",
         "- lora",
-        f"- {task.kind.name}",
+        f"- {info.get('kind', task.kind.name)}",
         "---",
         "",
         f"# {info['name']}",
@@ -95,7 +95,7 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, runs_dir: 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if merge:
-            task = get_task(info["task"])
+            task = task_of_run(info)
             loaded = load_model(
                 task,
                 resolve_model(task, info["base_model"]),

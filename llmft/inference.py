@@ -46,13 +46,14 @@ class GenerationSettings:
                 )
 
 
-def _length_sorted_batches(tokenizer, texts, batch_size, max_len, max_batch_tokens):
+def _length_sorted_batches(tokenizer, texts, batch_size, max_len, max_batch_tokens, special_tokens=True):
     """Indices in batches of similar token length, longest first, so padding stays small.
 
     A batch holds at most `batch_size` texts and at most `max_batch_tokens` padded input tokens, so short
     dialogues go 32 at a time while 1024-token documents go in smaller batches that keep memory bounded.
     """
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+    encoded = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=special_tokens)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     batches, current = [], []
     for i in order:
@@ -72,11 +73,16 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
     Base or tuned is chosen per row (peft's `adapter_names`), never by switching the shared model; peft
     injects that choice through forward hooks on the shared modules, so each batch holds the model's lock.
     """
-    prompts = [loaded.task.format_prompt(t) for t in texts]
+    prompts = prompts_of(loaded, texts, settings)
     desc = f"{verb} {'tuned' if tuned else 'base'}"
     results = [None] * len(prompts)
     batches = _length_sorted_batches(
-        loaded.tokenizer, prompts, settings.batch_size, settings.max_input_tokens, settings.max_batch_tokens
+        loaded.tokenizer,
+        prompts,
+        settings.batch_size,
+        settings.max_input_tokens,
+        settings.max_batch_tokens,
+        loaded.task.kind.special_tokens(loaded.tokenizer),
     )
     done = 0
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
@@ -91,24 +97,53 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
     return results
 
 
+def prompts_of(loaded, texts, settings) -> list[str]:
+    """The prompts the model reads for `texts`, as its kind builds them (task template, chat template)."""
+    return loaded.task.kind.prompts(loaded.task, loaded.tokenizer, list(texts), settings.max_input_tokens)
+
+
 def _encode(loaded, prompts, settings):
     return loaded.tokenizer(
-        prompts, padding=True, truncation=True, max_length=settings.max_input_tokens, return_tensors="pt"
+        prompts,
+        padding=True,
+        truncation=True,
+        max_length=settings.max_input_tokens,
+        return_tensors="pt",
+        add_special_tokens=loaded.task.kind.special_tokens(loaded.tokenizer),
     ).to(loaded.device)
 
 
-def _generate_kwargs(settings, num_beams=None) -> dict:
+def stop_tokens(loaded) -> list[int]:
+    """Token ids that end an output: the model's generation EOS ids and the tokenizer's EOS (an instruct
+    model's end-of-turn token)."""
+    config_eos = loaded.model.generation_config.eos_token_id
+    ids = config_eos if isinstance(config_eos, list) else [config_eos]
+    ids = [*ids, loaded.tokenizer.eos_token_id]
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
+
+
+def _generate_kwargs(loaded, settings, num_beams=None) -> dict:
     return dict(
         max_new_tokens=settings.max_new_tokens,
         min_new_tokens=settings.min_new_tokens or None,
         num_beams=num_beams or settings.num_beams,
         do_sample=False,
+        eos_token_id=stop_tokens(loaded),
+        pad_token_id=loaded.tokenizer.pad_token_id,
     )
 
 
-def _seq2seq_inputs(enc) -> dict:
-    # Tokenizers such as BERT's add token_type_ids, which seq2seq models do not take.
+def _model_inputs(enc) -> dict:
+    # Tokenizers such as BERT's add token_type_ids, which generative models do not take.
     return {k: enc[k] for k in ("input_ids", "attention_mask")}
+
+
+def _new_tokens(loaded, enc, out):
+    """The generated part of `generate`'s output: a decoder-only model returns the prompt before it (all
+    prompts end at the same column under left padding)."""
+    if getattr(loaded.model.config, "is_encoder_decoder", False):
+        return out
+    return out[:, enc["input_ids"].shape[1] :]
 
 
 def generate(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bool, **progress) -> list[str]:
@@ -116,8 +151,9 @@ def generate(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bo
     `on_progress` as in `run_batches`."""
 
     def step(enc, selection):
-        out = loaded.model.generate(**_seq2seq_inputs(enc), **_generate_kwargs(settings), **selection)
-        return [s.strip() for s in loaded.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        out = loaded.model.generate(**_model_inputs(enc), **_generate_kwargs(loaded, settings), **selection)
+        new = _new_tokens(loaded, enc, out)
+        return [s.strip() for s in loaded.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     return run_batches(loaded, texts, settings, tuned, step, "generating", **progress)
 
@@ -135,8 +171,9 @@ SIDES = ("base", "tuned")
 
 
 def _input_stats(loaded, text: str, settings) -> tuple[str, int, bool]:
-    prompt = loaded.task.format_prompt(text)
-    n_tokens = len(loaded.tokenizer(prompt)["input_ids"])
+    prompt = prompts_of(loaded, [text], settings)[0]
+    special = loaded.task.kind.special_tokens(loaded.tokenizer)
+    n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special)["input_ids"])
     return prompt, min(n_tokens, settings.max_input_tokens), n_tokens > settings.max_input_tokens
 
 
@@ -156,16 +193,15 @@ def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSet
 
     updates: queue.Queue = queue.Queue()
     prompt, _, truncated = _input_stats(loaded, text, settings)
-    enc = _seq2seq_inputs(_encode(loaded, [prompt, prompt], settings))
-    config = loaded.model.generation_config
-    stops = {t for t in (config.eos_token_id, config.pad_token_id) if isinstance(t, int)}
+    enc = _model_inputs(_encode(loaded, [prompt, prompt], settings))
+    stops = {*stop_tokens(loaded), loaded.tokenizer.pad_token_id}
 
     class _Streamer(BaseStreamer):
         def __init__(self):
             self.ids, self.done, self.first = [[], []], [False, False], True
 
         def put(self, value):
-            if self.first:  # the decoder start tokens, not outputs
+            if self.first:  # the decoder start tokens (or a decoder-only model's prompt), not outputs
                 self.first = False
                 return
             for row, token in enumerate(value.reshape(-1).tolist()):
@@ -182,7 +218,10 @@ def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSet
         try:
             with loaded.lock, torch.inference_mode():
                 loaded.model.generate(
-                    **enc, **_generate_kwargs(settings, 1), **loaded.selection([False, True]), streamer=_Streamer()
+                    **enc,
+                    **_generate_kwargs(loaded, settings, 1),
+                    **loaded.selection([False, True]),
+                    streamer=_Streamer(),
                 )
         except Exception as err:  # surfaced to the caller below
             updates.put(err)

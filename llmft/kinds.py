@@ -33,6 +33,10 @@ class Scored:
     """Why the tuned model must not be called better whatever the interval says (None: no such reason)."""
 
 
+ALL_LINEAR = "all-linear"
+"""peft's LoRA target for every linear layer but the output head."""
+
+
 class Kind:
     """The interface every task kind implements."""
 
@@ -51,6 +55,9 @@ class Kind:
     """Compare shows class probabilities rather than streamed text."""
     generates: bool = False
     """Outputs are generated text (max new tokens applies)."""
+    family: str = ""
+    """What a task asks for, whatever the model: `generate` or `classify` (a task file's `type`). Kinds of one
+    family are interchangeable for a task; the model's architecture picks one (`for_model`)."""
 
     def __str__(self) -> str:
         return self.name
@@ -61,6 +68,25 @@ class Kind:
     def load_model(self, spec, model_ref: str, **kwargs):
         raise NotImplementedError
 
+    def for_model(self, config) -> Kind:
+        """The kind of this family that fits a model with this transformers config (default: this one)."""
+        return self
+
+    def prompts(self, spec, tokenizer, texts, max_input_tokens: int) -> list[str]:
+        """The prompts the model reads for `texts` (the task's template filled in; a chat template applied)."""
+        return [spec.format_prompt(t) for t in texts]
+
+    def special_tokens(self, tokenizer) -> bool:
+        """`add_special_tokens` when tokenizing a prompt."""
+        return True
+
+    def run_info(self, tokenizer) -> dict:
+        """What run.json records about how prompts were built."""
+        return {}
+
+    def prepare_tokenizer(self, tokenizer) -> None:
+        """Set what this kind needs of a freshly loaded tokenizer (padding side...)."""
+
     def lora_config(self, model, targets: list[str], r: int, alpha: int, dropout: float):
         from peft import LoraConfig
 
@@ -69,7 +95,7 @@ class Kind:
             r=r,
             lora_alpha=alpha,
             lora_dropout=dropout,
-            target_modules=targets,
+            target_modules=ALL_LINEAR if list(targets) == [ALL_LINEAR] else targets,
             modules_to_save=self.modules_to_save(model) or None,
         )
 
@@ -81,7 +107,7 @@ class Kind:
 
     def columns(self, spec, present: set[str], overrides: dict) -> dict[str, list[str]]:
         """The columns each role reads: {"text": [...], ...}, with the user's overrides applied."""
-        return {"text": [overrides.get("text_column") or spec.text_column]}
+        return {"text": list(spec.input_columns) or [overrides.get("text_column") or spec.text_column]}
 
     def parse_row(self, spec, row: dict, columns: dict[str, list[str]], overrides: dict) -> dict:
         """The kind's fields of one `Example` (references or label) from a data row (`overrides`: the user's
@@ -148,10 +174,14 @@ class Seq2Seq(Kind):
     headline = example_metric = "overall"  # the mean of ROUGE-1/2/L and BERTScore-F1, per example
     column_fields = ("text_column", "target_columns")
     generates = True
+    family = "generate"
 
     def validate(self, spec):
         if not spec.target_columns:
             raise ValueError(f"seq2seq task {spec.name!r} needs target_columns")
+
+    def for_model(self, config):
+        return CAUSAL_LM if is_decoder_only(config) else SEQ2SEQ
 
     def load_model(self, spec, model_ref, **kwargs):
         from transformers import AutoModelForSeq2SeqLM
@@ -181,7 +211,7 @@ class Seq2Seq(Kind):
         return {"references": refs}
 
     def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
-        rows = _encode_inputs(spec, tokenizer, examples, max_input_tokens)
+        rows = _encode_inputs(self, spec, tokenizer, examples, max_input_tokens)
         # The first reference is the training target.
         targets = tokenizer(
             text_target=[ex.references[0] for ex in examples], truncation=True, max_length=max_target_tokens
@@ -210,7 +240,7 @@ class Seq2Seq(Kind):
         from .metrics import resolve_scorer, scorer_record, summary_scores
         from .stats import paired_comparison
 
-        scorer = resolve_scorer(scorer)
+        scorer = resolve_scorer(scorer) if "bertscore" in spec.metrics else None
         refs = [ex.references for ex in examples]
         scores = []
         for done, (side, outputs) in enumerate((("base", base_out), ("tuned", tuned_out))):
@@ -218,9 +248,10 @@ class Seq2Seq(Kind):
                 on_progress(f"scoring {side}", done * len(examples), 2 * len(examples))
             # bert_score's own verbose bar reports nonsense timings (0.3.13), so llmft says what it is doing.
             if progress:
-                print(f"scoring {side} outputs (ROUGE, BERTScore with {scorer})...", end="", file=sys.stderr)
+                names = ", ".join(m if m != "bertscore" else f"bertscore with {scorer}" for m in spec.metrics)
+                print(f"scoring {side} outputs ({names})...", end="", file=sys.stderr)
             started = time.perf_counter()
-            scores.append(summary_scores(outputs, refs, scorer))
+            scores.append(summary_scores(outputs, refs, scorer, spec.metrics))
             if progress:
                 print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
         base_scores, tuned_scores = scores
@@ -236,12 +267,13 @@ class Seq2Seq(Kind):
             row.update({f"base_{m}": base_scores[m][i] for m in base_scores})
             row.update({f"tuned_{m}": tuned_scores[m][i] for m in tuned_scores})
             rows.append(row)
-        return Scored(metrics, rows, list(base_scores), {"scorer": scorer_record(scorer)})
+        return Scored(metrics, rows, list(base_scores), {"scorer": scorer_record(scorer) if scorer else None})
 
     def score_reference(self, spec, outputs, reference):
         from .metrics import resolve_scorer, summary_scores
 
-        scores = summary_scores(outputs, [(reference,)] * len(outputs), resolve_scorer(None))
+        scorer = resolve_scorer(None) if "bertscore" in spec.metrics else None
+        scores = summary_scores(outputs, [(reference,)] * len(outputs), scorer, spec.metrics)
         return list(scores.items())
 
 
@@ -255,11 +287,13 @@ class Classification(Kind):
     column_fields = ("text_column", "label_column")
     fresh_head = True
     shows_probabilities = True
+    family = "classify"
     HEAD_MODULES = ("pre_classifier", "classifier", "score")
     """Classification heads that from_pretrained initialises fresh and LoRA must train in full."""
 
     def validate(self, spec):
-        if not spec.label_column or len(spec.labels) < 2:
+        from_data = spec.definition is not None and not spec.labels  # a task file's labels are read from data
+        if not spec.label_column or (len(spec.labels) < 2 and not from_data):
             raise ValueError(f"classification task {spec.name!r} needs label_column and at least two labels")
 
     def load_model(self, spec, model_ref, **kwargs):
@@ -294,7 +328,7 @@ class Classification(Kind):
         return {"label": mapped if mapped is not None else normalize_label(value, spec.labels)}
 
     def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
-        rows = _encode_inputs(spec, tokenizer, examples, max_input_tokens)
+        rows = _encode_inputs(self, spec, tokenizer, examples, max_input_tokens)
         for row, ex in zip(rows, examples):
             row["labels"] = ex.label
         return rows
@@ -319,7 +353,12 @@ class Classification(Kind):
         return spec.labels[example.label]
 
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
-        from .metrics import classification_report, corpus_classification_scores, corpus_metric_names
+        from .metrics import (
+            classification_report,
+            corpus_classification_scores,
+            corpus_metric_names,
+            per_class_report,
+        )
         from .stats import paired_aggregate, paired_comparison
 
         labels = spec.labels
@@ -360,6 +399,10 @@ class Classification(Kind):
             "confusion_matrix": {
                 "base": classification_report(base_pred, y, labels)["confusion_matrix"],
                 "tuned": classification_report(tuned_pred, y, labels)["confusion_matrix"],
+            },
+            "per_class": {
+                "base": per_class_report(base_pred, y, labels),
+                "tuned": per_class_report(tuned_pred, y, labels),
             },
         }
         warnings, not_better = prediction_warnings(labels, y, base_pred, tuned_pred)
@@ -406,13 +449,117 @@ def prediction_warnings(labels, references, base_pred, tuned_pred) -> tuple[list
     return warnings, not_better
 
 
-def _encode_inputs(spec, tokenizer, examples, max_input_tokens) -> list[dict]:
+def _encode_inputs(kind, spec, tokenizer, examples, max_input_tokens) -> list[dict]:
     """Token ids (unpadded: the collator pads each batch to its own longest) of the prompted inputs."""
     features = tokenizer(
-        [spec.format_prompt(ex.text) for ex in examples], truncation=True, max_length=max_input_tokens
+        kind.prompts(spec, tokenizer, [ex.text for ex in examples], max_input_tokens),
+        truncation=True,
+        max_length=max_input_tokens,
+        add_special_tokens=kind.special_tokens(tokenizer),
     )
     return [{"input_ids": i, "attention_mask": m} for i, m in zip(features["input_ids"], features["attention_mask"])]
 
 
+def is_decoder_only(config) -> bool:
+    """Whether a transformers config describes a decoder-only language model (Llama, Qwen, Gemma, GPT-2...).
+
+    BERT-style encoders also have a causal-LM class in transformers, so the architectures the checkpoint was
+    saved with must be a causal LM too (`...ForCausalLM`, `...LMHeadModel`).
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if getattr(config, "is_encoder_decoder", False) or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return False
+    architectures = getattr(config, "architectures", None) or []
+    return not architectures or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+
+
+class CausalLM(Seq2Seq):
+    """Generate the target after the prompt with a decoder-only model (SmolLM2, Qwen, Llama, Gemma, GPT-2).
+
+    The prompt is the tokenizer's chat template around the task prompt (user turn) when it has one, the
+    plain task prompt otherwise; the target follows, then EOS. Loss is on the target tokens only. Batched
+    generation pads on the left, and outputs are decoded without the prompt. Scoring is Seq2Seq's.
+    """
+
+    name = "causal_lm"
+    peft_task_type = "CAUSAL_LM"
+
+    def load_model(self, spec, model_ref, **kwargs):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_ref, **kwargs)
+
+    @staticmethod
+    def has_template(tokenizer) -> bool:
+        return bool(getattr(tokenizer, "chat_template", None))
+
+    def special_tokens(self, tokenizer):
+        return not self.has_template(tokenizer)  # a chat template writes BOS and role markers itself
+
+    def _wrap(self, tokenizer, prompt: str) -> str:
+        if not self.has_template(tokenizer):
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompts(self, spec, tokenizer, texts, max_input_tokens):
+        """Each prompt fits `max_input_tokens` whole: a long input text is cut, never the template around it
+        (cutting the end would drop the assistant turn the answer must follow)."""
+        frame = self._wrap(tokenizer, spec.format_prompt(""))
+        overhead = len(tokenizer(frame, add_special_tokens=self.special_tokens(tokenizer))["input_ids"])
+        budget = max(1, max_input_tokens - overhead)
+        out = []
+        for text in texts:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            if len(enc["input_ids"]) > budget:
+                text = text[: enc["offset_mapping"][budget - 1][1]]
+            out.append(self._wrap(tokenizer, spec.format_prompt(text)))
+        return out
+
+    def prepare_tokenizer(self, tokenizer):
+        tokenizer.padding_side = "left"  # batched generation continues every row right after its prompt
+
+    def run_info(self, tokenizer):
+        if self.has_template(tokenizer):
+            return {"prompt_format": "chat_template", "chat_template": tokenizer.chat_template}
+        return {"prompt_format": "plain", "chat_template": None}
+
+    def collator(self, tokenizer, model):
+        import copy
+
+        from transformers import DataCollatorForSeq2Seq
+
+        # Training pads on the right (labels and inputs alike); generation pads on the left.
+        right = copy.copy(tokenizer)
+        right.padding_side = "right"
+        return DataCollatorForSeq2Seq(right, model=None, label_pad_token_id=-100, padding=True)
+
+    def features(self, spec, tokenizer, examples, max_input_tokens, max_target_tokens):
+        prompts = tokenizer(
+            self.prompts(spec, tokenizer, [ex.text for ex in examples], max_input_tokens),
+            add_special_tokens=self.special_tokens(tokenizer),
+        )["input_ids"]
+        targets = tokenizer(
+            [ex.references[0] for ex in examples],
+            add_special_tokens=False,
+            truncation=True,
+            max_length=max(1, max_target_tokens - 1),
+        )["input_ids"]
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        rows = []
+        for prompt, target in zip(prompts, targets):
+            answer = list(target) + eos
+            rows.append(
+                {
+                    "input_ids": list(prompt) + answer,
+                    "attention_mask": [1] * (len(prompt) + len(answer)),
+                    "labels": [-100] * len(prompt) + answer,  # loss on the answer only
+                }
+            )
+        return rows
+
+
 SEQ2SEQ = register_kind(Seq2Seq())
 CLASSIFICATION = register_kind(Classification())
+CAUSAL_LM = register_kind(CausalLM())

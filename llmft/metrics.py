@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,10 +142,54 @@ def bertscore_f1(predictions, references, scorer: str = DEFAULT_SCORER):
     return BertScorer.get(scorer).f1(predictions, references)
 
 
-def summary_scores(predictions, references, scorer: str) -> dict[str, list[float]]:
-    """Per-example ROUGE-1/2/L, BERTScore-F1 and `overall` (their mean, as in the origin)."""
-    scores = {name: METRICS[name].fn(predictions, references) for name in ROUGE_TYPES}
-    scores["bertscore_f1"] = bertscore_f1(predictions, references, scorer=scorer)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if not unicodedata.category(ch).startswith("P"))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+@register_metric("exact_match")
+def exact_match(predictions, references):
+    """1.0 when the output equals one of the references after `normalize_answer`, else 0.0."""
+    return [
+        float(any(normalize_answer(pred) == normalize_answer(ref) for ref in refs))
+        for pred, refs in zip(predictions, references)
+    ]
+
+
+@register_metric("chrf")
+def chrf(predictions, references):
+    """Sentence chrF (sacrebleu's, character 6-grams, beta 2) against all references, scaled to 0..1."""
+    try:
+        from sacrebleu.metrics import CHRF
+    except ImportError:
+        raise LlmftError("sacrebleu is not installed: pip install sacrebleu") from None
+    metric = CHRF()
+    return [metric.sentence_score(pred, list(refs)).score / 100 for pred, refs in zip(predictions, references)]
+
+
+GENERATION_METRIC_COLUMNS = {
+    "rouge": ROUGE_TYPES,
+    "bertscore": ("bertscore_f1",),
+    "exact_match": ("exact_match",),
+    "chrf": ("chrf",),
+}
+"""A task's metric choice -> the per-example score columns it adds."""
+
+
+def summary_scores(predictions, references, scorer: str | None, metrics=("rouge", "bertscore")) -> dict:
+    """Per-example scores of the chosen metrics (ROUGE-1/2/L, BERTScore-F1, exact match, chrF) and `overall`,
+    their mean (the origin's headline with ROUGE and BERTScore)."""
+    scores = {}
+    for choice in metrics:
+        for name in GENERATION_METRIC_COLUMNS[choice]:
+            if name == "bertscore_f1":
+                scores[name] = bertscore_f1(predictions, references, scorer=scorer)
+            else:
+                scores[name] = METRICS[name].fn(predictions, references)
     names = list(scores)
     scores["overall"] = [sum(scores[n][i] for n in names) / len(names) for i in range(len(predictions))]
     return scores
@@ -173,6 +219,19 @@ def classification_report(predictions: list[int], references: list[int], labels:
     if len(labels) == 2:
         report["positive_f1"] = float(f1_score(references, predictions, pos_label=1, zero_division=0))
     return report
+
+
+def per_class_report(predictions: list[int], references: list[int], labels) -> dict:
+    """{label: {precision, recall, f1, support}} from scikit-learn (zero_division=0)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        references, predictions, labels=list(range(len(labels))), average=None, zero_division=0
+    )
+    return {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+        for name, p, r, f, n in zip(labels, precision, recall, f1, support)
+    }
 
 
 def corpus_metric_names(n_classes: int) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ import torch
 
 from .config import DTYPES
 from .errors import LlmftError, first_line
-from .kinds import _from_pretrained_error
+from .kinds import ALL_LINEAR, _from_pretrained_error
 from .refs import parse_ref
 from .tasks import TaskSpec
 
@@ -31,9 +31,9 @@ MINILM = "minilm"
 
 # Names the same projection has in the architectures we meet: LoRA targets given for one map to the others.
 EQUIVALENT_MODULES = [
-    ("q", "q_lin", "query", "q_proj"),
-    ("k", "k_lin", "key", "k_proj"),
-    ("v", "v_lin", "value", "v_proj"),
+    ("q", "q_lin", "query", "q_proj", "c_attn"),  # GPT-2 projects q, k and v together in c_attn
+    ("k", "k_lin", "key", "k_proj", "c_attn"),
+    ("v", "v_lin", "value", "v_proj", "c_attn"),
     ("o", "out_lin", "o_proj", "out_proj"),
 ]
 
@@ -97,6 +97,8 @@ def resolve_model(task: TaskSpec, model: str | None, roots: list[Path] | None = 
     """The model to load for `task`: the user's choice, else the task default, else the offline fallback."""
     if model:
         return check_model_ref(model, roots)
+    if task.model == MINILM or parse_ref(task.model, "model", roots).local:  # a task file may name a folder
+        return check_model_ref(task.model, roots)
     if hub_reachable() or in_hub_cache(task.model):
         return task.model
     if task.offline_model:
@@ -106,6 +108,26 @@ def resolve_model(task: TaskSpec, model: str | None, roots: list[Path] | None = 
         f"task {task.name!r} needs a {task.kind} model: {task.model} is not cached and the hub is unreachable; "
         "pass --model /path/to/local/model (a folder with config.json and model.safetensors)"
     )
+
+
+def model_config(model_ref: str):
+    """The transformers config of a model folder or hub id (never remote code)."""
+    from transformers import AutoConfig
+
+    offline = not os.path.isdir(model_ref) and not hub_reachable()
+    try:
+        return AutoConfig.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
+    except (OSError, ValueError) as err:
+        raise _from_pretrained_error(err, model_ref, "a") from None
+
+
+def task_for_model(task: TaskSpec, model_ref: str) -> TaskSpec:
+    """`task` with the kind of its family that fits the model: a generation task on a decoder-only model is
+    a causal-LM task, on an encoder-decoder a seq2seq one. The model decides, not the task."""
+    import dataclasses
+
+    kind = task.kind.for_model(model_config(model_ref))
+    return task if kind is task.kind else dataclasses.replace(task, kind=kind)
 
 
 def device_and_dtype(dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
@@ -168,6 +190,7 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "
     """
     from transformers import AutoTokenizer
 
+    task = task_for_model(task, model_ref)
     device, torch_dtype = device_and_dtype(dtype)
     offline = not os.path.isdir(model_ref) and not hub_reachable()
     kwargs = dict(use_safetensors=True, trust_remote_code=False, local_files_only=offline, dtype=torch_dtype)
@@ -181,6 +204,9 @@ def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "
         raise _from_pretrained_error(err, model_ref, task.kind.name) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:  # decoder-only classifiers find the last token by it
+        model.config.pad_token_id = tokenizer.pad_token_id
+    task.kind.prepare_tokenizer(tokenizer)
     return model.to(device).eval(), tokenizer
 
 
@@ -199,7 +225,14 @@ def resolve_target_modules(model: torch.nn.Module, requested: list[str] | tuple[
     `q` on DistilBERT becomes `q_lin`, on BERT `query`. Raises when nothing matches, so a run can never
     silently train no LoRA weights.
     """
-    present = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    from transformers.pytorch_utils import Conv1D
+
+    if list(requested) == [ALL_LINEAR]:
+        return [ALL_LINEAR]
+    if ALL_LINEAR in requested:
+        raise LlmftError(f"LoRA target {ALL_LINEAR} stands alone: give it without other module names")
+    layers = (torch.nn.Linear, Conv1D)  # GPT-2 uses Conv1D for its linear layers
+    present = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, layers)}
     resolved = []
     for name in requested:
         if name in present:
@@ -248,6 +281,7 @@ def load_model(
 
     if adapter is not None:
         adapter = adapter_dir(adapter, roots)
+    task = task_for_model(task, model_ref)
     model, tokenizer = load_base(task, model_ref, head_seed, dtype)
     device = next(model.parameters()).device
     if adapter is not None:

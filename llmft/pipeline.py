@@ -13,7 +13,7 @@ from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
 from .models import LoadedModel, check_model_ref, load_model, resolve_model
 from .results import EvalResult
 from .runs import COMPLETED, find_run, read_run
-from .tasks import TaskSpec, get_task
+from .tasks import TASK_FILE_SUFFIXES, TaskSpec, get_task, task_of_run
 from .training import TRAIN_HASHES
 
 
@@ -31,10 +31,8 @@ def open_model(
     """
     run_info, head_seed = None, 0
     if run:
-        run_dir = find_run(run, ctx.runs_dir)
-        run_info = {**read_run(run_dir), "dir": str(run_dir)}
-        if run_info.get("task") != task.name:
-            raise LlmftError(f"run {run} is a {run_info.get('task')!r} run, not {task.name!r}")
+        task, run_info = run_task(ctx, task, run)
+        run_dir = Path(run_info["dir"])
         if run_info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
             raise LlmftError(
                 f"run {run} has no final adapter (status {run_info.get('status')}); "
@@ -55,6 +53,17 @@ def open_model(
     return ctx.model_cache.get((task.name, model_ref, adapter, head_seed, ctx.dtype), load), run_info
 
 
+def run_task(ctx: Context, task: TaskSpec | str, run: str) -> tuple[TaskSpec, dict]:
+    """The task of run `run` as it was trained (a file task's stored definition, labels included) and the
+    run's info; refuses a run of another task."""
+    run_dir = find_run(run, ctx.runs_dir)
+    run_info = {**read_run(run_dir), "dir": str(run_dir)}
+    name = task if isinstance(task, str) else task.name
+    if run_info.get("task") != name:
+        raise LlmftError(f"run {run} is a {run_info.get('task')!r} run, not {name!r}")
+    return task_of_run(run_info), run_info
+
+
 def evaluate(
     ctx: Context,
     config: EvalConfig,
@@ -67,7 +76,11 @@ def evaluate(
     Returns:
         The result, and the paths written (one dict per folder).
     """
-    task = get_task(config.task)
+    if config.run:  # the run keeps its task (a file task's definition and labels): the name is enough
+        is_file = config.task.lower().endswith(TASK_FILE_SUFFIXES)
+        task, _ = run_task(ctx, get_task(config.task).name if is_file else config.task, config.run)
+    else:
+        task = get_task(config.task)
     if config.scorer:
         check_model_ref(config.scorer, ctx.allowed_roots)
     if config.out:

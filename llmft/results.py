@@ -43,6 +43,13 @@ def data_label(source: str | None) -> str:
     return source
 
 
+def _fixed_width(rows: list[dict]) -> str:
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    return "\n".join(lines + ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in rows])
+
+
 @dataclass
 class EvalResult:
     """Paired comparison of base and tuned on the same examples."""
@@ -67,6 +74,8 @@ class EvalResult:
     scorer: str | None = None
     labels: list[str] | None = None
     confusion_matrix: dict | None = None
+    per_class: dict | None = None
+    """Classification: {"base"|"tuned": {label: {"precision", "recall", "f1", "support"}}}."""
     data: str | None = None
     split: str | None = None
     seed: int = 0
@@ -131,23 +140,40 @@ class EvalResult:
         return text + (f", BERTScore scorer {self.scorer}" if self.scorer else "")
 
     def text_report(self) -> str:
-        """The table, the verdict and the warnings as plain text (the CLI)."""
-        lines = [self.text_table(), "", f"verdict: {self.verdict_text()}"]
+        """The table, the per-class table (classification), the verdict and the warnings as plain text."""
+        lines = [self.text_table(), ""]
+        if self.per_class:
+            lines += [_fixed_width(self.class_table()), ""]
+        lines.append(f"verdict: {self.verdict_text()}")
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+    def class_table(self) -> list[dict]:
+        """Per-class precision, recall and F1 of base and tuned, one row per label (classification)."""
+        if not self.per_class:
+            return []
+        rows = []
+        for label in self.labels or []:
+            base, tuned = self.per_class["base"][label], self.per_class["tuned"][label]
+            row = {"class": label, "support": str(base["support"])}
+            for key in ("precision", "recall", "f1"):
+                row[f"base {key}"] = f"{base[key]:.3f}"
+                row[f"tuned {key}"] = f"{tuned[key]:.3f}"
+            rows.append(row)
+        return rows
 
     def text_table(self) -> str:
         """The table as fixed-width text (the CLI)."""
-        rows = self.table()
-        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in TABLE_COLUMNS}
-        line = "  ".join(c.ljust(widths[c]) for c in TABLE_COLUMNS)
-        body = ["  ".join(r[c].ljust(widths[c]) for c in TABLE_COLUMNS) for r in rows]
-        return "\n".join([self.header(), line, *body])
+        return "\n".join([self.header(), _fixed_width(self.table())])
 
     def markdown_table(self) -> str:
-        """The table as Markdown (the model card)."""
-        lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-        lines += ["| " + " | ".join(r[c] for c in TABLE_COLUMNS) + " |" for r in self.table()]
-        return "\n".join(lines)
+        """The table (and the per-class table) as Markdown (the model card)."""
+        tables = [self.table(), self.class_table()]
+        out = []
+        for rows in filter(None, tables):
+            columns = list(rows[0])
+            lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            out.append("\n".join(lines + ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]))
+        return "\n\n".join(out)
 
     def headline_text(self) -> str:
         """`verdict: metric base → tuned on data`, for the Runs table."""

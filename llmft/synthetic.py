@@ -34,6 +34,58 @@ def _tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A ChatML template (SmolLM2's and Qwen's shape) for the tiny decoder-only models."""
+
+
+def chat_tokenizer(chat: bool = True):
+    """The MiniLM tokenizer dressed as a chat model's: ChatML role markers, `<|im_end|>` as EOS, and (with
+    `chat`) a chat template. Its BERT post-processor still adds [CLS]/[SEP] to plain text, which a real chat
+    tokenizer does not: prompts built from the template must be tokenized without special tokens."""
+    tokenizer = _tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+LLAMA_SIZES = {
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.2,
+    ),
+}
+GPT2_SIZES = {"tiny": dict(n_embd=64, n_layer=2, n_head=4, n_positions=1024, initializer_range=0.2)}
+
+
+def build_causal(
+    out_dir: str | Path, arch: str = "llama", size: str = "tiny", chat: bool = True, seed: int = 0
+) -> Path:
+    """Save a decoder-only model (`llama`: Llama/Qwen/SmolLM shape; `gpt2`: GPT-2's Conv1D layers and fused
+    c_attn) with random weights and the chat tokenizer into `out_dir`."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chat_tokenizer(chat)
+    ids = dict(
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=False, **ids, **LLAMA_SIZES[size])
+        return _save(LlamaForCausalLM, config, tokenizer, out_dir, seed)
+    if arch == "gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), **ids, **GPT2_SIZES[size])
+        return _save(GPT2LMHeadModel, config, tokenizer, out_dir, seed)
+    raise ValueError(f"unknown decoder architecture {arch!r}")
+
+
 def build_t5(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     """Save a FLAN-T5-architecture model (random weights) with the MiniLM tokenizer into `out_dir`."""
     from transformers import T5Config, T5ForConditionalGeneration

@@ -6,13 +6,30 @@ minute on a laptop CPU with the offline model.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import LlmftError
 from .kinds import CLASSIFICATION, SEQ2SEQ, Kind, get_kind
 from .registry import Registry
 
-__all__ = ["CLASSIFICATION", "SEQ2SEQ", "Preset", "TaskSpec", "get_task", "register_task", "task_names"]
+__all__ = [
+    "CLASSIFICATION",
+    "SEQ2SEQ",
+    "Preset",
+    "TaskSpec",
+    "get_task",
+    "load_task_file",
+    "register_task",
+    "task_names",
+    "task_of_run",
+]
+PLACEHOLDER = re.compile(r"\{([^{}\n]+)\}")
+"""`{column}` in a prompt template."""
+GENERATION_METRICS = ("rouge", "bertscore", "exact_match", "chrf")
+"""Per-example metrics a generation task may choose (`overall` is the mean of the chosen ones)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,8 @@ class TaskSpec:
     labels: tuple[str, ...] = ()
     """Class names in label-id order."""
     prompt: str = "{text}"
-    """Template applied to the input text; `{text}` is replaced."""
+    """Template applied to the input: `{text}` is the text column; any other `{column}` placeholders name the
+    input columns themselves, filled from each row (then `text_column` is unused)."""
     max_input_tokens: int = 512
     max_target_tokens: int = 128
     train_split: str = "train"
@@ -69,11 +87,22 @@ class TaskSpec:
     offline_model: str | None = None
     """Model used when the default is unreachable: `minilm` means the packaged all-MiniLM-L6-v2."""
     presets: dict[str, Preset] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ("rouge", "bertscore")
+    """Per-example metrics of a generation task (from `GENERATION_METRICS`)."""
+    definition: dict | None = field(default=None, compare=False)
+    """The task file's content (labels filled in) for a task defined by a file; stored in run.json, so the
+    run evaluates and exports without the file."""
 
     def __post_init__(self):
         object.__setattr__(self, "kind", get_kind(self.kind))
-        if "{text}" not in self.prompt:
-            raise ValueError(f"prompt of task {self.name!r} must contain '{{text}}'")
+        fields = PLACEHOLDER.findall(self.prompt)
+        if not fields:
+            raise ValueError(f"prompt of task {self.name!r} needs a placeholder: {{text}} or {{column}}")
+        if "text" in fields and len(set(fields)) > 1:
+            raise ValueError(f"prompt of task {self.name!r} mixes {{text}} with {{column}} placeholders")
+        unknown = [m for m in self.metrics if m not in GENERATION_METRICS]
+        if unknown or not self.metrics:
+            raise ValueError(f"metrics of task {self.name!r} must be among {', '.join(GENERATION_METRICS)}")
         self.kind.validate(self)
         if not {"quick", "full"} <= set(self.presets):
             raise ValueError(f"task {self.name!r} needs 'quick' and 'full' presets")
@@ -83,9 +112,28 @@ class TaskSpec:
             raise LlmftError(f"unknown preset {name!r} for task {self.name!r}; choose from {', '.join(self.presets)}")
         return self.presets[name]
 
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns a prompt with `{column}` placeholders reads (empty: the prompt takes `{text}`)."""
+        fields = tuple(dict.fromkeys(PLACEHOLDER.findall(self.prompt)))
+        return () if fields == ("text",) else fields
+
+    def render(self, row: dict) -> str:
+        """The prompt filled from a data row's `input_columns` (the example's text)."""
+        # One pass over the template: a value that contains "{other}" is not filled in again.
+        return PLACEHOLDER.sub(lambda m: str(row[m.group(1)]).strip(), self.prompt)
+
     def format_prompt(self, text: str) -> str:
+        if self.input_columns:  # the text is the rendered prompt already
+            return text
         # str.replace rather than str.format: user text may contain braces.
         return self.prompt.replace("{text}", text)
+
+    def with_labels(self, labels) -> TaskSpec:
+        """This task with its class names (read from training data when the task file gives none)."""
+        labels = tuple(labels)
+        definition = None if self.definition is None else {**self.definition, "labels": list(labels)}
+        return dataclasses.replace(self, labels=labels, definition=definition)
 
 
 _REGISTRY = Registry("task")
@@ -96,9 +144,237 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return _REGISTRY.add(spec.name, spec)
 
 
+TASK_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def get_task(name: str) -> TaskSpec:
-    """Return the task called `name`, or raise `LlmftError` listing the known ones."""
+    """The registered task called `name`, or the task defined by the task file at path `name`; raise
+    `LlmftError` listing the known tasks otherwise."""
+    if name not in _REGISTRY and str(name).lower().endswith(TASK_FILE_SUFFIXES):
+        return load_task_file(name)
     return _REGISTRY.lookup(name)
+
+
+def use_task(spec: TaskSpec) -> TaskSpec:
+    """Make a file-defined task known by its name in this process (the app lists it; runs find it).
+
+    The same definition again is fine; another definition under a known name is refused.
+    """
+    known = _REGISTRY.get(spec.name)
+    if known is None:
+        return _REGISTRY.add(spec.name, spec)
+    if known.definition is None:
+        raise LlmftError(f"task name {spec.name!r} is a built-in task: give your task another name")
+    if not _same_definition(known.definition, spec.definition):
+        if (
+            not known.labels
+            and spec.labels
+            and _same_definition({**known.definition, "labels": list(spec.labels)}, spec.definition)
+        ):
+            _REGISTRY[spec.name] = spec  # the same task, its labels now read from data
+            return spec
+        raise LlmftError(f"a different task called {spec.name!r} is already defined: give this one another name")
+    return known
+
+
+def _same_definition(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if v not in (None, [], {})} == {
+        k: v for k, v in b.items() if v not in (None, [], {})
+    }
+
+
+def task_of_run(info: dict) -> TaskSpec:
+    """The task a run was trained on: its stored definition (a file task) or the registered task."""
+    definition = info.get("task_def")
+    if isinstance(definition, dict):
+        return task_from_definition(definition, f"run {info.get('name')}")
+    return get_task(str(info.get("task")))
+
+
+# --- task files -----------------------------------------------------------------------------------------
+
+TYPES = {"generate": SEQ2SEQ, "classify": CLASSIFICATION}
+"""A task file's `type` -> its kind (a generation task on a decoder-only model becomes a causal-LM task)."""
+TASK_FILE_KEYS = {
+    "name": "the task's name (letters, digits, - and _)",
+    "type": "generate or classify",
+    "description": "one line about the task",
+    "prompt": "template: {text} for text_column, or {column} placeholders",
+    "text_column": "input column when the prompt uses {text}",
+    "target_columns": "reference column(s) (generate)",
+    "label_column": "label column (classify)",
+    "labels": "class names (classify; default: read from the training data)",
+    "model": "default base model",
+    "dataset": "default hub dataset",
+    "metrics": f"generate: some of {', '.join(GENERATION_METRICS)}",
+    "presets": "quick / full overrides of the type's presets",
+    "max_input_tokens": "input tokens kept",
+    "max_target_tokens": "target tokens kept (generate)",
+}
+DEFAULT_MODELS = {"generate": "HuggingFaceTB/SmolLM2-135M-Instruct", "classify": "distilbert-base-uncased"}
+"""Base models of file tasks that name none: today's small instruct LLM; the origin's classifier."""
+MAX_LABELS = 1000
+
+
+def load_task_file(path) -> TaskSpec:
+    """Read a `.yaml`/`.json` task file, check it, and make its task known by name (`use_task`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise LlmftError(f"task file not found: {path}")
+    if path.stat().st_size > 1_000_000:
+        raise LlmftError(f"task file {path.name} is over 1 MB; a task file is a few lines")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.suffix.lower() == ".json":
+            import json
+
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # yaml and json raise many types, each naming the line
+        raise LlmftError(f"task file {path.name} is not valid {path.suffix[1:].upper()}: {_first(err)}") from None
+    return use_task(task_from_definition(data, f"task file {path.name}"))
+
+
+TASK_FILE = "task.yaml"
+"""A file task's definition kept in its run directory."""
+
+
+def write_task_file(spec: TaskSpec, path) -> Path:
+    """Write a file task's definition as YAML (atomically) and return the path."""
+    import os
+    import tempfile
+
+    import yaml
+
+    if spec.definition is None:
+        raise LlmftError(f"task {spec.name!r} is built in: it has no task file")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(spec.definition, f, sort_keys=False, allow_unicode=True)
+    os.replace(tmp, path)
+    return path
+
+
+def _first(err) -> str:
+    return " ".join(str(err).split())[:200]
+
+
+def task_from_definition(data, where: str) -> TaskSpec:
+    """A `TaskSpec` from a task file's content; every mistake is one `LlmftError` line naming `where`."""
+    if not isinstance(data, dict):
+        raise LlmftError(f"{where}: expected a mapping of keys (name, type, prompt, ...)")
+    unknown = sorted(set(map(str, data)) - set(TASK_FILE_KEYS))
+    if unknown:
+        raise LlmftError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(TASK_FILE_KEYS)}")
+
+    def text(key, default=None):
+        value = data.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise LlmftError(f"{where}: {key} must be a string, got {type(value).__name__}")
+        return value
+
+    def names(key):
+        value = data.get(key) or []
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise LlmftError(f"{where}: {key} must be a list of names")
+        return [str(v).strip() for v in value]
+
+    name = text("name")
+    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise LlmftError(f"{where}: name must be 1-64 letters, digits, '.', '-' or '_', got {name!r}")
+    kind_type = text("type")
+    if kind_type not in TYPES:
+        raise LlmftError(f"{where}: type must be generate or classify, got {kind_type!r}")
+    prompt = text("prompt", "{text}")
+    fields = PLACEHOLDER.findall(prompt)
+    if not fields:
+        raise LlmftError(f"{where}: prompt has no placeholder: put {{text}} or {{column}} where the input goes")
+    if "text" in fields and len(set(fields)) > 1:
+        raise LlmftError(f"{where}: prompt mixes {{text}} with {{column}} placeholders; name every column")
+    text_column = text("text_column")
+    if text_column and "text" not in fields:
+        raise LlmftError(f"{where}: text_column is unused: the prompt names its columns ({', '.join(fields)})")
+    generate = kind_type == "generate"
+    targets, label_column = names("target_columns"), text("label_column")
+    labels = names("labels")
+    metrics = names("metrics") or ["rouge", "bertscore"]
+    if generate:
+        if not targets:
+            raise LlmftError(f"{where}: a generate task needs target_columns")
+        if label_column or labels:
+            raise LlmftError(f"{where}: label_column and labels belong to classify tasks")
+        bad = [m for m in metrics if m not in GENERATION_METRICS]
+        if bad:
+            raise LlmftError(f"{where}: unknown metric {bad[0]!r}; choose from {', '.join(GENERATION_METRICS)}")
+    else:
+        if not label_column:
+            raise LlmftError(f"{where}: a classify task needs label_column")
+        if targets or data.get("metrics"):
+            raise LlmftError(f"{where}: target_columns and metrics belong to generate tasks")
+        if len(labels) == 1:
+            raise LlmftError(f"{where}: one label only ({labels[0]}); a classifier needs at least two")
+        if len(set(labels)) != len(labels) or len({v.lower() for v in labels}) != len(labels):
+            raise LlmftError(f"{where}: labels repeat (case ignored): {', '.join(labels)}")
+        if len(labels) > MAX_LABELS:
+            raise LlmftError(f"{where}: {len(labels)} labels, over the limit of {MAX_LABELS}")
+    base = get_task("dialogue" if generate else "sentiment")
+    presets = _file_presets(data.get("presets"), base, where)
+    lengths = {}
+    for key in ("max_input_tokens", "max_target_tokens"):
+        value = data.get(key, getattr(base, key))
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 16384:
+            raise LlmftError(f"{where}: {key} must be a whole number from 1 to 16384")
+        lengths[key] = value
+    definition = {k: data[k] for k in TASK_FILE_KEYS if k in data}
+    definition["labels"] = labels
+    if generate:
+        definition["metrics"] = metrics
+    model = text("model") or DEFAULT_MODELS[kind_type]
+    try:
+        return TaskSpec(
+            name=name,
+            kind=TYPES[kind_type],
+            description=text("description") or f"{'Generation' if generate else 'Classification'} task {name}.",
+            model=model,
+            dataset=text("dataset") or "",
+            text_column=text_column or "text",
+            target_columns=tuple(targets),
+            label_column=label_column,
+            labels=tuple(labels),
+            prompt=prompt,
+            offline_model=None if generate or text("model") else base.offline_model,
+            presets=presets,
+            metrics=tuple(metrics) if generate else ("rouge", "bertscore"),
+            definition=definition,
+            **lengths,
+        )
+    except ValueError as err:
+        raise LlmftError(f"{where}: {err}") from None
+
+
+def _file_presets(value, base: TaskSpec, where: str) -> dict:
+    """The type's presets with a task file's overrides (`presets: {quick: {max_steps: 80}}`)."""
+    value = value or {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise LlmftError(f"{where}: presets must map quick / full to settings")
+    known = {f.name for f in dataclasses.fields(Preset)}
+    presets = dict(base.presets)
+    for name, overrides in value.items():
+        if name not in presets:
+            raise LlmftError(f"{where}: unknown preset {name!r}; presets are quick and full")
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise LlmftError(f"{where}: unknown preset setting {bad[0]!r}; settings: {', '.join(sorted(known))}")
+        if "target_modules" in overrides:
+            overrides = {**overrides, "target_modules": tuple(overrides["target_modules"])}
+        presets[name] = dataclasses.replace(presets[name], **overrides)
+    return presets
 
 
 def task_names() -> list[str]:

@@ -21,9 +21,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from .config import TrainConfig
-from .data import Example, describe_source, load_examples, sample_examples, text_hash
+from .data import Example, describe_source, infer_labels, load_examples, sample_examples, text_hash
 from .errors import LlmftError
-from .models import device_and_dtype, dtype_name, load_base, resolve_model, resolve_target_modules
+from .models import device_and_dtype, dtype_name, load_base, resolve_model, resolve_target_modules, task_for_model
 from .runs import (
     CANCELLED,
     COMPLETED,
@@ -36,7 +36,7 @@ from .runs import (
     update_run,
     write_json_atomic,
 )
-from .tasks import TaskSpec, get_task
+from .tasks import TASK_FILE, TaskSpec, get_task, use_task, write_task_file
 
 __all__ = ["PreparedRun", "Progress", "TrainConfig", "prepare", "train"]
 TRAIN_HASHES = "train_texts.json"
@@ -113,6 +113,9 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
     elif int(os.environ.get("RANK", "0")) == 0 and run_dir.exists():
         raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
     model_ref = resolve_model(task, config.model, roots)
+    task = task_for_model(task, model_ref)
+    if task.label_column and not task.labels:  # a task file without labels: they are the training data's
+        task = use_task(task.with_labels(infer_labels(task, config.data, task.train_split, config.label_column)))
     examples = load_examples(
         task,
         config.data,
@@ -164,12 +167,14 @@ def train(
     info = {
         "name": config.run_name,
         "task": task.name,
+        "task_def": task.definition,
         "kind": task.kind.name,
         "base_model": model_ref,
         "data": describe_source(config.data),
         "train_examples": len(examples),
         "config": asdict(config),
         "lora_target_modules_resolved": targets,
+        **task.kind.run_info(tokenizer),
         "head_seed": config.seed,
         "dtype": prepared.dtype,
         "versions": library_versions(),
@@ -200,6 +205,8 @@ def train(
     record(**info)
     if is_main and not resume:  # which texts were trained on: an evaluation on them is flagged or refused
         write_json_atomic(run_dir / TRAIN_HASHES, sorted({text_hash(ex.text) for ex in examples}))
+        if task.definition is not None:  # the task file beside the run, labels filled in
+            write_task_file(task, run_dir / TASK_FILE)
     try:
         trainer, progress_cb = _build_trainer(
             config,
