@@ -67,7 +67,7 @@ def load_examples(
         The examples, in file order.
     """
     rows, where = source_rows(task, source, split, name)
-    if not task.labels and task.label_column:
+    if task.definition is not None and task.label_column and not task.labels:
         raise LlmftError(
             f"task {task.name!r} lists no labels: train a run first (it reads them from its data and keeps "
             "them), or list labels in the task file"

@@ -12,7 +12,7 @@ import random  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
-from llmft.synthetic import build_distilbert, build_t5  # noqa: E402
+from llmft.synthetic import build_causal, build_distilbert, build_t5  # noqa: E402
 
 # The same examples on every run, so CI is reproducible; HYPOTHESIS_PROFILE=explore searches afresh, longer.
 settings.register_profile("deterministic", derandomize=True)
@@ -29,6 +29,18 @@ def tiny_t5(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory):
     return str(build_distilbert(tmp_path_factory.mktemp("tiny-distilbert"), size="tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A 2-layer Llama-architecture decoder (random weights) whose tokenizer has a ChatML chat template."""
+    return str(build_causal(tmp_path_factory.mktemp("tiny-llama"), "llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A 2-layer GPT-2 (Conv1D layers, fused c_attn; random weights) with the same chat tokenizer."""
+    return str(build_causal(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2"))
 
 
 @pytest.fixture(scope="session")
