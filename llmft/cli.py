@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import LlmftError
-from .tasks import get_task, task_names
+from .tasks import get_task, task_names, task_of_run, use_task
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +99,8 @@ def cmd_train(args) -> None:
         saved = read_run(find_run(args.run_name, args.runs_dir))
         if saved.get("status") == "completed":
             raise LlmftError(f"run {args.run_name} is already completed")
-        config = TrainConfig(**saved["config"])
+        use_task(task_of_run(saved))  # a file task resumes from its stored definition, not the file
+        config = TrainConfig(**{**saved["config"], "task": saved["task"]})
     else:
         config = from_args(TrainConfig, args)
     # SIGTERM (the app's Cancel, or a scheduler) stops training at the end of the current step; the run is
@@ -140,7 +141,7 @@ def cmd_predict(args) -> None:
     from .context import Context
     from .data import normalize_text
     from .evaluation import GenerationSettings
-    from .pipeline import open_model
+    from .pipeline import open_model, resolve_task
 
     try:
         text, notice = normalize_text(args.text)
@@ -148,9 +149,9 @@ def cmd_predict(args) -> None:
         raise LlmftError("--text is empty") from None
     if notice:
         print(f"note: {notice}", file=sys.stderr)
-    task = get_task(args.task)
     ctx = Context.create(args.runs_dir, args.dtype)
-    loaded, _ = open_model(ctx, task, args.run, args.adapter, args.model)
+    loaded, _ = open_model(ctx, resolve_task(ctx, args.task, args.run), args.run, args.adapter, args.model)
+    task = loaded.task  # as the model and run decide it: a decoder's kind, a file task's stored labels
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_target_tokens,
         batch_size=1,

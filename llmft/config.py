@@ -177,7 +177,9 @@ def form_fields(cls, group: str) -> list:
 class TrainConfig:
     """Everything that defines a training run; `None` hyperparameters take the preset's value."""
 
-    task: str = param(help="task name from the registry", required=True, group="task")
+    task: str = param(
+        help="task name, or a task file (.yaml/.json; see README 'Your own task')", required=True, group="task"
+    )
     preset: str = param("quick", "quick (CPU-sized) or full (the origin's settings)", choices=PRESETS, group="task")
     model: str | None = param(
         help="base model: hub id, local folder, or 'minilm' (default: the task's; offline fallback applies)",
@@ -290,7 +292,7 @@ def _help_of(cls, name: str) -> str:
 class EvalConfig:
     """Everything that defines an evaluation of base vs tuned; `None` fields take the run's or task's value."""
 
-    task: str = param(help="task name from the registry", required=True)
+    task: str = param(help="task name, or a task file (.yaml/.json); a run keeps its own task", required=True)
     run: str | None = param(help="run name (or run directory)", exclusive="source")
     adapter: str | None = param(help="adapter folder or hub id", exclusive="source")
     model: str | None = param(help="base model (default: the run's, else the task's)")

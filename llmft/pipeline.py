@@ -64,6 +64,15 @@ def run_task(ctx: Context, task: TaskSpec | str, run: str) -> tuple[TaskSpec, di
     return task_of_run(run_info), run_info
 
 
+def resolve_task(ctx: Context, task_ref: str, run: str | None = None) -> TaskSpec:
+    """The task named by `task_ref` (a name or a task file); with a run, the run's own task, which keeps a
+    file task's definition and labels, so its name is enough."""
+    if not run:
+        return get_task(task_ref)
+    is_file = task_ref.lower().endswith(TASK_FILE_SUFFIXES)
+    return run_task(ctx, get_task(task_ref).name if is_file else task_ref, run)[0]
+
+
 def evaluate(
     ctx: Context,
     config: EvalConfig,
@@ -76,11 +85,7 @@ def evaluate(
     Returns:
         The result, and the paths written (one dict per folder).
     """
-    if config.run:  # the run keeps its task (a file task's definition and labels): the name is enough
-        is_file = config.task.lower().endswith(TASK_FILE_SUFFIXES)
-        task, _ = run_task(ctx, get_task(config.task).name if is_file else config.task, config.run)
-    else:
-        task = get_task(config.task)
+    task = resolve_task(ctx, config.task, config.run)
     if config.scorer:
         check_model_ref(config.scorer, ctx.allowed_roots)
     if config.out:

@@ -57,6 +57,83 @@ def constant_summaries(tmp_path_factory):
     return str(path)
 
 
+TOPICS = {
+    "Sports": [
+        "the team won the match",
+        "a late goal decided the game",
+        "the striker scored twice",
+        "fans cheered the coach",
+        "the league final was tense",
+        "the runner broke the record",
+        "the tennis player served an ace",
+        "the referee showed a red card",
+    ],
+    "Food": [
+        "the soup was rich and warm",
+        "fresh bread came from the oven",
+        "the chef added garlic and basil",
+        "dessert was a lemon tart",
+        "the pasta sauce simmered slowly",
+        "we grilled vegetables for dinner",
+        "the cake needed more sugar",
+        "spicy noodles filled the bowl",
+    ],
+    "Tech": [
+        "the new phone has a faster chip",
+        "the software update fixed the bug",
+        "engineers trained a neural network",
+        "the laptop battery lasts all day",
+        "the server crashed under load",
+        "a new programming language was released",
+        "the app syncs files to the cloud",
+        "the robot learned to grasp objects",
+    ],
+}
+
+
+def write_topics(path, n, seed, openers):
+    """A 3-class CSV (sentence, topic) of news-like sentences; other `openers` make rows never trained on."""
+    import csv
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["id", "sentence", "topic"])
+        writer.writeheader()
+        for i in range(n):
+            label = rng.choice(sorted(TOPICS))
+            writer.writerow(
+                {
+                    "id": f"{seed}-{i}",
+                    "sentence": f"{rng.choice(openers)} {rng.choice(TOPICS[label])}.",
+                    "topic": label,
+                }
+            )
+    return str(path)
+
+
+TOPIC_TASK = """name: topic
+type: classify
+description: Which topic a news sentence is about.
+prompt: "{text}"
+text_column: sentence
+label_column: topic
+model: minilm
+presets:
+  quick: {max_steps: 40, learning_rate: 0.003, eval_n: 90}
+"""
+"""A 3-class task file on the packaged MiniLM; its labels come from the training data."""
+
+
+@pytest.fixture(scope="session")
+def topic_data(tmp_path_factory):
+    """(task file, training CSV, held-out test CSV) of the 3-class topic task."""
+    folder = tmp_path_factory.mktemp("topic")
+    (folder / "topic.yaml").write_text(TOPIC_TASK, encoding="utf-8")
+    train = write_topics(folder / "train.csv", 240, 1, ["Today,", "Yesterday,", "Honestly,", "Last night,"])
+    test = write_topics(folder / "test.csv", 90, 2, ["Reportedly", "This morning", "By all accounts", "Frankly"])
+    return str(folder / "topic.yaml"), train, test
+
+
 @pytest.fixture
 def runs_dir(tmp_path):
     return str(tmp_path / "runs")
