@@ -348,10 +348,11 @@ LABEL_NAMES = ("label", "labels", "sentiment", "class", "category", "target", "y
 TARGET_NAMES = ("summary", "target", "output", "answer", "reference", "response")
 
 
-def guess_columns(task: TaskSpec, rows: list[tuple[int, dict]]) -> dict[str, str | None]:
+def guess_columns(task: TaskSpec | None, rows: list[tuple[int, dict]]) -> dict[str, str | None]:
     """Column guesses from names and contents: {"text_column", "target_columns", "label_column"}.
 
-    The task's own column names win, then common names (`review`, `sentiment`, `summary`...); failing
+    The task's own column names win (no task: the user's own, not defined yet), then common names
+    (`review`, `sentiment`, `summary`...); failing
     those, the text is the column with the longest values and the label the one with the fewest distinct
     values.
     """
@@ -367,12 +368,12 @@ def guess_columns(task: TaskSpec, rows: list[tuple[int, dict]]) -> dict[str, str
                 return lowered[name.lower()]
         return None
 
-    text = named([task.text_column], TEXT_NAMES) or (max(lengths, key=lengths.get) if lengths else None)
-    label = named([task.label_column], LABEL_NAMES, exclude=[text])
+    text = named([task and task.text_column], TEXT_NAMES) or (max(lengths, key=lengths.get) if lengths else None)
+    label = named([task and task.label_column], LABEL_NAMES, exclude=[text])
     if label is None and len(columns) > 1:
         label = min((c for c in columns if c != text), key=lambda c: distinct[c])
     others = [c for c in columns if c != text]
-    target = named(list(task.target_columns), TARGET_NAMES, exclude=[text])
+    target = named(list(task.target_columns) if task else [], TARGET_NAMES, exclude=[text])
     if target is None and others:
         target = max(others, key=lambda c: lengths[c])
     return {"text_column": text, "target_columns": target, "label_column": label}

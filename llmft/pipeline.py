@@ -64,6 +64,20 @@ def run_task(ctx: Context, task: TaskSpec | str, run: str) -> tuple[TaskSpec, di
     return task_of_run(run_info), run_info
 
 
+def known_tasks(ctx: Context) -> list[str]:
+    """The registered task names, after making the file tasks of the runs home's runs known by name."""
+    from .runs import list_runs
+    from .tasks import task_names, use_task
+
+    for info in list_runs(ctx.runs_dir):
+        if isinstance(info.get("task_def"), dict):
+            try:
+                use_task(task_of_run(info))
+            except LlmftError:
+                pass  # a name defined twice: each run still evaluates with its own stored definition
+    return task_names()
+
+
 def resolve_task(ctx: Context, task_ref: str, run: str | None = None) -> TaskSpec:
     """The task named by `task_ref` (a name or a task file); with a run, the run's own task, which keeps a
     file task's definition and labels, so its name is enough."""

@@ -163,6 +163,8 @@ def use_task(spec: TaskSpec) -> TaskSpec:
     known = _REGISTRY.get(spec.name)
     if known is None:
         return _REGISTRY.add(spec.name, spec)
+    if known is spec:
+        return known
     if known.definition is None:
         raise LlmftError(f"task name {spec.name!r} is a built-in task: give your task another name")
     if not _same_definition(known.definition, spec.definition):
@@ -258,6 +260,23 @@ def write_task_file(spec: TaskSpec, path) -> Path:
         yaml.safe_dump(spec.definition, f, sort_keys=False, allow_unicode=True)
     os.replace(tmp, path)
     return path
+
+
+def save_task_definition(definition: dict, folder) -> Path:
+    """Check a task definition (as a task file would hold it), make it known, and write it as
+    `<folder>/<name>.yaml`; an existing file of another definition is never overwritten."""
+    spec = use_task(task_from_definition(definition, "your task"))
+    path = Path(folder) / f"{spec.name}.yaml"
+    if path.is_file():
+        try:
+            import yaml
+
+            if _same_definition(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, spec.definition):
+                return path
+        except Exception:  # an unreadable file is not ours to replace either
+            pass
+        raise LlmftError(f"a different task file {path.name} exists: give your task another name")
+    return write_task_file(spec, path)
 
 
 def _first(err) -> str:

@@ -169,3 +169,70 @@ def test_own_csv_train_evaluate_on_held_out_compare_and_delete(page, tmp_path):
     expect(page.get_by_text("Deleted run own-csv.")).to_be_visible(timeout=30_000)
     expect(page.get_by_role("button", name="Yes, delete it")).to_be_hidden()
     assert "demo" in page.locator("#runs-table").inner_text()  # the other runs are still there
+
+
+def test_your_own_three_class_task_from_the_browser(page, topic_data):
+    """Your own task: a 3-class topic classifier defined in the form, trained on an upload, evaluated on a
+    held-out upload (per-class table, 3x3 confusion matrices) and compared (three class bars)."""
+    from playwright.sync_api import expect
+
+    _, train_csv, test_csv = topic_data
+
+    def field(name):
+        return page.locator(f"#{name}").locator("textarea, input").first
+
+    page.get_by_role("tab", name="Fine-tune").click()
+    task = field("ft-task")
+    task.fill("your own task")
+    task.press("Enter")
+    field("ft-own_name").fill("news-topic")
+    page.locator("#ft-source").get_by_label("upload").check()
+    page.locator("#ft-upload input[type=file]").set_input_files(train_csv)
+    expect(field("ft-text_column")).to_have_value("sentence", timeout=30_000)
+    expect(field("ft-label_column")).to_have_value("topic")  # the column with the fewest distinct values
+    field("ft-model").fill("minilm")
+    field("ft-max_steps").fill("40")
+    field("ft-learning_rate").fill("0.003")
+    field("ft-run_name").fill("news-topic-run")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_text("Started run news-topic-run")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("--task", exact=False).filter(has_text="news-topic.yaml")).to_be_visible()
+    expect(page.get_by_text("news-topic-run — completed", exact=False)).to_be_visible(timeout=180_000)
+    page.screenshot(path=str(ARTIFACTS / "finetune-own-task.png"), full_page=True)
+
+    page.get_by_role("button", name="Evaluate this run").click()
+    page.locator("#ev-source").get_by_label("upload").check()
+    page.locator("#ev-upload input[type=file]").set_input_files(test_csv)
+    expect(field("ev-text_column")).to_have_value("sentence", timeout=30_000)
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    verdict = page.locator("#verdict")
+    expect(verdict).to_contain_text("tuned is better than base on macro_f1", timeout=120_000)
+    classes = page.locator("#class-table")
+    for label in ("Food", "Sports", "Tech"):
+        expect(classes).to_contain_text(label)
+    expect(page.locator("text.gtitle", has_text="tuned confusion matrix")).to_be_visible()
+    # Three classes: the tuned confusion matrix has three rows of cells.
+    assert (
+        page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="tuned confusion matrix"))
+        .locator("g.ytick")
+        .count()
+        == 3
+    )
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "evaluate-own-task.png"), full_page=True)
+
+    page.get_by_role("tab", name="Compare").click()
+    cmp_task = field("cmp-task")
+    cmp_task.fill("news-topic")
+    cmp_task.press("Enter")
+    adapter = page.get_by_label("Tuned adapter (run, folder or hub id)")
+    expect(adapter).to_have_value("news-topic-run", timeout=30_000)
+    page.get_by_label("Text", exact=True).fill("Frankly, the striker scored twice.")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    expect(page.get_by_label("Tuned", exact=True)).to_have_value("Sports", timeout=60_000)
+    bars = page.locator("#cmp-tuned-probs")
+    for label in ("Food", "Sports", "Tech"):  # a probability bar per class
+        expect(bars).to_contain_text(label)
+    page.get_by_text("Prompt as the model reads it").click()
+    expect(field("cmp-prompt")).to_have_value("Frankly, the striker scored twice.")
+    page.screenshot(path=str(ARTIFACTS / "compare-own-task.png"), full_page=True)

@@ -9,6 +9,7 @@ import gradio as gr
 from ..config import TrainConfig
 from ..context import Context
 from ..models import minilm_path
+from ..pipeline import known_tasks
 from ..runs import runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, user_errors
@@ -55,15 +56,19 @@ def build_app(
 
         def refresh_pickers(name, task):
             if not name:
-                return gr.update(), gr.update()
+                return gr.update(), gr.update(), gr.update()
             runs = completed_runs(ctx, task)
             return (
                 gr.update(choices=completed_runs(ctx), value=name),
                 gr.update(choices=runs, value=name if name in runs else (runs[0] if runs else None)),
+                gr.update(choices=known_tasks(ctx)),  # your own task, once trained, can be compared
             )
 
         ft["finished"].change(
-            refresh_pickers, [ft["finished"], cmp["task"]], [ev["run"], cmp["adapter"]], api_name=False
+            refresh_pickers,
+            [ft["finished"], cmp["task"]],
+            [ev["run"], cmp["adapter"], cmp["task"]],
+            api_name=False,
         )
         app.load(lambda: gr.update(choices=completed_runs(ctx)), None, ev["run"], api_name=False)
         app.load(user_errors(ev["task_of_run"][0]), *ev["task_of_run"][1:], api_name=False)

@@ -14,12 +14,10 @@ import gradio as gr
 
 from ..errors import LlmftError, first_line
 from ..runs import COMPLETED, list_runs
-from ..tasks import task_names
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
 """The only folder the app serves files from: copies made for download."""
 MAX_UPLOAD = "20mb"
-TASKS = task_names()
 
 
 def user_errors(fn):

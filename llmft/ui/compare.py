@@ -6,16 +6,19 @@ import html
 
 import gradio as gr
 
-from ..data import load_examples, normalize_text
+from ..data import bundled_path, load_examples, normalize_text
 from ..errors import LlmftError
 from ..evaluation import GenerationSettings
-from ..pipeline import open_model
+from ..inference import prompts_of
+from ..pipeline import known_tasks, open_model
 from ..tasks import get_task
-from .common import TASKS, completed_runs, user_errors
+from .common import completed_runs, user_errors
 
 
 def bundled_examples(task_name: str, k: int = 12) -> list:
     task = get_task(task_name)
+    if not bundled_path(task, task.test_split).is_file():
+        return []  # your own task has no bundled sample
     examples = load_examples(task, None, task.test_split)[:k]
     return [(f"{ex.id}: {ex.text[:70]}…", ex.id) for ex in examples]
 
@@ -56,7 +59,7 @@ def _score(value) -> str:
 
 
 def compare(ctx, task_name, model, adapter_choice, text, reference, max_new_tokens):
-    """Yields (base text, tuned text, base stats, tuned stats, base probs, tuned probs, scores)."""
+    """Yields (base text, tuned text, base stats, tuned stats, base probs, tuned probs, scores, prompt)."""
     task = get_task(task_name)
     text, cut = normalize_text(text)
     notice = f" · {cut}" if cut else ""
@@ -66,9 +69,11 @@ def compare(ctx, task_name, model, adapter_choice, text, reference, max_new_toke
     )
     view = {side: {"text": "", "stats": "", "probs": None} for side in ("base", "tuned")}
 
+    prompt = prompts_of(loaded, [text], settings)[0]  # as the model reads it (task and chat templates)
+
     def outputs(scores=""):
         b, t = view["base"], view["tuned"]
-        return b["text"], t["text"], b["stats"], t["stats"], b["probs"], t["probs"], scores
+        return b["text"], t["text"], b["stats"], t["stats"], b["probs"], t["probs"], scores, prompt
 
     for pair in task.kind.stream(loaded, text, settings):  # base and tuned together, from one batch
         for side, update in pair.items():
@@ -92,7 +97,7 @@ def build(ctx):
             "tuned are two rows of one batch (each row selects its adapter), so both answers stream together."
         )
         with gr.Row():
-            task = gr.Dropdown(TASKS, value="sentiment", label="Task")
+            task = gr.Dropdown(known_tasks(ctx), value="sentiment", label="Task", elem_id="cmp-task")
             model = gr.Textbox(label="Base model (blank = the run's)", placeholder="hub id, local folder or minilm")
             adapter = gr.Dropdown(
                 completed_runs(ctx, "sentiment"),
@@ -121,13 +126,22 @@ def build(ctx):
             with gr.Column():
                 tuned_out = gr.Textbox(label="Tuned", lines=4, interactive=False)
                 tuned_stats = gr.Markdown()
-                tuned_probs = gr.Label(label="Tuned class probabilities", visible=True)
+                tuned_probs = gr.Label(label="Tuned class probabilities", visible=True, elem_id="cmp-tuned-probs")
         scores = gr.Markdown()
+        with gr.Accordion("Prompt as the model reads it", open=False):
+            prompt = gr.Textbox(
+                label="Prompt (the task's template and, for chat models, the chat template)",
+                lines=6,
+                interactive=False,
+                buttons=["copy"],
+                elem_id="cmp-prompt",
+            )
 
         def on_task(name):
             kind = get_task(name).kind
             runs = completed_runs(ctx, name)
             return (
+                gr.update(choices=known_tasks(ctx)),  # tasks of runs trained since the page was built
                 gr.update(choices=bundled_examples(name), value=None),
                 gr.update(choices=runs, value=runs[0] if runs else None),
                 gr.update(visible=kind.shows_probabilities),
@@ -137,7 +151,7 @@ def build(ctx):
                 gr.update(visible=not runs),
             )
 
-        shown = [example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
+        shown = [task, example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
         task.change(on_task, task, shown, api_name=False)
         example.change(
             user_errors(lambda t, e: example_text(t, e) if e else (gr.update(), gr.update())),
@@ -152,7 +166,7 @@ def build(ctx):
         go.click(
             user_errors(on_compare),
             [task, model, adapter, text, reference, max_new],
-            [base_out, tuned_out, base_stats, tuned_stats, base_probs, tuned_probs, scores],
+            [base_out, tuned_out, base_stats, tuned_stats, base_probs, tuned_probs, scores, prompt],
             api_name="compare",
             show_progress_on=[scores],  # the outputs stream in; an error marks the line below them only
         )

@@ -12,7 +12,7 @@ import gradio as gr
 from ..data import SAMPLE, guess_columns, guess_label_map, load_examples, read_rows
 from ..errors import LlmftError
 from ..refs import is_hub_id
-from ..tasks import get_task
+from ..tasks import get_task, task_names
 from .common import MAX_UPLOAD
 
 UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
@@ -22,7 +22,7 @@ PREVIEW_ROWS = 5
 
 def column_visibility(task_name: str) -> list:
     """Show the column pickers (and the label mapping) that the task's kind reads (all of them, no task yet)."""
-    if not task_name:
+    if not task_name or task_name not in task_names():  # your own task: its type decides, so show them all
         return [gr.update(visible=True) for _ in (*COLUMNS, "label_map")]
     fields = get_task(task_name).kind.column_fields
     return [gr.update(visible=name in fields) for name in COLUMNS] + [gr.update(visible="label_column" in fields)]
@@ -36,7 +36,7 @@ def preview(task_name, path, *current):
     *current, current_map = current
     if not path:
         return gr.update(value=None), *(gr.update(choices=[], value=None) for _ in COLUMNS), gr.update(value="")
-    task = get_task(task_name)
+    task = get_task(task_name) if task_name in task_names() else None  # None: your own task, not saved yet
     refuse_url(path)
     rows = read_rows(Path(path), Path(path).name)
     if not rows:
@@ -49,7 +49,7 @@ def preview(task_name, path, *current):
     chosen = [cur if cur in names else guesses[name] for name, cur in zip(COLUMNS, current)]
     label_col = chosen[list(COLUMNS).index("label_column")]
     mapping = current_map or ""
-    if not mapping and task.labels and label_col:
+    if not mapping and task and task.labels and label_col:
         mapping = ", ".join(guess_label_map([r.get(label_col) for _, r in rows[:5000]], task.labels))
     updates = [gr.update(choices=names, value=value) for value in chosen]
     return frame, *updates, gr.update(value=mapping)
@@ -135,10 +135,11 @@ class DataPicker:
         )
         task.change(column_visibility, task, self.kind_fields, api_name=False)
 
-    def resolve(self, task_name: str, values: dict) -> dict:
+    def resolve(self, task_name, values: dict) -> dict:
         """Config fields (data, split, columns, label_map) from the picker's values; an upload is checked here,
-        with errors that name the file as its user named it, before it is kept."""
-        task = get_task(task_name)
+        with errors that name the file as its user named it, before it is kept. `task_name`: a name, a task
+        file, or the `TaskSpec` itself (a run's, with its labels)."""
+        task = get_task(task_name) if isinstance(task_name, str) else task_name
         fields = {name: None for name in (*COLUMNS, "label_map")}
         for name in task.kind.column_fields:
             chosen = values.get(name)
@@ -161,6 +162,7 @@ class DataPicker:
                 raise LlmftError("upload a data file, or choose another data source")
             refuse_url(upload)
             name = Path(upload).name
-            load_examples(task, upload, "train", name=name, **fields)  # the same checks training makes
+            if task.labels or not task.label_column:  # a new task file's labels are read when training starts
+                load_examples(task, upload, "train", name=name, **fields)  # the same checks training makes
             return {"data": keep_upload(self.ctx, upload), **fields}
         return {"data": SAMPLE, **fields}

@@ -9,10 +9,9 @@ import pandas as pd
 
 from ..config import EvalConfig
 from ..errors import LlmftError
-from ..pipeline import evaluate
+from ..pipeline import evaluate, resolve_task
 from ..results import EvalResult
 from ..runs import find_run, read_run
-from ..tasks import get_task
 from .common import completed_runs, for_download, user_errors, word_diff_html
 from .datapicker import DataPicker
 
@@ -80,7 +79,8 @@ def run_evaluation(ctx, picker, run, n, seed, scorer, max_new_tokens, data_value
         progress(done / max(total, 1), desc=stage)
 
     # The run's own task test sample needs no fields; an upload or a hub split is resolved (and checked) here.
-    data = {} if data_values.get("source") == SOURCES[0] else picker.resolve(info["task"], data_values)
+    task = resolve_task(ctx, info["task"], run)  # the run's own task (a file task's stored labels)
+    data = {} if data_values.get("source") == SOURCES[0] else picker.resolve(task, data_values)
     config = EvalConfig(
         task=info["task"],
         run=run,
@@ -105,6 +105,7 @@ def run_evaluation(ctx, picker, run, n, seed, scorer, max_new_tokens, data_value
     return (
         verdict_markdown(result),
         pd.DataFrame(result.table()),
+        gr.update(value=pd.DataFrame(result.class_table()), visible=bool(result.per_class)),
         plot("boxplot"),
         plot("proportions"),
         plot("scatter"),
@@ -156,6 +157,12 @@ def build(ctx):
             interactive=False,
             elem_id="summary-table",
         )
+        classes = gr.Dataframe(
+            label="Per class (precision, recall and F1 of each label)",
+            interactive=False,
+            visible=False,
+            elem_id="class-table",
+        )
         with gr.Row():
             box = gr.Plot(label="Per-example scores", elem_id="boxplot", visible=False)
             proportions = gr.Plot(label="Proportions", elem_id="proportions", visible=False)
@@ -174,8 +181,8 @@ def build(ctx):
         def run_task(name):
             if not name:
                 return "", gr.update(visible=True)
-            task_name = read_run(find_run(name, ctx.runs_dir))["task"]
-            return task_name, gr.update(visible=get_task(task_name).kind.generates)
+            task = resolve_task(ctx, read_run(find_run(name, ctx.runs_dir))["task"], name)
+            return task.name, gr.update(visible=task.kind.generates)
 
         run.change(user_errors(run_task), run, [task, max_new], api_name=False, show_progress="hidden")
         picker.wire(task)
@@ -188,7 +195,7 @@ def build(ctx):
         go.click(
             user_errors(on_evaluate),
             [run, n, seed, scorer, max_new, *picker.inputs],
-            [head, summary, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
+            [head, summary, classes, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
             api_name="evaluate",
             show_progress_on=[status],  # progress and any error show on the line under the button, not on fields
         )

@@ -15,9 +15,37 @@ from ..tasks import get_task, task_names
 from .common import user_errors
 from .datapicker import DataPicker
 
+OWN = "your own task"
+"""The task choice that opens the own-task fields; the task is saved as a task file when training starts."""
+OWN_FIELDS = ("own_name", "own_type", "own_prompt", "own_labels")
+"""The own-task widgets' names in the form (and in the /train endpoint's inputs)."""
 
-def preset_values(task_name: str, preset_name: str, config_cls=TrainConfig) -> list:
-    """Form values of the preset's hyperparameters, in the order of the form's `hyper` fields."""
+
+def own_task_file(ctx, form: dict) -> str:
+    """Save the own-task fields and the picked columns as a task file in `<runs>/.tasks/`; its path."""
+    from ..tasks import save_task_definition
+
+    kind_type = form.get("own_type") or "classify"
+    definition = {"name": (form.get("own_name") or "").strip(), "type": kind_type}
+    prompt = (form.get("own_prompt") or "").strip() or "{text}"
+    definition["prompt"] = prompt
+    if "{text}" in prompt:
+        definition["text_column"] = form.get("text_column") or "text"
+    if kind_type == "generate":
+        definition["target_columns"] = [form.get("target_columns") or "summary"]
+    else:
+        definition["label_column"] = form.get("label_column") or "label"
+        labels = [v.strip() for v in (form.get("own_labels") or "").split(",") if v.strip()]
+        if labels:
+            definition["labels"] = labels
+    return str(save_task_definition(definition, ctx.runs_dir / ".tasks"))
+
+
+def preset_values(task_name: str, preset_name: str, config_cls=TrainConfig, own_type: str = "classify") -> list:
+    """Form values of the preset's hyperparameters, in the order of the form's `hyper` fields (your own task:
+    its type's presets)."""
+    if task_name == OWN:
+        task_name = "sentiment" if own_type == "classify" else "dialogue"
     preset = get_task(task_name).preset(preset_name)
     values, taken = [], set()
     for f in form_fields(config_cls, "hyper"):
@@ -54,6 +82,8 @@ def _convert(config_cls, f, value):
 def form_to_config(ctx, picker, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
     """The config the form describes (`names[i]` is the field or picker key of `values[i]`)."""
     form = dict(zip(names, values))
+    if form.get("task") == OWN:
+        form["task"] = own_task_file(ctx, form)
     kwargs = {}
     for f in schema(config_cls):
         if f.name in form and f.metadata["group"] not in ("data", "columns"):
@@ -72,9 +102,15 @@ def restore(ctx, names: list[str], config_cls=TrainConfig) -> list:
     if not config:
         return [gr.update() for _ in names] + [gr.update()]
     fields = {f.name for f in schema(config_cls)}
+    own = _own_values(config.get("task", ""))
     values = []
     for name in names:
         value = config.get(name)
+        if name == "task" and own:
+            value = OWN
+        elif name in OWN_FIELDS:
+            values.append(gr.update(value=own[name]) if own else gr.update())
+            continue
         if name == "source":
             data = config.get("data") or "sample"
             value = "bundled sample" if data == "sample" else "upload" if Path(data).is_absolute() else "hub dataset"
@@ -90,12 +126,30 @@ def restore(ctx, names: list[str], config_cls=TrainConfig) -> list:
     return values + [f"```\n{job.command}\n```"]
 
 
+def _own_values(task_ref: str) -> dict:
+    """The own-task fields of a task file's run (empty for a registered task)."""
+    from ..tasks import TASK_FILE_SUFFIXES, get_task
+
+    if not str(task_ref).lower().endswith(TASK_FILE_SUFFIXES):
+        return {}
+    try:
+        definition = get_task(task_ref).definition or {}
+    except LlmftError:
+        return {}
+    return {
+        "own_name": definition.get("name", ""),
+        "own_type": definition.get("type", "classify"),
+        "own_prompt": definition.get("prompt", "{text}"),
+        "own_labels": ", ".join(definition.get("labels") or []),
+    }
+
+
 def _widget(config_cls, f, value):
     """The form widget of one config field (elem_id `ft-<field>`), from its type, bounds and choices."""
     meta, base = f.metadata, field_type(config_cls, f)
     common = dict(label=label_of(f), elem_id=f"ft-{f.name}")
     if f.name == "task":
-        return gr.Dropdown(task_names(), value=value, **common)
+        return gr.Dropdown([*task_names(), OWN], value=value, **common)
     common["info"] = meta["help"]
     if meta["choices"]:
         return gr.Radio(list(meta["choices"]), value=value, **common)
@@ -151,6 +205,25 @@ def build(ctx, config_cls=TrainConfig):
             for f in form_fields(config_cls, "task"):
                 default = "sentiment" if f.name == "task" else f.default
                 widgets[f.name] = _widget(config_cls, f, default)
+        with gr.Group(visible=False) as own_box:
+            gr.Markdown(
+                "**Your own task**: name it, say whether it labels texts or writes an answer, and write the prompt "
+                "(`{text}` is the text column; or name your columns, `{question}`, `{context}`). Upload your data "
+                "below and pick its columns. The task is saved as a task file beside the run."
+            )
+            with gr.Row():
+                own = {
+                    "own_name": gr.Textbox(label="Task name", placeholder="my-topics", elem_id="ft-own_name"),
+                    "own_type": gr.Radio(
+                        ["classify", "generate"], value="classify", label="Type", elem_id="ft-own_type"
+                    ),
+                    "own_prompt": gr.Textbox("{text}", label="Prompt", elem_id="ft-own_prompt"),
+                    "own_labels": gr.Textbox(
+                        label="Labels (blank: read from the data)",
+                        placeholder="Food, Sports, Tech",
+                        elem_id="ft-own_labels",
+                    ),
+                }
         picker = DataPicker(ctx, "Training data", ("bundled sample", "hub dataset", "upload"), "ft")
         hyper = form_fields(config_cls, "hyper")
         with gr.Accordion("Hyperparameters (blank = the preset's)", open=True):
@@ -174,19 +247,21 @@ def build(ctx, config_cls=TrainConfig):
         finished = gr.Textbox(visible=False)
         evaluate_btn = gr.Button("Evaluate this run", visible=False)
 
-        names = [*widgets, *picker.names]
-        inputs = [*widgets.values(), *picker.inputs]
+        names = [*widgets, *own, *picker.names]
+        inputs = [*widgets.values(), *own.values(), *picker.inputs]
         hyper_widgets = [widgets[f.name] for f in hyper]
 
         def start(*values):
             job = ctx.jobs.start(form_to_config(ctx, picker, names, list(values), config_cls))
             return f"Started run **{job.run_name}**.", f"```\n{job.command}\n```", gr.update(interactive=True)
 
-        def on_preset(task_name, preset_name):
-            return preset_values(task_name, preset_name, config_cls)
+        def on_preset(task_name, preset_name, own_type):
+            return preset_values(task_name, preset_name, config_cls, own_type)
 
-        for trigger in (widgets["task"].change, widgets["preset"].change):
-            trigger(user_errors(on_preset), [widgets["task"], widgets["preset"]], hyper_widgets, api_name=False)
+        preset_inputs = [widgets["task"], widgets["preset"], own["own_type"]]
+        for trigger in (widgets["task"].change, widgets["preset"].change, own["own_type"].change):
+            trigger(user_errors(on_preset), preset_inputs, hyper_widgets, api_name=False)
+        widgets["task"].change(lambda t: gr.update(visible=t == OWN), widgets["task"], own_box, api_name=False)
         picker.wire(widgets["task"])
         start_btn.click(
             user_errors(start), inputs, [message, command, cancel_btn], api_name="train", show_progress_on=[message]
@@ -206,7 +281,7 @@ def build(ctx, config_cls=TrainConfig):
             show_progress="hidden",
         )
         finished.change(lambda name: gr.update(visible=bool(name)), finished, evaluate_btn, api_name=False)
-        restored = [*widgets.values(), *picker.inputs, command]
+        restored = [*widgets.values(), *own.values(), *picker.inputs, command]
         on_load = (lambda: restore(ctx, names, config_cls), restored)
     return {
         "evaluate_btn": evaluate_btn,
