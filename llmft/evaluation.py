@@ -40,6 +40,8 @@ def base_cache_key(loaded: LoadedModel, examples: list[Example], settings: Gener
         "task": loaded.task.name,
         "kind": loaded.task.kind.name,
         "prompt": loaded.task.prompt,
+        "prompt_format": loaded.task.kind.run_info(loaded.tokenizer),  # a chat template changes every prompt
+        "labels": list(loaded.task.labels),
         "head_seed": loaded.head_seed if loaded.task.kind.fresh_head else None,
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
         "examples": [[ex.id, ex.text] for ex in examples],

@@ -80,6 +80,10 @@ def form(
         source=source,
         hub_id=hub_id,
         upload=upload,
+        own_name="",
+        own_type="classify",
+        own_prompt="{text}",
+        own_labels="",
     )
 
 
@@ -104,7 +108,7 @@ def wait_for(client, predicate, timeout=120):
 
 def test_compare_sentiment_shows_both_models(served):
     client, _ = served
-    base, tuned, base_stats, tuned_stats, base_probs, tuned_probs, scores = client.predict(
+    base, tuned, base_stats, tuned_stats, base_probs, tuned_probs, scores, prompt = client.predict(
         "sentiment",
         "",
         "ready",
@@ -118,15 +122,17 @@ def test_compare_sentiment_shows_both_models(served):
     assert probs["Positive"] > 0.8 and abs(sum(probs.values()) - 1) < 1e-4
     assert "ms" in base_stats and "tokens" in tuned_stats
     assert "| correct | " in scores and scores.rstrip().endswith("✓ |")
+    assert prompt == "What a wonderful film. The acting was superb and the story moving."  # no template
 
 
 def test_compare_summaries_stream_and_score(served, constant_summaries):
     client, _ = served
     text = json.loads(Path(constant_summaries).read_text().splitlines()[0])["dialogue"]
-    base, tuned, base_stats, tuned_stats, *_, scores = client.predict(
+    base, tuned, base_stats, tuned_stats, *_, scores, prompt = client.predict(
         "dialogue", "", "tiny-dialogue", text, "the cat sat on the mat", 12, api_name="/compare"
     )
     assert tuned == "the cat sat on the mat" and base != tuned
+    assert prompt.startswith("Summarize the following conversation:") and prompt.endswith("Summary:")
     assert "first token" in tuned_stats and "rouge1" in scores
 
 
@@ -165,9 +171,11 @@ def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_disti
 
 def test_evaluate_returns_summary_and_plots(served):
     client, _ = served
-    head, summary, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files = client.predict(
+    head, summary, classes, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files = client.predict(
         "ready", 40, 0, "", None, *TEST_SAMPLE, api_name="/evaluate"
     )
+    classes = classes.get("value", classes)  # an update that also shows the table
+    assert [row[0] for row in classes["data"]] == ["Negative", "Positive"]  # the per-class table
     metrics = {row[0]: row for row in summary["data"]}
     assert {"macro_f1", "accuracy", "macro_precision", "macro_recall", "positive_f1", "correct"} <= set(metrics)
     assert float(metrics["macro_f1"][2]) > float(metrics["macro_f1"][1])  # tuned mean > base mean
@@ -234,7 +242,7 @@ def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):
 def test_evaluation_state_stays_in_its_own_session(served):
     client, _ = served
     other = Client(client.src, verbose=False)  # a second browser session
-    table = client.predict("ready", 10, 0, "", None, *TEST_SAMPLE, api_name="/evaluate")[7]
+    table = client.predict("ready", 10, 0, "", None, *TEST_SAMPLE, api_name="/evaluate")[8]
     first_id = table["data"][0][0]
     assert f"Example {first_id}" in client.predict(first_id, api_name="/example")
     try:  # the other session has no result: gradio refuses the id or the handler finds nothing to show
@@ -358,3 +366,19 @@ def test_delete_asks_first_and_a_second_confirmation_deletes_nothing_else(served
     with pytest.raises(LlmftError, match="nothing to delete"):
         runs_tab.confirm_delete(ctx, after[0])
     assert (Path(runs) / "keep-a").exists() and (Path(runs) / "keep-b").exists()
+
+
+def test_your_own_task_from_the_form_is_checked_before_anything_starts(served):
+    """A bad own task (no placeholder, a built-in name) gets one line; nothing is saved or started."""
+    from gradio_client.exceptions import AppError
+
+    client, runs = served
+    values = form(task="your own task", run_name="own-bad")
+    for own, message in (
+        ({"own_name": "mine", "own_prompt": "Classify this."}, "prompt has no placeholder"),
+        ({"own_name": "sentiment"}, "built-in task"),
+        ({"own_name": ""}, "name must be"),
+    ):
+        with pytest.raises(AppError, match=message):
+            client.predict(*[{**values, **own}[name] for name in FORM_FIELDS], api_name="/train")
+    assert not (Path(runs) / "own-bad").exists() and not list((Path(runs) / ".tasks").glob("*.yaml"))

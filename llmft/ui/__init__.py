@@ -74,7 +74,7 @@ def build_app(
         app.load(user_errors(ev["task_of_run"][0]), *ev["task_of_run"][1:], api_name=False)
         app.load(user_errors(ft["on_load"][0]), None, ft["on_load"][1], api_name=False)  # a running job's form
         app.load(user_errors(cmp["on_load"][0]), *cmp["on_load"][1:], api_name=False)
-        app.load(column_visibility, ft["task"], ft["picker"].kind_fields, api_name=False)
+        app.load(column_visibility, [ft["task"], ft["own_type"]], ft["picker"].kind_fields, api_name=False)
         app.load(user_errors(rt["refresh"]), None, rt["outputs"], api_name=False)  # a fresh page shows current runs
         # The Runs tab is never stale: refreshed when shown and when a run ends.
         quiet = dict(api_name=False, show_progress="hidden")  # background refreshes: no spinner, no error badge

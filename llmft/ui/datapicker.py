@@ -20,11 +20,17 @@ COLUMNS = {"text_column": "Text column", "target_columns": "Reference column", "
 PREVIEW_ROWS = 5
 
 
-def column_visibility(task_name: str) -> list:
-    """Show the column pickers (and the label mapping) that the task's kind reads (all of them, no task yet)."""
-    if not task_name or task_name not in task_names():  # your own task: its type decides, so show them all
+def column_visibility(task_name: str, own_type: str | None = None) -> list:
+    """Show the column pickers (and the label mapping) that the task's kind reads; for your own task, those
+    its type reads (all of them when neither is known)."""
+    from ..tasks import TYPES
+
+    if task_name in task_names():
+        fields = get_task(task_name).kind.column_fields
+    elif own_type in TYPES:
+        fields = TYPES[own_type].column_fields
+    else:
         return [gr.update(visible=True) for _ in (*COLUMNS, "label_map")]
-    fields = get_task(task_name).kind.column_fields
     return [gr.update(visible=name in fields) for name in COLUMNS] + [gr.update(visible="label_column" in fields)]
 
 
@@ -111,8 +117,9 @@ class DataPicker:
         self.names = ["source", "hub_id", *(["split"] if extra else []), "upload", *COLUMNS, "label_map"]
         self.inputs = [self.source, self.hub_id, *extra, self.upload, *self.columns.values(), self.label_map]
 
-    def wire(self, task) -> None:
-        """Connect the picker's events; `task` is the component that holds the task name."""
+    def wire(self, task, own_type=None) -> None:
+        """Connect the picker's events; `task` is the component that holds the task name, `own_type` the one
+        that holds your own task's type (Fine-tune)."""
         hub = [self.hub_id, *([self.split] if self.split is not None else [])]
 
         def on_source(choice):
@@ -133,7 +140,9 @@ class DataPicker:
             api_name="preview",
             show_progress_on=[self.table],  # an error marks the preview only, never the column pickers
         )
-        task.change(column_visibility, task, self.kind_fields, api_name=False)
+        kinds = [task, *([own_type] if own_type is not None else [])]
+        for trigger in kinds:
+            trigger.change(column_visibility, kinds, self.kind_fields, api_name=False)
 
     def resolve(self, task_name, values: dict) -> dict:
         """Config fields (data, split, columns, label_map) from the picker's values; an upload is checked here,

@@ -262,7 +262,7 @@ def build(ctx, config_cls=TrainConfig):
         for trigger in (widgets["task"].change, widgets["preset"].change, own["own_type"].change):
             trigger(user_errors(on_preset), preset_inputs, hyper_widgets, api_name=False)
         widgets["task"].change(lambda t: gr.update(visible=t == OWN), widgets["task"], own_box, api_name=False)
-        picker.wire(widgets["task"])
+        picker.wire(widgets["task"], own["own_type"])
         start_btn.click(
             user_errors(start), inputs, [message, command, cancel_btn], api_name="train", show_progress_on=[message]
         )
@@ -289,5 +289,6 @@ def build(ctx, config_cls=TrainConfig):
         "task": widgets["task"],
         "fields": names,
         "picker": picker,
+        "own_type": own["own_type"],
         "on_load": on_load,
     }
