@@ -21,6 +21,42 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 SAMPLE = "sample"
 MAX_FILE_BYTES = int(float(os.environ.get("LLMFT_MAX_FILE_MB", "200")) * 1024 * 1024)
+MAX_ROWS = int(os.environ.get("LLMFT_MAX_ROWS", "2000000"))
+"""Rows a data file may hold: readers stop with an error past it (a small Parquet file can decode to
+millions of rows)."""
+MAX_DECODED_BYTES = int(float(os.environ.get("LLMFT_MAX_DECODED_MB", "1000")) * 1024 * 1024)
+"""Decoded text a data file may hold (its cells' characters, summed as they are read)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what a reader builds: rows and decoded characters (an error past either), and `stop_at`, the
+    rows wanted (reading ends there without an error: a preview needs the first rows only)."""
+
+    max_rows: int = MAX_ROWS
+    max_bytes: int = MAX_DECODED_BYTES
+    stop_at: int | None = None
+
+
+class _Counter:
+    """Counts rows and decoded characters as a reader goes, and says when to stop."""
+
+    def __init__(self, path, limits: Limits):
+        self.path, self.limits, self.rows, self.chars = path, limits, 0, 0
+
+    def full(self) -> bool:
+        return self.limits.stop_at is not None and self.rows >= self.limits.stop_at
+
+    def add(self, record: dict) -> None:
+        self.rows += 1
+        self.chars += sum(len(str(v)) for v in record.values())
+        if self.rows > self.limits.max_rows:
+            raise LlmftError(f"{self.path} has more than {self.limits.max_rows:,} rows, the limit (LLMFT_MAX_ROWS)")
+        if self.chars > self.limits.max_bytes:
+            raise LlmftError(
+                f"{self.path} holds more than {self.limits.max_bytes / 2**20:.0f} MB of text, the limit "
+                "(LLMFT_MAX_DECODED_MB)"
+            )
 
 
 @dataclass(frozen=True)
@@ -53,6 +89,7 @@ def load_examples(
     label_column: str | None = None,
     label_map: list[str] | None = None,
     name: str | None = None,
+    limits: Limits | None = None,
 ) -> list[Example]:
     """Load all examples of `split` from `source`.
 
@@ -63,10 +100,11 @@ def load_examples(
         text_column, target_columns, label_column: override the task's column names.
         label_map: `value=Label` pairs that map the file's label values to the task's labels.
         name: what to call a local file in errors (the name the user gave it; default: its path).
+        limits: caps on rows and decoded text of a local file (default: `LLMFT_MAX_ROWS`, `LLMFT_MAX_DECODED_MB`).
     Returns:
         The examples, in file order.
     """
-    rows, where = source_rows(task, source, split, name)
+    rows, where = source_rows(task, source, split, name, limits)
     if task.definition is not None and task.label_column and not task.labels:
         raise LlmftError(
             f"task {task.name!r} lists no labels: train a run first (it reads them from its data and keeps "
@@ -81,7 +119,7 @@ def load_examples(
     return _to_examples(task, rows, where, overrides)
 
 
-def source_rows(task: TaskSpec, source: str | None, split: str, name: str | None = None):
+def source_rows(task: TaskSpec, source: str | None, split: str, name: str | None = None, limits=None):
     """The raw rows of `source` as (line number, record) pairs, and what to call the source in errors."""
     if source in (None, "", SAMPLE):
         path = bundled_path(task, split)
@@ -91,9 +129,9 @@ def source_rows(task: TaskSpec, source: str | None, split: str, name: str | None
     elif (ref := parse_ref(source, "dataset", suffixes=FILE_SUFFIXES)).local:
         if not ref.path.is_file():
             raise LlmftError(f"data file not found: {name or source}")
-        rows, where = read_rows(ref.path, name or source), name or source
+        rows, where = read_rows(ref.path, name or source, limits), name or source
     else:
-        rows, where = _read_hub(ref.value, split), f"{source} [{split}]"
+        rows, where = _read_hub(ref.value, split, _Counter(source, limits or Limits())), f"{source} [{split}]"
     if not rows:
         raise LlmftError(f"no examples in {where}")
     return rows, where
@@ -182,15 +220,16 @@ def normalize_label(value, labels: tuple[str, ...]) -> int:
     raise LlmftError(f"unknown label {value!r}; expected one of {allowed}")
 
 
-def read_rows(path: Path, name: str | None = None) -> list[tuple[int, dict]]:
-    """Rows of a local file as (line number, record) pairs; errors call the file `name` (default: its path)."""
+def read_rows(path: Path, name: str | None = None, limits: Limits | None = None) -> list[tuple[int, dict]]:
+    """Rows of a local file as (line number, record) pairs, read as a stream within `limits`; errors call
+    the file `name` (default: its path)."""
     try:
-        return _read_rows(Path(path))
+        return _read_rows(Path(path), _Counter(path, limits or Limits()))
     except LlmftError as err:
         raise LlmftError(str(err).replace(str(path), name or str(path))) from None
 
 
-def _read_rows(path: Path) -> list[tuple[int, dict]]:
+def _read_rows(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         allowed = ", ".join(FILE_SUFFIXES)
@@ -204,26 +243,56 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
         raise LlmftError(f"{path} is a binary file, not {suffix[1:].upper()} text")
     try:
         if suffix == ".jsonl":
-            return _read_jsonl(path)
+            return _read_jsonl(path, counter)
         if suffix == ".json":
-            return _read_json(path)
+            return _read_json(path, counter)
         if suffix == ".parquet":
-            import pandas as pd
-
-            try:
-                frame = pd.read_parquet(path)
-            except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
-                raise LlmftError(f"{path} is not a readable Parquet file ({type(err).__name__})") from None
-            return [(i + 1, row) for i, row in enumerate(frame.to_dict("records"))]
-        return _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+            return _read_parquet(path, counter)
+        return _read_delimited(path, "\t" if suffix == ".tsv" else ",", counter)
     except UnicodeDecodeError as err:
         raise LlmftError(f"{path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+def _read_parquet(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
+    """Row groups in batches; the row count and decoded size in the file's metadata are checked first, so a
+    few KB that decode to millions of rows are refused before anything is decoded."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        meta = parquet.metadata
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
+        raise LlmftError(f"{path} is not a readable Parquet file ({type(err).__name__})") from None
+    if counter.limits.stop_at is None:
+        if meta.num_rows > counter.limits.max_rows:
+            raise LlmftError(f"{path} has {meta.num_rows:,} rows, over the limit of {counter.limits.max_rows:,}")
+        if declared > counter.limits.max_bytes:
+            raise LlmftError(
+                f"{path} decodes to {declared / 2**20:.0f} MB, over the limit of "
+                f"{counter.limits.max_bytes / 2**20:.0f} MB"
+            )
+    rows = []
+    try:
+        for batch in parquet.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                if counter.full():
+                    return rows
+                counter.add(record)
+                rows.append((counter.rows, record))
+    except LlmftError:
+        raise
+    except Exception as err:
+        raise LlmftError(f"{path} is not a readable Parquet file ({type(err).__name__})") from None
+    return rows
+
+
+def _read_jsonl(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
     rows = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
+            if counter.full():
+                break
             if not line.strip():
                 continue
             try:
@@ -234,11 +303,12 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                 raise LlmftError(f"{path} line {line_no}: JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise LlmftError(f"{path} line {line_no}: expected a JSON object, got {type(record).__name__}")
+            counter.add(record)
             rows.append((line_no, record))
     return rows
 
 
-def _read_json(path: Path) -> list[tuple[int, dict]]:
+def _read_json(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -249,26 +319,39 @@ def _read_json(path: Path) -> list[tuple[int, dict]]:
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise LlmftError(f'{path}: expected a JSON list of objects (or {{"data": [...]}})')
-    return [(i + 1, r) for i, r in enumerate(data)]
+    rows = []
+    for i, record in enumerate(data):
+        if counter.full():
+            break
+        counter.add(record)
+        rows.append((i + 1, record))
+    return rows
 
 
-def _read_delimited(path: Path, sep: str) -> list[tuple[int, dict]]:
+def _read_delimited(path: Path, sep: str, counter: _Counter) -> list[tuple[int, dict]]:
     import pandas as pd
 
     head = path.read_bytes()[:512].lstrip().lower()
     if head.startswith((b"<!doctype", b"<html", b"<svg", b"<?xml")):
         raise LlmftError(f"{path} looks like HTML/XML, not a {'TSV' if sep == chr(9) else 'CSV'} file")
+    rows = []
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+        # In chunks: rows are counted (and reading stops) as they are parsed, never all at once.
+        chunks = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8", chunksize=4096)
+        for chunk in chunks:
+            for record in chunk.to_dict("records"):
+                if counter.full():
+                    return rows
+                counter.add(record)
+                rows.append((counter.rows + 1, record))  # line numbers as an editor shows them: header = 1
     except pd.errors.EmptyDataError:
         raise LlmftError(f"{path} has no header or rows") from None
     except pd.errors.ParserError as err:
         raise LlmftError(f"{path}: {str(err).strip().splitlines()[-1]}") from None
-    # Line numbers as an editor shows them: the header is line 1.
-    return [(i + 2, row) for i, row in enumerate(frame.to_dict("records"))]
+    return rows
 
 
-def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
+def _read_hub(dataset_id: str, split: str, counter: _Counter) -> list[tuple[int, dict]]:
     import datasets
 
     try:
@@ -280,7 +363,13 @@ def _read_hub(dataset_id: str, split: str) -> list[tuple[int, dict]]:
             f"cannot load dataset {dataset_id} from the hub ({type(err).__name__}); offline, pass a local file "
             "with --data"
         ) from None
-    return [(i + 1, row) for i, row in enumerate(ds)]
+    rows = []
+    for row in ds:
+        if counter.full():
+            break
+        counter.add(row)
+        rows.append((counter.rows, row))
+    return rows
 
 
 def _to_examples(task, rows, where, overrides) -> list[Example]:

@@ -174,3 +174,48 @@ def test_the_bertscore_scorer_cache_is_bounded():
     for name in names:
         BertScorer.get(name)
     assert list(BertScorer._cache) == names[-BertScorer.CACHE_SIZE :]
+
+
+def _peak_rss_mb(code: str) -> tuple[float, str]:
+    """Run `code` in a fresh Python; its peak RSS in MB and what it printed."""
+    import subprocess
+    import sys
+
+    wrapped = code + "\nimport resource; print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    peak = float(out.stdout.rsplit("PEAK", 1)[1])
+    return peak, out.stdout
+
+
+def test_memory_bombs_are_refused_with_bounded_memory(tmp_path):
+    """A few KB of Parquet that decode to 5 million rows, and a 20 MB CSV of 5 million short rows: refused
+    (one line) or previewed, with the reader's peak RSS bounded. Reading either whole costs gigabytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bomb = tmp_path / "bomb.parquet"
+    pq.write_table(
+        pa.table({"text": pa.array(["a"] * 5_000_000).dictionary_encode(), "label": [0] * 5_000_000}),
+        bomb,
+        row_group_size=1_000_000,
+    )
+    assert bomb.stat().st_size < 200_000
+    csv = tmp_path / "short.csv"
+    csv.write_text("text,label\n" + "ab,1\n" * 5_000_000)
+    assert csv.stat().st_size >= 20_000_000
+
+    baseline, _ = _peak_rss_mb("import pandas, pyarrow.parquet; from llmft.data import read_rows")
+    for path in (bomb, csv):
+        peak, out = _peak_rss_mb(
+            "from llmft.data import read_rows, Limits\nfrom llmft.errors import LlmftError\n"
+            f"try:\n    read_rows({str(path)!r}, limits=Limits(max_rows=100_000))\n"
+            "except LlmftError as err:\n    print('ERROR', err)"
+        )
+        assert "ERROR" in out and "rows" in out and "limit" in out, out
+        assert peak < baseline + 150, (path.name, peak, baseline)
+        peak, out = _peak_rss_mb(
+            "from llmft.ui.datapicker import PREVIEW_LIMITS\nfrom llmft.data import read_rows\n"
+            f"print('ROWS', len(read_rows({str(path)!r}, limits=PREVIEW_LIMITS)))"
+        )
+        assert "ROWS 5000" in out and peak < baseline + 250, (path.name, peak, baseline, out)

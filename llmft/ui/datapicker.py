@@ -4,18 +4,27 @@ with a preview, guessed column mapping and a label mapping pre-filled with the o
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
 import gradio as gr
 
-from ..data import SAMPLE, guess_columns, guess_label_map, load_examples, read_rows
+from ..data import SAMPLE, Limits, guess_columns, guess_label_map, load_examples, read_rows
 from ..errors import LlmftError
 from ..refs import is_hub_id
 from ..tasks import get_task, task_names
 from .common import MAX_UPLOAD
 
 UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
+UPLOAD_LIMITS = Limits(
+    max_rows=int(os.environ.get("LLMFT_MAX_UPLOAD_ROWS", "100000")),
+    max_bytes=int(float(os.environ.get("LLMFT_MAX_UPLOAD_DECODED_MB", "200")) * 2**20),
+)
+"""What one upload may hold on a shared server: rows and decoded text (a 20 MB file of short rows is millions
+of rows). The CLI's limits are larger (`data.MAX_ROWS`)."""
+PREVIEW_LIMITS = Limits(UPLOAD_LIMITS.max_rows, UPLOAD_LIMITS.max_bytes, stop_at=5000)
+"""A preview reads the first rows only (the label-mapping guesses look at up to 5,000)."""
 COLUMNS = {"text_column": "Text column", "target_columns": "Reference column", "label_column": "Label column"}
 PREVIEW_ROWS = 5
 
@@ -44,7 +53,7 @@ def preview(task_name, path, *current):
         return gr.update(value=None), *(gr.update(choices=[], value=None) for _ in COLUMNS), gr.update(value="")
     task = get_task(task_name) if task_name in task_names() else None  # None: your own task, not saved yet
     refuse_url(path)
-    rows = read_rows(Path(path), Path(path).name)
+    rows = read_rows(Path(path), Path(path).name, PREVIEW_LIMITS)
     if not rows:
         raise LlmftError(f"{Path(path).name} has no rows")
     import pandas as pd
@@ -171,7 +180,10 @@ class DataPicker:
                 raise LlmftError("upload a data file, or choose another data source")
             refuse_url(upload)
             name = Path(upload).name
-            if task.labels or not task.label_column:  # a new task file's labels are read when training starts
-                load_examples(task, upload, "train", name=name, **fields)  # the same checks training makes
+            if task.labels or not task.label_column:
+                # The same checks training makes, within the upload limits.
+                load_examples(task, upload, "train", name=name, limits=UPLOAD_LIMITS, **fields)
+            else:  # a new task file's labels are read from the data when training starts
+                read_rows(Path(upload), name, UPLOAD_LIMITS)
             return {"data": keep_upload(self.ctx, upload), **fields}
         return {"data": SAMPLE, **fields}
