@@ -91,6 +91,49 @@ def update_run(run_dir: Path, **fields) -> dict:
     return info
 
 
+def mark_failed_on_full_disk(run_dir: Path, **fields) -> bool:
+    """Record a failure when the disk is full: atomically if a temporary file still fits, else by rewriting
+    run.json in place (its old blocks are reused). Returns whether it was recorded."""
+    try:
+        update_run(run_dir, **fields)
+        return True
+    except OSError:
+        pass
+    path = Path(run_dir) / "run.json"
+    try:
+        info = {**json.loads(path.read_text(encoding="utf-8")), **fields}
+        text = json.dumps(info, default=str)
+        with open(path, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) is a full disk: OSError ENOSPC, or torch's RuntimeError from its
+    file writer ("PytorchStreamWriter failed writing file", "No space left on device")."""
+    import errno
+
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err)
+        if "No space left on device" in text or "PytorchStreamWriter failed writing" in text:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def free_mb(folder: Path) -> float:
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return float("nan")
+
+
 def find_run(name: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The directory of run `name` (or `name` itself when it is a run directory)."""
     if Path(name).expanduser().is_dir() and (Path(name).expanduser() / "run.json").is_file():
@@ -130,11 +173,67 @@ def latest_evaluation(run_dir: Path):
 
 
 def delete_run(run_dir: Path) -> None:
+    """Delete a run, its training log, and the upload it trained on unless another run uses that too."""
     info = read_run(run_dir)
     if info.get("status") == RUNNING:
         raise LlmftError(f"run {info.get('name')} is still running; cancel it first")
     shutil.rmtree(run_dir)
-    (Path(run_dir).parent / ".jobs" / f"{Path(run_dir).name}.log").unlink(missing_ok=True)  # its training log
+    home = Path(run_dir).parent
+    (home / ".jobs" / f"{Path(run_dir).name}.log").unlink(missing_ok=True)  # its training log
+    data = Path(str((info.get("config") or {}).get("data") or ""))
+    if data.parent == home / UPLOADS and str(data) not in _uploads_in_use(home):
+        data.unlink(missing_ok=True)
+
+
+UPLOADS = ".uploads"
+"""Uploads kept for training, in the runs home: `<hash>-<the user's file name>`; each belongs to the runs that
+trained on it and goes with the last of them."""
+STORAGE_CAP = int(float(os.environ.get("LLMFT_STORAGE_MB", "2000")) * 2**20)
+"""Total size of kept uploads and download copies a server may hold."""
+UPLOAD_MAX_AGE_S = float(os.environ.get("LLMFT_UPLOAD_MAX_AGE_H", "24")) * 3600
+"""An upload no run trained on (an evaluation's test file, a start that failed) is removed after this."""
+DOWNLOAD_MAX_AGE_S = float(os.environ.get("LLMFT_DOWNLOAD_MAX_AGE_H", "1")) * 3600
+"""Copies made for download are removed after this."""
+
+
+def _uploads_in_use(home: Path) -> set[str]:
+    return {str((r.get("config") or {}).get("data")) for r in list_runs(home)}
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+
+
+def clean_storage(home, downloads: Path | None = None, now: float | None = None) -> int:
+    """Remove uploads no run uses once older than `UPLOAD_MAX_AGE_S`, and download copies older than
+    `DOWNLOAD_MAX_AGE_S`; returns the bytes freed."""
+    home, now = Path(home), time.time() if now is None else now
+    freed = 0
+    in_use = _uploads_in_use(home)
+    old = [p for p in _files(home / UPLOADS) if str(p) not in in_use and now - p.stat().st_mtime > UPLOAD_MAX_AGE_S]
+    if downloads is not None:
+        old += [p for p in _files(Path(downloads)) if now - p.stat().st_mtime > DOWNLOAD_MAX_AGE_S]
+    for path in old:
+        freed += path.stat().st_size
+        path.unlink(missing_ok=True)
+    if downloads is not None and Path(downloads).is_dir():  # the emptied per-download folders
+        for folder in sorted(Path(downloads).glob("*"), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    return freed
+
+
+def reserve_storage(home, downloads: Path | None, incoming: int) -> None:
+    """Make room for `incoming` bytes of uploads or downloads (cleaning old ones first), or refuse in one line."""
+    used = sum(p.stat().st_size for p in _files(Path(home) / UPLOADS) + _files(Path(downloads or "/nonexistent")))
+    if used + incoming <= STORAGE_CAP:
+        return
+    used -= clean_storage(home, downloads)
+    if used + incoming > STORAGE_CAP:
+        raise LlmftError(
+            f"the server's storage for uploads and downloads is full ({used / 2**20:.0f} MB of "
+            f"{STORAGE_CAP / 2**20:.0f} MB); delete runs you no longer need, or try again later"
+        )
 
 
 def new_run_name(task: str) -> str:

@@ -29,6 +29,9 @@ from .runs import (
     COMPLETED,
     FAILED,
     RUNNING,
+    free_mb,
+    is_disk_full,
+    mark_failed_on_full_disk,
     new_run_name,
     process_identity,
     read_run,
@@ -110,6 +113,8 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
                 f"run {config.run_name} is still training (pid {live.get('pid')} on {live.get('host')}); "
                 "cancel it before resuming"
             )
+    elif int(os.environ.get("RANK", "0")) == 0 and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # an empty folder (a start that died before writing anything) does not take the name
     elif int(os.environ.get("RANK", "0")) == 0 and run_dir.exists():
         raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
     model_ref = resolve_model(task, config.model, roots)
@@ -204,7 +209,13 @@ def train(
         info.update(fields)
         return update_run(run_dir, **fields) if is_main else dict(info)
 
-    record(**info)
+    try:
+        record(**info)
+    except OSError as err:
+        if is_main and not resume and is_disk_full(err):  # nothing was started: the name stays free
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise LlmftError(f"the disk is full: {free_mb(run_dir.parent):.0f} MB free in {run_dir.parent}") from None
+        raise
     if is_main and not resume:  # which texts were trained on: an evaluation on them is flagged or refused
         write_json_atomic(run_dir / TRAIN_HASHES, sorted({text_hash(ex.text) for ex in examples}))
         if task.definition is not None:  # the task file beside the run, labels filled in
@@ -247,19 +258,19 @@ def train(
     except KeyboardInterrupt:
         record(status=CANCELLED, error="interrupted by the user")
         raise
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except BaseException as err:
+        if not is_disk_full(err):
             record(status=FAILED, error=f"{type(err).__name__}: {err}")
             raise
-        message = f"the disk is full: run {config.run_name} stopped while writing to {run_dir}"
-        try:
-            record(status=FAILED, error=message)
-        except OSError:
-            pass  # run.json could not be rewritten either; readers see the process gone and report it failed
+        message = (
+            f"the disk is full: {free_mb(run_dir):.0f} MB free in {run_dir.parent}; run {config.run_name} "
+            "stopped (free space, then --resume it from its last checkpoint, or delete it)"
+        )
+        for partial in set((run_dir / "checkpoints").glob("checkpoint-*")) - set(complete_checkpoints(checkpoints)):
+            shutil.rmtree(partial, ignore_errors=True)  # nothing half-written is left
+        if is_main:
+            mark_failed_on_full_disk(run_dir, status=FAILED, error=message)
         raise LlmftError(message) from None
-    except BaseException as err:
-        record(status=FAILED, error=f"{type(err).__name__}: {err}")
-        raise
     return {**final, "dir": str(run_dir)}
 
 

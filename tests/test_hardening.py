@@ -219,3 +219,100 @@ def test_memory_bombs_are_refused_with_bounded_memory(tmp_path):
             f"print('ROWS', len(read_rows({str(path)!r}, limits=PREVIEW_LIMITS)))"
         )
         assert "ROWS 5000" in out and peak < baseline + 250, (path.name, peak, baseline, out)
+
+
+def _fake_run(home, name, data):
+    from llmft.runs import update_run
+
+    (home / name).mkdir(parents=True)
+    update_run(home / name, name=name, task="sentiment", status="completed", config={"data": str(data)})
+
+
+def test_uploads_belong_to_their_runs_and_old_files_are_cleaned(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from llmft import runs
+
+    home, downloads = tmp_path / "runs", tmp_path / "downloads"
+    uploads = home / runs.UPLOADS
+    uploads.mkdir(parents=True)
+    shared, alone, orphan = (uploads / f"{n}.csv" for n in ("shared", "alone", "orphan"))
+    for path in (shared, alone, orphan):
+        path.write_text("text,label\na,1\n")
+    _fake_run(home, "r1", shared)
+    _fake_run(home, "r2", shared)
+    _fake_run(home, "r3", alone)
+    runs.delete_run(home / "r1")
+    assert shared.exists()  # r2 still trained on it
+    runs.delete_run(home / "r2")
+    runs.delete_run(home / "r3")
+    assert not shared.exists() and not alone.exists()
+
+    (downloads / "abc").mkdir(parents=True)
+    old_download = downloads / "abc" / "examples.csv"
+    old_download.write_text("x")
+    young = uploads / "young.csv"
+    young.write_text("y")
+    week_ago = time.time() - 7 * 86400
+    for path in (orphan, old_download):
+        os.utime(path, (week_ago, week_ago))
+    _fake_run(home, "r4", uploads / "old-but-used.csv")
+    (uploads / "old-but-used.csv").write_text("z")
+    os.utime(uploads / "old-but-used.csv", (week_ago, week_ago))
+    freed = runs.clean_storage(home, downloads)
+    assert freed > 0
+    assert not orphan.exists() and not old_download.exists() and not (downloads / "abc").exists()
+    assert young.exists() and (uploads / "old-but-used.csv").exists()
+
+    monkeypatch.setattr(runs, "STORAGE_CAP", 10)
+    with pytest.raises(runs.LlmftError, match="storage for uploads and downloads is full"):
+        runs.reserve_storage(home, downloads, 100)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_a_failed_run(tiny_distilbert, runs_dir, monkeypatch):
+    """torch reports a full disk as a RuntimeError from its file writer, not an OSError."""
+    import torch
+
+    from llmft.runs import read_run
+    from llmft.training import TrainConfig, train
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if str(f).endswith(("optimizer.pt", "scheduler.pt")):
+            real_save(obj, f, *args, **kwargs)  # a partial file, as a disk that fills up leaves
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
+                "file write failed"
+            )
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    config = TrainConfig(
+        task="sentiment",
+        model=tiny_distilbert,
+        runs_dir=runs_dir,
+        run_name="full",
+        max_steps=4,
+        save_steps=2,
+        train_samples=32,
+    )
+    with pytest.raises(LlmftError, match=r"the disk is full: \d+ MB free in .*run full stopped") as caught:
+        train(config, show_progress=False)
+    assert "\n" not in str(caught.value)
+    info = read_run(Path(runs_dir) / "full")
+    assert info["status"] == "failed" and info["error"].startswith("the disk is full")
+    assert not list((Path(runs_dir) / "full" / "checkpoints").glob("checkpoint-*"))  # no half checkpoint
+
+
+def test_an_empty_run_folder_does_not_take_the_name(tiny_distilbert, runs_dir):
+    from llmft.training import TrainConfig, prepare
+
+    (Path(runs_dir) / "again").mkdir(parents=True)
+    config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, run_name="again", max_steps=1)
+    assert prepare(config).run_dir.name == "again"
+    (Path(runs_dir) / "again").mkdir()
+    (Path(runs_dir) / "again" / "notes.txt").write_text("mine")
+    with pytest.raises(LlmftError, match="already exists"):  # a folder with anything in it is the user's
+        prepare(config)

@@ -10,7 +10,7 @@ from ..config import TrainConfig
 from ..context import Context
 from ..models import minilm_path
 from ..pipeline import known_tasks
-from ..runs import runs_home
+from ..runs import clean_storage, runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, user_errors
 from .datapicker import column_visibility
@@ -38,7 +38,9 @@ def build_app(
     if model_dirs is None:
         model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
     ctx = Context.create(home, dtype, allowed_roots=[home, minilm_path(), *model_dirs])
-    with gr.Blocks(title="llmft — LoRA fine-tuning, base vs tuned") as app:
+    clean_storage(home, DOWNLOADS)  # uploads no run uses and downloads past their age, from earlier sessions
+    # Gradio's own cache of uploads and outputs: swept hourly, files older than a day removed.
+    with gr.Blocks(title="llmft — LoRA fine-tuning, base vs tuned", delete_cache=(3600, 86400)) as app:
         gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
         with gr.Tabs() as tabs:
             cmp = compare.build(ctx)

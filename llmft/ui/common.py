@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import LlmftError, first_line
-from ..runs import COMPLETED, list_runs
+from ..runs import COMPLETED, list_runs, reserve_storage
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
 """The only folder the app serves files from: copies made for download."""
@@ -66,16 +66,19 @@ def completed_runs(ctx, task: str | None = None) -> list[str]:
     ]
 
 
-def for_download(path: str | Path) -> str:
-    """A copy of `path` inside DOWNLOADS (the only folder the app serves)."""
+def for_download(ctx, path: str | Path) -> str:
+    """A copy of `path` inside DOWNLOADS (the only folder the app serves), within the storage cap."""
     src = Path(path)
+    reserve_storage(ctx.runs_dir, DOWNLOADS, src.stat().st_size)
     dest = DOWNLOADS / uuid.uuid4().hex[:12] / src.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
     return str(dest)
 
 
-def zip_for_download(folder: str | Path, name: str) -> str:
+def zip_for_download(ctx, folder: str | Path, name: str) -> str:
+    """A zip of `folder` inside DOWNLOADS, within the storage cap (counted at the folder's size)."""
+    reserve_storage(ctx.runs_dir, DOWNLOADS, sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()))
     dest = DOWNLOADS / uuid.uuid4().hex[:12]
     dest.mkdir(parents=True, exist_ok=True)
     return shutil.make_archive(str(dest / name), "zip", root_dir=folder)

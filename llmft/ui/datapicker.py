@@ -13,8 +13,9 @@ import gradio as gr
 from ..data import SAMPLE, Limits, guess_columns, guess_label_map, load_examples, read_rows
 from ..errors import LlmftError
 from ..refs import is_hub_id
+from ..runs import UPLOADS, reserve_storage
 from ..tasks import get_task, task_names
-from .common import MAX_UPLOAD
+from .common import DOWNLOADS, MAX_UPLOAD
 
 UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
 UPLOAD_LIMITS = Limits(
@@ -81,9 +82,10 @@ def keep_upload(ctx, path: str) -> str:
     named `<hash>-<the user's file name>` (see `results.data_label`)."""
     src = Path(path)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    dest = ctx.runs_dir / ".uploads" / f"{digest}-{src.name}"
+    dest = ctx.runs_dir / UPLOADS / f"{digest}-{src.name}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists():
+        reserve_storage(ctx.runs_dir, DOWNLOADS, src.stat().st_size)
         shutil.copyfile(src, dest)
     return str(dest)
 

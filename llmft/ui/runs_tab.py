@@ -125,7 +125,7 @@ def download_adapter(ctx, name):
     run_dir = find_run(name, ctx.runs_dir)
     if not (run_dir / "adapter").is_dir():
         raise LlmftError(f"run {name} has no final adapter")
-    return zip_for_download(run_dir / "adapter", f"{name}-adapter")
+    return zip_for_download(ctx, run_dir / "adapter", f"{name}-adapter")
 
 
 def push(ctx, name, repo_id, private, merge):
