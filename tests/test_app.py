@@ -298,9 +298,9 @@ def test_parallel_mixed_compare_and_evaluate_give_the_sequential_outputs(served,
 
     def essence(result, endpoint):
         if endpoint == "/compare":  # both outputs and, for sentiment, both sides' probabilities
-            base, tuned, _, _, base_probs, tuned_probs, _ = result
+            base, tuned, _, _, base_probs, tuned_probs, _, _ = result
             return base, tuned, json.dumps(base_probs, sort_keys=True), json.dumps(tuned_probs, sort_keys=True)
-        return json.dumps(result[1], sort_keys=True), json.dumps(result[7], sort_keys=True)  # summary, examples
+        return json.dumps(result[1], sort_keys=True), json.dumps(result[8], sort_keys=True)  # summary, examples
 
     def call(request):
         args, endpoint = request
