@@ -62,7 +62,10 @@ def _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress):
         loaded, [ex.text for ex in examples], settings, tuned=False, progress=progress, on_progress=on_progress
     )
     if path is not None:
-        write_json_atomic(path, outputs)
+        try:
+            write_json_atomic(path, outputs)
+        except OSError:
+            pass  # a cache that cannot be written (a full disk) costs the next run time, never this result
     return outputs, False
 
 

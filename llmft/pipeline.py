@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from .errors import LlmftError
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
 from .models import LoadedModel, check_model_ref, load_model, resolve_model
 from .results import EvalResult
-from .runs import COMPLETED, find_run, read_run
+from .runs import COMPLETED, find_run, free_mb, is_disk_full, read_run
 from .tasks import TASK_FILE_SUFFIXES, TaskSpec, get_task, task_of_run
 from .training import TRAIN_HASHES
 
@@ -136,10 +137,20 @@ def evaluate(
         result.warnings.append(line + ": they flatter the tuned model")
         result.judge(line)
     written = []
-    if run_info:
-        written.append(result.write(_new_evaluation_folder(Path(run_info["dir"]) / "evaluations")))
-    if config.out:
-        written.append(result.write(config.out))
+    targets = [_new_evaluation_folder(Path(run_info["dir"]) / "evaluations")] if run_info else []
+    targets += [Path(config.out)] if config.out else []
+    for folder in targets:
+        try:
+            written.append(result.write(folder))
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err):
+                raise
+            if folder.parent.name == "evaluations":
+                shutil.rmtree(folder, ignore_errors=True)  # never half an evaluation folder
+            raise LlmftError(
+                f"the disk is full: {free_mb(folder.parent):.0f} MB free in {folder.parent}; the evaluation "
+                f"ran but its results could not be saved in {folder}"
+            ) from None
     return result, written
 
 

@@ -316,3 +316,40 @@ def test_an_empty_run_folder_does_not_take_the_name(tiny_distilbert, runs_dir):
     (Path(runs_dir) / "again" / "notes.txt").write_text("mine")
     with pytest.raises(LlmftError, match="already exists"):  # a folder with anything in it is the user's
         prepare(config)
+
+
+def test_a_full_disk_while_saving_an_evaluation_is_one_line_and_leaves_no_half_folder(tmp_path, monkeypatch):
+    import errno
+
+    from llmft.config import EvalConfig
+    from llmft.context import Context
+    from llmft.pipeline import evaluate
+    from llmft.results import EvalResult
+    from llmft.training import TrainConfig, train
+
+    runs = tmp_path / "runs"
+    train(
+        TrainConfig(task="sentiment", model="minilm", runs_dir=str(runs), run_name="ev", max_steps=2),
+        show_progress=False,
+    )
+    real_write = EvalResult.write
+
+    def full(self, out_dir):
+        real_write(self, out_dir)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(EvalResult, "write", full)
+    with pytest.raises(LlmftError, match="the disk is full: .* MB free") as caught:
+        evaluate(Context.create(runs), EvalConfig(task="sentiment", run="ev", n=8), progress=False)
+    assert "\n" not in str(caught.value)
+    assert not list((runs / "ev" / "evaluations").iterdir())
+
+
+def test_train_samples_zero_means_all_rows(tiny_distilbert, runs_dir):
+    from llmft.data import load_examples
+    from llmft.training import TrainConfig, prepare
+
+    config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, train_samples=0, max_steps=1)
+    assert len(prepare(config).examples) == len(load_examples(get_task("sentiment"), None, "train"))
+    config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, max_steps=1)
+    assert len(prepare(config).examples) == get_task("sentiment").preset("quick").train_samples
