@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_tasks(args) -> None:
     for name in task_names():
         task = get_task(name)
-        print(f"{name:10s} {task.kind.name:15s} model={task.model} data={task.dataset}")
+        print(f"{name:10s} {task.kind.family or task.kind.name:15s} model={task.model} data={task.dataset}")
         print(f"{'':10s} {task.description}")
         for preset_name, preset in task.presets.items():
             length = f"{preset.max_steps} steps" if preset.max_steps else f"{preset.epochs:g} epochs"
@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output went to a pager or `head` that stopped reading: not an error
+        sys.stderr.close()
+        return 0
     except Exception as err:  # the last resort: a bug or an unforeseen failure, still one line
         if debug:
             raise

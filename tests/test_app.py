@@ -1,6 +1,7 @@
 """The real app on a localhost port, driven through gradio_client. Run: pytest tests/test_app.py"""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -145,7 +146,9 @@ def test_compare_rejects_empty_text(served, text):
 
 def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     client, runs = served
-    message, command = start_training(client, model=tiny_distilbert, steps=6, run_name="ui-run", base_dropout=0.0)
+    message, command, timer = start_training(
+        client, model=tiny_distilbert, steps=6, run_name="ui-run", base_dropout=0.0
+    )
     assert "ui-run" in message and "python -m llmft train --task sentiment" in command
     assert "--base-dropout 0.0" in command
     state = wait_for(client, lambda s: s[3] == "ui-run")
@@ -153,6 +156,8 @@ def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     info = json.loads((Path(runs) / "ui-run" / "run.json").read_text())
     assert info["status"] == "completed" and (Path(runs) / "ui-run" / "adapter").is_dir()
     assert info["config"]["base_dropout"] == 0.0
+    # The progress timer ticks only while a run is live: switched on by Start, off once the run has ended.
+    assert timer["active"] is True and state[-1]["active"] is False
 
 
 def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_distilbert):
@@ -382,3 +387,34 @@ def test_your_own_task_from_the_form_is_checked_before_anything_starts(served):
         with pytest.raises(AppError, match=message):
             client.predict(*[{**values, **own}[name] for name in FORM_FIELDS], api_name="/train")
     assert not (Path(runs) / "own-bad").exists() and not list((Path(runs) / ".tasks").glob("*.yaml"))
+
+
+def test_space_front_matter_and_safe_launch_defaults(monkeypatch):
+    """The README's front matter has what a Space needs; the app binds loopback unless it runs on a Space."""
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    front = yaml.safe_load((root / "README.md").read_text(encoding="utf-8").split("---")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and front["python_version"] == "3.11"
+    import gradio
+
+    assert front["sdk_version"] == gradio.__version__  # the version the tests ran with
+    for key in ("short_description", "license", "models", "datasets", "suggested_hardware", "suggested_storage"):
+        assert front[key], key
+    assert len(front["short_description"]) <= 60  # the hub refuses longer ones
+    assert all(" " in entry and ".safetensors" in entry for entry in front["preload_from_hub"])  # no pickle
+
+    sys.path.insert(0, str(root))
+    import app as app_module
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    assert app_module.parse_args([]).host == "127.0.0.1"
+    assert app_module.parse_args(["--auth", "me:secret"]).auth == ("me", "secret")
+    with pytest.raises(SystemExit):
+        app_module.parse_args(["--auth", "no-password"])
+    monkeypatch.setenv("SPACE_ID", "someone/llmft")
+    assert app_module.parse_args([]).host == "0.0.0.0"
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"

@@ -40,7 +40,9 @@ def build_app(
     ctx = Context.create(home, dtype, allowed_roots=[home, minilm_path(), *model_dirs])
     clean_storage(home, DOWNLOADS)  # uploads no run uses and downloads past their age, from earlier sessions
     # Gradio's own cache of uploads and outputs: swept hourly, files older than a day removed.
-    with gr.Blocks(title="llmft — LoRA fine-tuning, base vs tuned", delete_cache=(3600, 86400)) as app:
+    with gr.Blocks(
+        title="llmft — LoRA fine-tuning, base vs tuned", delete_cache=(3600, 86400), analytics_enabled=False
+    ) as app:
         gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
         with gr.Tabs() as tabs:
             cmp = compare.build(ctx)
@@ -89,5 +91,7 @@ def build_app(
 
 def launch(app: gr.Blocks, **kwargs):
     DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    app.queue(default_concurrency_limit=4)
+    # Two model-heavy events at once at most (Compare, Evaluate, previews) and a bounded waiting line: a
+    # 2-vCPU Space does not run four models at once, and a flood of requests is told the queue is full.
+    app.queue(default_concurrency_limit=2, max_size=64)
     return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], **kwargs)

@@ -245,6 +245,9 @@ def build(ctx, config_cls=TrainConfig):
             loss = gr.Plot(label="Loss")
             log = gr.Textbox(label="Log (last steps)", lines=12, interactive=False)
         finished = gr.Textbox(visible=False)
+        # Ticks only while a run is live (started here, or found running when the page loads): an idle tab
+        # sends nothing.
+        timer = gr.Timer(1.0, active=False)
         evaluate_btn = gr.Button("Evaluate this run", visible=False)
 
         names = [*widgets, *own, *picker.names]
@@ -253,7 +256,8 @@ def build(ctx, config_cls=TrainConfig):
 
         def start(*values):
             job = ctx.jobs.start(form_to_config(ctx, picker, names, list(values), config_cls))
-            return f"Started run **{job.run_name}**.", f"```\n{job.command}\n```", gr.update(interactive=True)
+            started = f"Started run **{job.run_name}**."
+            return started, f"```\n{job.command}\n```", gr.update(interactive=True), gr.Timer(active=True)
 
         def on_preset(task_name, preset_name, own_type):
             return preset_values(task_name, preset_name, config_cls, own_type)
@@ -264,7 +268,11 @@ def build(ctx, config_cls=TrainConfig):
         widgets["task"].change(lambda t: gr.update(visible=t == OWN), widgets["task"], own_box, api_name=False)
         picker.wire(widgets["task"], own["own_type"])
         start_btn.click(
-            user_errors(start), inputs, [message, command, cancel_btn], api_name="train", show_progress_on=[message]
+            user_errors(start),
+            inputs,
+            [message, command, cancel_btn, timer],
+            api_name="train",
+            show_progress_on=[message],
         )
         cancel_btn.click(
             lambda: "Cancelling after the current step…" if ctx.jobs.cancel() else "No run is in progress.",
@@ -272,17 +280,25 @@ def build(ctx, config_cls=TrainConfig):
             message,
             api_name="cancel",
         )
-        timer = gr.Timer(1.0)
+        def tick():
+            job = ctx.jobs.current()
+            return (*poll(ctx), gr.Timer(active=job is not None and job.running))
+
         timer.tick(
-            user_errors(lambda: poll(ctx)),
+            user_errors(tick),
             None,
-            [progress, loss, log, finished, cancel_btn, message],
+            [progress, loss, log, finished, cancel_btn, message, timer],
             api_name="progress",
             show_progress="hidden",
         )
         finished.change(lambda name: gr.update(visible=bool(name)), finished, evaluate_btn, api_name=False)
-        restored = [*widgets.values(), *own.values(), *picker.inputs, command]
-        on_load = (lambda: restore(ctx, names, config_cls), restored)
+        restored = [*widgets.values(), *own.values(), *picker.inputs, command, timer]
+
+        def on_page_load():
+            job = ctx.jobs.current()
+            return [*restore(ctx, names, config_cls), gr.Timer(active=job is not None and job.running)]
+
+        on_load = (on_page_load, restored)
     return {
         "evaluate_btn": evaluate_btn,
         "finished": finished,
