@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from llmft import get_task
+from llmft.config import EvalConfig
+from llmft.context import Context
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings
 from llmft.export import export_run
 from llmft.inference import generate
 from llmft.kinds import CAUSAL_LM, CLASSIFICATION, SEQ2SEQ
 from llmft.models import load_model, model_config, resolve_target_modules, task_for_model
+from llmft.pipeline import evaluate
 from llmft.runs import read_run
 from llmft.synthetic import build_causal
 from llmft.training import TrainConfig, train
@@ -155,6 +158,14 @@ def test_lora_learns_a_constant_answer_and_the_merged_export_reloads_in_plain_tr
     tuned = generate(loaded, texts, settings, tuned=True, progress=False)
     assert tuned == [ANSWER] * len(texts)  # learned, and stopped at EOS
     assert all(b != ANSWER for b in base)
+    # The evaluation pipeline (base-output cache, scoring, verdict) sees the same outputs.
+    result, _ = evaluate(
+        Context.create(runs_dir),
+        EvalConfig(task="dialogue", run=arch, data=held_out, scorer="minilm", max_new_tokens=12),
+        progress=False,
+    )
+    assert [r["tuned_output"] for r in result.rows] == [ANSWER] * len(texts) and result.kind == "causal_lm"
+    assert result.verdict == "better" and result.metrics["rouge1"]["tuned_mean"] == 1.0
     # Compare streams base and tuned as two rows of one batch: the same outputs, token by token.
     *_, last = loaded.task.kind.stream(loaded, texts[0], GenerationSettings(max_new_tokens=12, batch_size=1))
     assert (last["base"]["text"], last["tuned"]["text"]) == (base[0], ANSWER)
