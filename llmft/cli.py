@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import LlmftError
@@ -92,7 +93,8 @@ def cmd_train(args) -> None:
     from .training import train
 
     keep_freed_memory()  # one job per process: trade returning memory to the OS for fewer page faults
-    get_task(args.task)
+    if not args.resume:  # a resumed run keeps its own task: its name is enough, the file may be gone
+        get_task(args.task)
     if args.resume:
         if not args.run_name:
             raise LlmftError("--resume needs --run-name of the run to continue")
@@ -152,6 +154,12 @@ def cmd_predict(args) -> None:
     ctx = Context.create(args.runs_dir, args.dtype)
     loaded, _ = open_model(ctx, resolve_task(ctx, args.task, args.run), args.run, args.adapter, args.model)
     task = loaded.task  # as the model and run decide it: a decoder's kind, a file task's stored labels
+    if task.input_columns:
+        print(
+            f"note: task {task.name} fills its prompt from columns {', '.join(task.input_columns)}; --text is "
+            "used as the filled prompt",
+            file=sys.stderr,
+        )
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_target_tokens,
         batch_size=1,
@@ -202,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="llmft: %(message)s")
     from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes: not the user's concern
 
     hf_logging.set_verbosity_error()
     debug = args.debug or os.environ.get("LLMFT_DEBUG", "") not in ("", "0")

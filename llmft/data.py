@@ -146,6 +146,12 @@ def infer_labels(task: TaskSpec, source: str | None, split: str, label_column: s
         raise LlmftError(f"column {column!r} not found in {where}; columns are: {', '.join(sorted(rows[0][1]))}")
     values = {str(row.get(column)).strip() for _, row in rows if row.get(column) is not None}
     values.discard("")
+    if len({v.lower() for v in values}) != len(values):
+        clash = sorted(v for v in values if sum(w.lower() == v.lower() for w in values) > 1)
+        raise LlmftError(
+            f"{where}: labels in column {column!r} differ only by case ({', '.join(clash)}); "
+            "write them one way, or list the labels in the task file"
+        )
     if len(values) < 2:
         raise LlmftError(
             f"{where}: column {column!r} has one label only ({', '.join(values) or 'none'}); "
@@ -197,11 +203,16 @@ def normalize_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> tuple[s
 
 
 def normalize_label(value, labels: tuple[str, ...]) -> int:
-    """Map a label given as an id (0, "1", 1.0) or a name ("positive", "Negative") to its id."""
+    """Map a label given as a name ("positive", "Negative", or "3" when the labels are "1", "2", "3") or an id
+    (0, "1", 1.0) to its id. A name wins over an id: labels read from a column of ratings are names."""
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if isinstance(value, int | str):
+        named = [i for i, name in enumerate(labels) if name.lower() == str(value).strip().lower()]
+        if len(named) == 1:
+            return named[0]
     if isinstance(value, int):
         if 0 <= value < len(labels):
             return value
@@ -274,7 +285,8 @@ def _read_parquet(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
             )
     rows = []
     try:
-        for batch in parquet.iter_batches(batch_size=1024):
+        # Small batches: one batch of dictionary-encoded long strings can decode to far more than it declares.
+        for batch in parquet.iter_batches(batch_size=64):
             for record in batch.to_pylist():
                 if counter.full():
                     return rows
@@ -382,6 +394,8 @@ def _to_examples(task, rows, where, overrides) -> list[Example]:
     for line_no, row in rows:
         for text_col in columns["text"]:
             text = row.get(text_col)
+            if task.input_columns and isinstance(text, int | float) and not isinstance(text, bool):
+                text = str(text)  # a number is fine in a prompt over several columns
             if not isinstance(text, str) or not text.strip():
                 raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
         if task.input_columns:  # a prompt over several columns: the example's text is the filled prompt

@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import LlmftError
-from .models import LoadedModel
+from .models import LoadedModel, input_limit
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -80,7 +80,7 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
         loaded.tokenizer,
         prompts,
         settings.batch_size,
-        settings.max_input_tokens,
+        input_limit(loaded.tokenizer, settings.max_input_tokens),
         settings.max_batch_tokens,
         loaded.task.kind.special_tokens(loaded.tokenizer),
     )
@@ -99,7 +99,8 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
 
 def prompts_of(loaded, texts, settings) -> list[str]:
     """The prompts the model reads for `texts`, as its kind builds them (task template, chat template)."""
-    return loaded.task.kind.prompts(loaded.task, loaded.tokenizer, list(texts), settings.max_input_tokens)
+    limit = input_limit(loaded.tokenizer, settings.max_input_tokens)
+    return loaded.task.kind.prompts(loaded.task, loaded.tokenizer, list(texts), limit)
 
 
 def _encode(loaded, prompts, settings):
@@ -107,7 +108,7 @@ def _encode(loaded, prompts, settings):
         prompts,
         padding=True,
         truncation=True,
-        max_length=settings.max_input_tokens,
+        max_length=input_limit(loaded.tokenizer, settings.max_input_tokens),
         return_tensors="pt",
         add_special_tokens=loaded.task.kind.special_tokens(loaded.tokenizer),
     ).to(loaded.device)
@@ -174,7 +175,8 @@ def _input_stats(loaded, text: str, settings) -> tuple[str, int, bool]:
     prompt = prompts_of(loaded, [text], settings)[0]
     special = loaded.task.kind.special_tokens(loaded.tokenizer)
     n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special)["input_ids"])
-    return prompt, min(n_tokens, settings.max_input_tokens), n_tokens > settings.max_input_tokens
+    limit = input_limit(loaded.tokenizer, settings.max_input_tokens)
+    return prompt, min(n_tokens, limit), n_tokens > limit
 
 
 def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSettings):

@@ -130,6 +130,13 @@ def task_for_model(task: TaskSpec, model_ref: str) -> TaskSpec:
     return task if kind is task.kind else dataclasses.replace(task, kind=kind)
 
 
+def input_limit(tokenizer, max_input_tokens: int) -> int:
+    """`max_input_tokens`, but no more than the model's tokenizer says it takes (BERT/MiniLM: 512; a longer
+    input would overflow its position embeddings)."""
+    known = getattr(tokenizer, "model_max_length", None)
+    return min(max_input_tokens, known) if isinstance(known, int) and 0 < known < 10**6 else max_input_tokens
+
+
 def device_and_dtype(dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """The device, and the weights' dtype: `auto` is fp32 on CPU and bf16 on a GPU that supports it.
 

@@ -216,6 +216,8 @@ TASK_FILE_KEYS = {
 DEFAULT_MODELS = {"generate": "HuggingFaceTB/SmolLM2-135M-Instruct", "classify": "distilbert-base-uncased"}
 """Base models of file tasks that name none: today's small instruct LLM; the origin's classifier."""
 MAX_LABELS = 1000
+MAX_PROMPT_CHARS = 20_000
+"""A prompt template longer than this would crowd out the input."""
 
 
 def load_task_file(path) -> TaskSpec:
@@ -258,6 +260,7 @@ def write_task_file(spec: TaskSpec, path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         yaml.safe_dump(spec.definition, f, sort_keys=False, allow_unicode=True)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a task file is meant to be read, like run.json
     os.replace(tmp, path)
     return path
 
@@ -319,8 +322,14 @@ def task_from_definition(data, where: str) -> TaskSpec:
     text_column = text("text_column")
     if text_column and "text" not in fields:
         raise LlmftError(f"{where}: text_column is unused: the prompt names its columns ({', '.join(fields)})")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise LlmftError(f"{where}: prompt is {len(prompt):,} characters, over {MAX_PROMPT_CHARS:,}")
     generate = kind_type == "generate"
     targets, label_column = names("target_columns"), text("label_column")
+    answers = set(targets) | ({label_column} if label_column else set())
+    leaked = sorted(answers & ({text_column} if text_column else set(fields)))
+    if leaked:
+        raise LlmftError(f"{where}: the input reads {leaked[0]!r}, the column the model must predict")
     labels = names("labels")
     metrics = names("metrics") or ["rouge", "bertscore"]
     if generate:
@@ -338,6 +347,8 @@ def task_from_definition(data, where: str) -> TaskSpec:
             raise LlmftError(f"{where}: target_columns and metrics belong to generate tasks")
         if len(labels) == 1:
             raise LlmftError(f"{where}: one label only ({labels[0]}); a classifier needs at least two")
+        if any(not v for v in labels):
+            raise LlmftError(f"{where}: a label is empty; every label needs a name")
         if len(set(labels)) != len(labels) or len({v.lower() for v in labels}) != len(labels):
             raise LlmftError(f"{where}: labels repeat (case ignored): {', '.join(labels)}")
         if len(labels) > MAX_LABELS:
@@ -390,10 +401,33 @@ def _file_presets(value, base: TaskSpec, where: str) -> dict:
         bad = sorted(set(overrides) - known)
         if bad:
             raise LlmftError(f"{where}: unknown preset setting {bad[0]!r}; settings: {', '.join(sorted(known))}")
-        if "target_modules" in overrides:
-            overrides = {**overrides, "target_modules": tuple(overrides["target_modules"])}
-        presets[name] = dataclasses.replace(presets[name], **overrides)
+        checked = {key: _preset_value(key, v, f"{where}: preset {name}") for key, v in overrides.items()}
+        presets[name] = dataclasses.replace(presets[name], **checked)
     return presets
+
+
+PRESET_INTS = {"lora_r": 1, "lora_alpha": 1, "batch_size": 1, "max_steps": 1, "train_samples": 1, "eval_n": 1}
+"""Whole-number preset settings and their least value (`max_steps` and `train_samples` may be null)."""
+PRESET_FLOATS = {"lora_dropout": (0.0, 0.999), "learning_rate": (1e-8, 1.0), "epochs": (0.01, 1000.0)}
+
+
+def _preset_value(key: str, value, where: str):
+    """A task file's preset setting, checked for type and range."""
+    if key == "target_modules":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
+            raise LlmftError(f"{where}: target_modules must be module names, e.g. [q, v] or all-linear")
+        return tuple(v.strip() for v in items)
+    if key in PRESET_INTS:
+        if value is None and key in ("max_steps", "train_samples"):
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not PRESET_INTS[key] <= value <= 10**7:
+            raise LlmftError(f"{where}: {key} must be a whole number of at least {PRESET_INTS[key]}, got {value!r}")
+        return value
+    low, high = PRESET_FLOATS[key]
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise LlmftError(f"{where}: {key} must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
 
 
 def task_names() -> list[str]:

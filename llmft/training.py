@@ -23,7 +23,15 @@ from transformers import TrainerCallback
 from .config import TrainConfig
 from .data import Example, describe_source, infer_labels, load_examples, sample_examples, text_hash
 from .errors import LlmftError
-from .models import device_and_dtype, dtype_name, load_base, resolve_model, resolve_target_modules, task_for_model
+from .models import (
+    device_and_dtype,
+    dtype_name,
+    input_limit,
+    load_base,
+    resolve_model,
+    resolve_target_modules,
+    task_for_model,
+)
 from .runs import (
     CANCELLED,
     COMPLETED,
@@ -327,7 +335,8 @@ def _build_trainer(
     for param in model.parameters():
         if param.requires_grad:  # LoRA and head weights train in fp32 whatever the base weights' dtype
             param.data = param.data.float()
-    rows = task.kind.features(task, tokenizer, examples, config.max_input_tokens, config.max_target_tokens)
+    max_input = input_limit(tokenizer, config.max_input_tokens)
+    rows = task.kind.features(task, tokenizer, examples, max_input, config.max_target_tokens)
     dataset = Dataset.from_list(rows)
 
     steps_per_epoch = max(1, -(-len(rows) // config.batch_size))

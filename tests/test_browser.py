@@ -171,12 +171,13 @@ def test_own_csv_train_evaluate_on_held_out_compare_and_delete(page, tmp_path):
     assert "demo" in page.locator("#runs-table").inner_text()  # the other runs are still there
 
 
-def test_your_own_three_class_task_from_the_browser(page, topic_data):
+def test_your_own_three_class_task_from_the_browser(page, app_url, topic_data):
     """Your own task: a 3-class topic classifier defined in the form, trained on an upload, evaluated on a
     held-out upload (per-class table, 3x3 confusion matrices) and compared (three class bars)."""
     from playwright.sync_api import expect
 
     _, train_csv, test_csv = topic_data
+    page.goto(app_url)  # a fresh page: the earlier journeys left an upload and other choices in the form
 
     def field(name):
         return page.locator(f"#{name}").locator("textarea, input").first

@@ -49,6 +49,9 @@ def test_a_three_class_task_file_trains_and_evaluates_from_the_cli(topic_data, t
     assert predicted.returncode == 0, predicted.stderr
     assert "tuned: Sports (Food" in predicted.stdout
 
+    resumed = run_cli("train", "--task", "topic", "--resume", "--run-name", "t3", "--runs-dir", runs)
+    assert resumed.returncode == 2 and "already completed" in resumed.stderr  # found by name, file gone
+
     exported = run_cli("export", "--run", "t3", "--out", str(tmp_path / "export"), "--runs-dir", runs)
     assert exported.returncode == 0, exported.stderr
     card = (tmp_path / "export" / "README.md").read_text()
@@ -79,6 +82,14 @@ GOOD = "name: {name}\ntype: classify\ntext_column: text\nlabel_column: label\nla
         ("name: sentiment\ntype: classify\nlabel_column: label\n", "built-in task"),
         (GOOD.format(name="bad8") + "presets: {quick: {steps: 3}}\n", "unknown preset setting 'steps'"),
         (GOOD.format(name="../../etc"), "name must be"),
+        (GOOD.format(name="p1") + "presets: {quick: {learning_rate: '0.003'}}\n", "learning_rate must be a number"),
+        (GOOD.format(name="p2") + "presets: {quick: {lora_r: 2.5}}\n", "lora_r must be a whole number"),
+        (GOOD.format(name="p3") + "presets: {quick: {target_modules: 5}}\n", "target_modules must be module"),
+        (GOOD.format(name="p4") + "presets: {quick: {eval_n: all}}\n", "eval_n must be a whole number"),
+        ("name: leak1\ntype: classify\ntext_column: topic\nlabel_column: topic\n", "the column the model must"),
+        ("name: leak2\ntype: classify\nprompt: '{s} [{topic}]'\nlabel_column: topic\n", "the column the model"),
+        ("name: empty\ntype: classify\nlabel_column: l\nlabels: ['', A]\n", "a label is empty"),
+        ("name: long\ntype: classify\nlabel_column: l\nprompt: '" + "x" * 30000 + " {text}'\n", "over 20,000"),
     ],
 )
 def test_bad_task_files_get_one_line_errors(text, message, tmp_path, capsys):
@@ -188,3 +199,20 @@ def test_a_prompt_over_several_columns_with_exact_match_and_chrf(tiny_llama, tmp
     assert set(result.metrics) == {"exact_match", "chrf", "overall"} and result.scorer is None
     assert result.metrics["exact_match"]["tuned_mean"] == 1.0  # "blue" after normalisation
     assert result.metrics["exact_match"]["base_mean"] == 0.0 and result.verdict == "better"
+
+
+def test_whole_number_labels_are_names_and_case_clashes_are_refused(tmp_path):
+    task = load_task_file(_write(tmp_path, "name: stars\ntype: classify\nlabel_column: stars\n"))
+    csv = tmp_path / "stars.csv"
+    csv.write_text("text,stars\na,1\nb,2\nc,3\nd,3\n", encoding="utf-8")
+    jsonl = tmp_path / "stars.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t, "stars": n}) + "\n" for t, n in zip("abcd", (1, 2, 3, 3))))
+    for data in (csv, jsonl):
+        labels = infer_labels(task, str(data), "train")
+        assert labels == ("1", "2", "3")
+        # The rating 3 is the label "3" (id 2), never the id 3 or the label at id 1.
+        assert [labels[ex.label] for ex in load_examples(task.with_labels(labels), str(data))] == ["1", "2", "3", "3"]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("text,stars\na,Food\nb,food\nc,Tech\n", encoding="utf-8")
+    with pytest.raises(LlmftError, match="differ only by case"):
+        infer_labels(task, str(mixed), "train")

@@ -8,7 +8,8 @@ from llmft.tasks import CLASSIFICATION, SEQ2SEQ, Preset, TaskSpec
 
 
 def test_the_three_origin_tasks_are_registered():
-    assert task_names() == ["dialogue", "document", "sentiment"]
+    # Task files loaded by other tests in this process are registered too; the built-in ones are these.
+    assert [n for n in task_names() if get_task(n).definition is None] == ["dialogue", "document", "sentiment"]
 
 
 @pytest.mark.parametrize("name", ["dialogue", "document", "sentiment"])
@@ -44,7 +45,7 @@ def test_duplicate_registration_raises():
 
 
 def test_unknown_task_and_preset_name_the_choices():
-    with pytest.raises(LlmftError, match="unknown task 'poetry'; choose from dialogue, document, sentiment"):
+    with pytest.raises(LlmftError, match=r"unknown task 'poetry'; choose from dialogue, document, (.*, )?sentiment"):
         get_task("poetry")
     with pytest.raises(LlmftError, match="unknown preset 'huge'"):
         get_task("dialogue").preset("huge")

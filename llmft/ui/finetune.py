@@ -280,6 +280,7 @@ def build(ctx, config_cls=TrainConfig):
             message,
             api_name="cancel",
         )
+
         def tick():
             job = ctx.jobs.current()
             return (*poll(ctx), gr.Timer(active=job is not None and job.running))
