@@ -163,11 +163,14 @@ def _widget(config_cls, f, value):
 
 
 def poll(ctx):
-    """(progress html, loss figure, log tail, finished run name, Cancel button, message) of the current job."""
+    """(progress html, loss figure, log tail, finished run name, Cancel button, message, timer) of the current
+    job. The timer keeps ticking while the job is live; `running` is read once, before the status, so the
+    last tick always shows the final status."""
     job = ctx.jobs.current()
     if job is None:
         idle = "<p>No run yet. Configure one and press Start.</p>"
-        return idle, None, "", "", gr.update(interactive=False), gr.update()
+        return idle, None, "", "", gr.update(interactive=False), gr.update(), gr.Timer(active=False)
+    running = job.running
     info = job.info()
     status = job.status()
     step, total = info.get("step", 0), info.get("total_steps") or 0
@@ -188,10 +191,10 @@ def poll(ctx):
     else:
         log = "\n".join(f"step {h['step']:>5}  loss {h['loss']:.4f}" for h in history[-12:])
     figure = loss_curve(history, f"Training loss — {job.run_name}") if history else None
-    running = job.running
     # The action line ("Started…", "Cancelling…") gives way to the status line once the run has ended.
     message = gr.update() if running else gr.update(value="")
-    return bar, figure, log, job.run_name if status == "completed" else "", gr.update(interactive=running), message
+    finished = job.run_name if status == "completed" else ""
+    return bar, figure, log, finished, gr.update(interactive=running), message, gr.Timer(active=running)
 
 
 def build(ctx, config_cls=TrainConfig):
@@ -281,12 +284,8 @@ def build(ctx, config_cls=TrainConfig):
             api_name="cancel",
         )
 
-        def tick():
-            job = ctx.jobs.current()
-            return (*poll(ctx), gr.Timer(active=job is not None and job.running))
-
         timer.tick(
-            user_errors(tick),
+            user_errors(lambda: poll(ctx)),
             None,
             [progress, loss, log, finished, cancel_btn, message, timer],
             api_name="progress",
