@@ -105,7 +105,7 @@ def load_examples(
         The examples, in file order.
     """
     rows, where = source_rows(task, source, split, name, limits)
-    if task.definition is not None and task.label_column and not task.labels:
+    if task.labels_from_data:
         raise LlmftError(
             f"task {task.name!r} lists no labels: train a run first (it reads them from its data and keeps "
             "them), or list labels in the task file"
@@ -142,8 +142,7 @@ def infer_labels(task: TaskSpec, source: str | None, split: str, label_column: s
     (case kept), in numeric order when they are all whole numbers and in sorted order otherwise."""
     rows, where = source_rows(task, source, split)
     column = label_column or task.label_column
-    if column not in rows[0][1]:
-        raise LlmftError(f"column {column!r} not found in {where}; columns are: {', '.join(sorted(rows[0][1]))}")
+    _require_columns([column], set(rows[0][1]), where)
     values = {str(row.get(column)).strip() for _, row in rows if row.get(column) is not None}
     values.discard("")
     if len({v.lower() for v in values}) != len(values):
@@ -384,12 +383,16 @@ def _read_hub(dataset_id: str, split: str, counter: _Counter) -> list[tuple[int,
     return rows
 
 
+def _require_columns(names, present: set, where: str) -> None:
+    for name in names:
+        if name not in present:
+            raise LlmftError(f"column {name!r} not found in {where}; columns are: {', '.join(sorted(present))}")
+
+
 def _to_examples(task, rows, where, overrides) -> list[Example]:
     present = set(rows[0][1])
     columns = task.kind.columns(task, present, overrides)
-    for name in (c for names in columns.values() for c in names):
-        if name not in present:
-            raise LlmftError(f"column {name!r} not found in {where}; columns are: {', '.join(sorted(present))}")
+    _require_columns([c for names in columns.values() for c in names], present, where)
     examples = []
     for line_no, row in rows:
         for text_col in columns["text"]:

@@ -292,8 +292,7 @@ class Classification(Kind):
     """Classification heads that from_pretrained initialises fresh and LoRA must train in full."""
 
     def validate(self, spec):
-        from_data = spec.definition is not None and not spec.labels  # a task file's labels are read from data
-        if not spec.label_column or (len(spec.labels) < 2 and not from_data):
+        if not spec.label_column or (len(spec.labels) < 2 and not spec.labels_from_data):
             raise ValueError(f"classification task {spec.name!r} needs label_column and at least two labels")
 
     def load_model(self, spec, model_ref, **kwargs):

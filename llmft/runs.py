@@ -225,7 +225,8 @@ def clean_storage(home, downloads: Path | None = None, now: float | None = None)
 
 def reserve_storage(home, downloads: Path | None, incoming: int) -> None:
     """Make room for `incoming` bytes of uploads or downloads (cleaning old ones first), or refuse in one line."""
-    used = sum(p.stat().st_size for p in _files(Path(home) / UPLOADS) + _files(Path(downloads or "/nonexistent")))
+    kept = _files(Path(home) / UPLOADS) + (_files(Path(downloads)) if downloads is not None else [])
+    used = sum(p.stat().st_size for p in kept)
     if used + incoming <= STORAGE_CAP:
         return
     used -= clean_storage(home, downloads)

@@ -95,11 +95,7 @@ class TaskSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "kind", get_kind(self.kind))
-        fields = PLACEHOLDER.findall(self.prompt)
-        if not fields:
-            raise ValueError(f"prompt of task {self.name!r} needs a placeholder: {{text}} or {{column}}")
-        if "text" in fields and len(set(fields)) > 1:
-            raise ValueError(f"prompt of task {self.name!r} mixes {{text}} with {{column}} placeholders")
+        prompt_fields(self.prompt)
         unknown = [m for m in self.metrics if m not in GENERATION_METRICS]
         if unknown or not self.metrics:
             raise ValueError(f"metrics of task {self.name!r} must be among {', '.join(GENERATION_METRICS)}")
@@ -111,6 +107,11 @@ class TaskSpec:
         if name not in self.presets:
             raise LlmftError(f"unknown preset {name!r} for task {self.name!r}; choose from {', '.join(self.presets)}")
         return self.presets[name]
+
+    @property
+    def labels_from_data(self) -> bool:
+        """A task file that lists no labels: they are read from the training data (and kept in the run)."""
+        return self.definition is not None and bool(self.label_column) and not self.labels
 
     @property
     def input_columns(self) -> tuple[str, ...]:
@@ -134,6 +135,16 @@ class TaskSpec:
         labels = tuple(labels)
         definition = None if self.definition is None else {**self.definition, "labels": list(labels)}
         return dataclasses.replace(self, labels=labels, definition=definition)
+
+
+def prompt_fields(prompt: str) -> list[str]:
+    """The placeholders of a prompt template; ValueError when it has none, or mixes `{text}` with columns."""
+    fields = PLACEHOLDER.findall(prompt)
+    if not fields:
+        raise ValueError("prompt has no placeholder: put {text} or {column} where the input goes")
+    if "text" in fields and len(set(fields)) > 1:
+        raise ValueError("prompt mixes {text} with {column} placeholders; name every column")
+    return fields
 
 
 _REGISTRY = Registry("task")
@@ -314,11 +325,10 @@ def task_from_definition(data, where: str) -> TaskSpec:
     if kind_type not in TYPES:
         raise LlmftError(f"{where}: type must be generate or classify, got {kind_type!r}")
     prompt = text("prompt", "{text}")
-    fields = PLACEHOLDER.findall(prompt)
-    if not fields:
-        raise LlmftError(f"{where}: prompt has no placeholder: put {{text}} or {{column}} where the input goes")
-    if "text" in fields and len(set(fields)) > 1:
-        raise LlmftError(f"{where}: prompt mixes {{text}} with {{column}} placeholders; name every column")
+    try:
+        fields = prompt_fields(prompt)
+    except ValueError as err:
+        raise LlmftError(f"{where}: {err}") from None
     text_column = text("text_column")
     if text_column and "text" not in fields:
         raise LlmftError(f"{where}: text_column is unused: the prompt names its columns ({', '.join(fields)})")

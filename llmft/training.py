@@ -127,9 +127,7 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
         raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
     model_ref = resolve_model(task, config.model, roots)
     task = task_for_model(task, model_ref)
-    if (
-        task.definition is not None and task.label_column and not task.labels
-    ):  # a task file without labels: they are the training data's
+    if task.labels_from_data:  # a task file without labels: they are the training data's
         task = use_task(task.with_labels(infer_labels(task, config.data, task.train_split, config.label_column)))
     examples = load_examples(
         task,
