@@ -233,6 +233,9 @@ class TrainConfig:
     )
     run_name: str | None = param(help="the run's name (default: task and time)", group="run")
     runs_dir: str | None = param(help="the runs home (default: $LLMFT_HOME/runs or ~/.cache/llmft/runs)")
+    owner: str | None = param(
+        help="the Hugging Face user the run belongs to (set by the app on a Space; blank: the server's owner)"
+    )
     text_column: str | None = param(help="input text column (default: the task's)", group="columns")
     target_columns: list[str] | None = param(
         help="reference column(s), comma-separated for several references", flag="--target-column", group="columns"
@@ -256,6 +259,7 @@ class TrainConfig:
     )
 
     def __post_init__(self):
+        from .refs import is_hub_id
         from .runs import check_run_name
         from .tasks import get_task
 
@@ -278,6 +282,8 @@ class TrainConfig:
             raise LlmftError(f"target-modules must be a non-empty list of module names, got {self.target_modules!r}")
         if self.run_name is not None:
             check_run_name(self.run_name)
+        if self.owner is not None and (not is_hub_id(self.owner) or "/" in self.owner):
+            raise LlmftError(f"owner must be a Hugging Face username, got {self.owner!r}")
 
     def cli_command(self) -> str:
         """The `python -m llmft train` command that reproduces this run."""

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .access import Access
 from .refs import resolve_roots
 
 
@@ -40,7 +41,7 @@ class ModelCache:
 
 @dataclass
 class Context:
-    """Runs home, weights' dtype, allowed local folders, model cache and training job slots of one server."""
+    """Runs home, weights' dtype, allowed local folders, access rules, model cache and training jobs of one server."""
 
     runs_dir: Path
     """The runs home (resolved once; see `runs.runs_home`)."""
@@ -48,16 +49,18 @@ class Context:
     """Weights' dtype for every model this server loads."""
     allowed_roots: list[Path] | None = None
     """Folders local models and adapters may come from; None = anywhere (the CLI)."""
+    access: Access = field(default_factory=Access)
+    """Who may do what (local: the one owner may do everything; see `access`)."""
     model_cache: ModelCache = field(default_factory=lambda: ModelCache(int(os.environ.get("LLMFT_MODEL_CACHE", "2"))))
     _jobs: object = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, runs_dir=None, dtype: str = "auto", allowed_roots=None) -> Context:
+    def create(cls, runs_dir=None, dtype: str = "auto", allowed_roots=None, access: Access | None = None) -> Context:
         from .models import device_and_dtype
         from .runs import runs_home
 
         device_and_dtype(dtype)  # an unknown dtype fails here, not at the first request
-        return cls(runs_home(runs_dir), dtype, resolve_roots(allowed_roots))
+        return cls(runs_home(runs_dir), dtype, resolve_roots(allowed_roots), access or Access())
 
     @property
     def jobs(self):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig, cli_args
-from .errors import LlmftError
+from .errors import LlmftError, first_line
 from .models import resolve_model
 from .runs import CANCELLED, FAILED, RUNNING, list_runs, new_run_name, process_alive, read_run, update_run
 from .tasks import get_task
@@ -73,6 +73,8 @@ class Job:
     cancel_requested: bool = False
     kill_reason: str | None = None
     """Set when the app killed the child after the grace period."""
+    owner: str | None = None
+    """The signed-in user who started it (None: the server's owner)."""
 
     @property
     def running(self) -> bool:
@@ -109,14 +111,56 @@ class Job:
         return log_tail(self.log)
 
 
-class Jobs:
-    """The training jobs of one server: at most `slots` children at once (default 1)."""
+ANY = object()
+"""`Jobs.current`'s owner that matches every owner (the local app: one user)."""
 
-    def __init__(self, ctx, grace_s: float = 30.0, start_wait_s: float = 30.0, slots: int = 1):
-        self.ctx, self.grace_s, self.start_wait_s, self.slots = ctx, grace_s, start_wait_s, slots
-        self._lock = threading.Lock()
+
+@dataclass
+class Waiting:
+    """A training request waiting for a free slot. The line lives in this server's memory: a restart empties
+    it (no run was created for a waiting request, so nothing is left behind)."""
+
+    run_name: str
+    config: TrainConfig = field(repr=False)
+    owner: str | None = None
+    started_at: float = field(default_factory=time.time)
+    """When it was queued."""
+    error: str | None = None
+    """Why it never started (cancelled, or the child failed while preparing once it was its turn)."""
+    running = False
+
+    def status(self) -> str:
+        return f"failed: {self.error}" if self.error else "waiting"
+
+
+def training_slots() -> int:
+    """Trainings one server runs at once: `LLMFT_MAX_TRAININGS`, default 1 (one CPU training uses every core;
+    several GPUs already serve one training through torchrun)."""
+    raw = os.environ.get("LLMFT_MAX_TRAININGS", "1")
+    try:
+        slots = int(raw)
+    except ValueError:
+        raise LlmftError(f"LLMFT_MAX_TRAININGS must be a whole number, got {raw!r}") from None
+    if slots < 1:
+        raise LlmftError(f"LLMFT_MAX_TRAININGS must be at least 1, got {raw!r}")
+    return slots
+
+
+class Jobs:
+    """The training jobs of one server: at most `slots` children at once (default `training_slots()`); further
+    requests wait in line, first come first served; one run per owner at a time."""
+
+    dispatch_every_s = 0.5
+
+    def __init__(self, ctx, grace_s: float = 30.0, start_wait_s: float = 30.0, slots: int | None = None):
+        self.ctx, self.grace_s, self.start_wait_s = ctx, grace_s, start_wait_s
+        self.slots = training_slots() if slots is None else slots
+        self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._last: str | None = None
+        self._last_of: dict[str | None, Job | Waiting] = {}
+        self._waiting: list[Waiting] = []
+        self._dispatcher: threading.Thread | None = None
 
     def _attach_running(self) -> None:
         """Adopt children that run.json says are running (a restarted app, another page of this one)."""
@@ -130,6 +174,7 @@ class Jobs:
                     info.get("command", ""),
                     pid=info.get("pid"),
                     started_at=time.time() - float(info.get("elapsed_s") or 0),
+                    owner=(info.get("config") or {}).get("owner"),
                 )
                 self._last = name
 
@@ -137,54 +182,112 @@ class Jobs:
         self._attach_running()
         return [job for job in self._jobs.values() if job.running]
 
-    def current(self) -> Job | None:
-        """A running job, else the last one this server started or found."""
-        running = self.running()
+    def current(self, owner=ANY) -> Job | Waiting | None:
+        """`owner`'s running job, else their waiting request, else the last job this server started for them
+        (ANY: anyone's)."""
+        running = [j for j in self.running() if owner is ANY or j.owner == owner]
         if running:
             return running[-1]
-        return self._jobs.get(self._last) if self._last else None
+        waiting = [w for w in self._waiting if owner is ANY or w.owner == owner]
+        if waiting:
+            return waiting[0]
+        if owner is ANY:
+            return self._jobs.get(self._last) if self._last else None
+        return self._last_of.get(owner)
 
-    def start(self, config: TrainConfig, gpus: int | None = None) -> Job:
-        """Check what can be checked here, start the child, and wait until it has started the run.
+    def find(self, run_name: str) -> Job | Waiting | None:
+        """The running job or waiting request named `run_name`."""
+        self._attach_running()
+        job = self._jobs.get(run_name)
+        if job is not None and job.running:
+            return job
+        return next((w for w in self._waiting if w.run_name == run_name), None)
+
+    def start(self, config: TrainConfig, gpus: int | None = None) -> Job | Waiting:
+        """Check what can be checked here, then start the child and wait until it has started the run, or,
+        when every training slot is taken, put the request in the waiting line.
+
+        One run per owner (`config.owner`) at a time, running or waiting.
 
         Raises:
-            LlmftError: a run is in progress, the name is taken, the model is refused, or the child failed
-                while preparing (bad data, bad columns): its one-line error, and nothing is left behind.
+            LlmftError: the owner has a run in progress, the name is taken, the model is refused, or the child
+                failed while preparing (bad data, bad columns): its one-line error, and nothing is left behind.
         """
         with self._lock:
-            busy = self.running()
-            if len(busy) >= self.slots:
-                job = busy[-1]
+            mine = [j for j in self.running() if j.owner == config.owner]
+            mine += [w for w in self._waiting if w.owner == config.owner]
+            if mine:
+                job = mine[0]
                 started = time.strftime("%H:%M:%S", time.localtime(job.started_at))
-                raise LlmftError(f"a run is in progress ({job.run_name}, started {started}); wait for it or cancel it")
+                verb = "waiting" if isinstance(job, Waiting) else "in progress"
+                raise LlmftError(f"a run is {verb} ({job.run_name}, started {started}); wait for it or cancel it")
             task = get_task(config.task)
             resolve_model(task, config.model, self.ctx.allowed_roots)  # the child has no folder restriction
             config.runs_dir = str(self.ctx.runs_dir)
             config.dtype = self.ctx.dtype
             if config.run_name is None:
                 config.run_name = new_run_name(task.name)
-            run_dir = self.ctx.runs_dir / config.run_name
-            if run_dir.exists():
+            if (self.ctx.runs_dir / config.run_name).exists() or any(
+                w.run_name == config.run_name for w in self._waiting
+            ):
                 raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
-            argv = training_argv(config, _gpu_count() if gpus is None else gpus)
-            log = log_path(self.ctx.runs_dir, config.run_name)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-            with open(log, "wb") as out:
-                process = subprocess.Popen(
-                    argv,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
-            job = Job(config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process)
-            self._jobs[job.run_name], self._last = job, job.run_name
-            threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()
-            self._wait_started(job)
-            return job
+            if len(self.running()) >= self.slots or self._waiting:
+                waiting = Waiting(config.run_name, config, config.owner)
+                self._waiting.append(waiting)
+                self._last_of[config.owner] = waiting
+                if self._dispatcher is None or not self._dispatcher.is_alive():
+                    self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="llmft-queue")
+                    self._dispatcher.start()
+                return waiting
+            return self._launch(config, gpus)
+
+    def _launch(self, config: TrainConfig, gpus: int | None = None) -> Job:
+        """Start the child for `config` (under the lock) and wait until it has started the run."""
+        run_dir = self.ctx.runs_dir / config.run_name
+        if run_dir.exists():
+            raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
+        argv = training_argv(config, _gpu_count() if gpus is None else gpus)
+        log = log_path(self.ctx.runs_dir, config.run_name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        job = Job(config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process)
+        job.owner = config.owner
+        self._jobs[job.run_name], self._last = job, job.run_name
+        self._last_of[job.owner] = job
+        threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()
+        self._wait_started(job)
+        return job
+
+    def _dispatch(self) -> None:
+        """Start waiting requests, first come first served, as training slots free up."""
+        while True:
+            time.sleep(self.dispatch_every_s)
+            with self._lock:
+                if not self._waiting:
+                    return
+                if len(self.running()) >= self.slots:
+                    continue
+                waiting = self._waiting.pop(0)
+                try:
+                    self._launch(waiting.config)
+                except Exception as err:  # its requester is not waiting on a reply: keep the reason for them
+                    waiting.error = first_line(err)
+                    self._last_of[waiting.owner] = waiting
+
+    def position(self, run_name: str) -> tuple[int, int] | None:
+        """(place in the waiting line counting from 1, the line's length) of a waiting request, else None."""
+        names = [w.run_name for w in self._waiting]
+        return (names.index(run_name) + 1, len(names)) if run_name in names else None
 
     def _wait_started(self, job: Job) -> None:
         deadline = time.time() + self.start_wait_s
@@ -209,10 +312,17 @@ class Jobs:
             update_run(job.run_dir, status=status, error=why, log_tail=job.tail())
 
     def cancel(self, run_name: str | None = None) -> bool:
-        """Ask the running job (or `run_name`) to stop: SIGTERM now, SIGKILL after the grace period.
+        """Ask the running job (or `run_name`) to stop: SIGTERM now, SIGKILL after the grace period; a waiting
+        request leaves the line.
 
         Returns False when nothing runs.
         """
+        with self._lock:
+            waiting = next((w for w in self._waiting if w.run_name == run_name), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)
+                waiting.error = "cancelled before it started"
+                return True
         job = self._jobs.get(run_name) if run_name else self.current()
         if job is None or not job.running:
             return False

@@ -146,9 +146,10 @@ def test_compare_rejects_empty_text(served, text):
 
 def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     client, runs = served
-    message, command, timer = start_training(
+    message, command, timer, job_name = start_training(
         client, model=tiny_distilbert, steps=6, run_name="ui-run", base_dropout=0.0
     )
+    assert job_name == "ui-run"  # what Cancel stops
     assert "ui-run" in message and "python -m llmft train --task sentiment" in command
     assert "--base-dropout 0.0" in command
     state = wait_for(client, lambda s: s[3] == "ui-run")
@@ -157,7 +158,7 @@ def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     assert info["status"] == "completed" and (Path(runs) / "ui-run" / "adapter").is_dir()
     assert info["config"]["base_dropout"] == 0.0
     # The progress timer ticks only while a run is live: switched on by Start, off once the run has ended.
-    assert timer["active"] is True and state[-1]["active"] is False
+    assert timer["active"] is True and state[-2]["active"] is False and state[-1] == ""
 
 
 def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_distilbert):
@@ -353,6 +354,7 @@ def test_own_csv_with_pos_neg_labels_trains_and_evaluates_on_an_uploaded_held_ou
 
 
 def test_delete_asks_first_and_a_second_confirmation_deletes_nothing_else(served):
+    from llmft.access import LOCAL_USER
     from llmft.ui import runs_tab
 
     _, runs = served
@@ -362,14 +364,14 @@ def test_delete_asks_first_and_a_second_confirmation_deletes_nothing_else(served
         (Path(runs) / name / "run.json").write_text(
             json.dumps({"name": name, "task": "sentiment", "status": "failed"})
         )
-    pending, *_ = runs_tab.ask_delete("gone")
+    pending, *_ = runs_tab.ask_delete(ctx, LOCAL_USER, "gone")
     assert (Path(runs) / "gone").exists()  # asking deletes nothing
-    after = runs_tab.confirm_delete(ctx, pending)
+    after = runs_tab.confirm_delete(ctx, LOCAL_USER, pending)
     assert not (Path(runs) / "gone").exists() and after[0] is None  # the pending name is spent
     picker = after[6]
     assert picker["value"] is None  # the selection does not jump to another run
     with pytest.raises(LlmftError, match="nothing to delete"):
-        runs_tab.confirm_delete(ctx, after[0])
+        runs_tab.confirm_delete(ctx, LOCAL_USER, after[0])
     assert (Path(runs) / "keep-a").exists() and (Path(runs) / "keep-b").exists()
 
 

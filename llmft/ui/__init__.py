@@ -6,13 +6,14 @@ import os
 
 import gradio as gr
 
+from ..access import Access
 from ..config import TrainConfig
 from ..context import Context
 from ..models import minilm_path
 from ..pipeline import known_tasks
 from ..runs import clean_storage, runs_home
 from . import about, compare, evaluate, finetune, runs_tab
-from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, user_errors
+from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, with_user
 from .datapicker import column_visibility
 
 
@@ -21,6 +22,7 @@ def build_app(
     model_dirs: list[str] | None = None,
     dtype: str = "auto",
     config_cls=TrainConfig,
+    access: Access | None = None,
 ) -> gr.Blocks:
     """Build the tabbed app.
 
@@ -31,19 +33,25 @@ def build_app(
             local path typed into the app is refused.
         dtype: the weights' dtype for every model this server loads (`auto`, `float32` or `bfloat16`).
         config_cls: the training config class the Fine-tune form is derived from.
+        access: who may do what (default: from the environment, `Access.from_env`: Space mode, with sign-in,
+            when SPACE_ID is set).
     Returns:
         The Blocks, with the server's `Context` as `app.llmft_context`.
     """
     home = runs_home(runs_dir)
     if model_dirs is None:
         model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
-    ctx = Context.create(home, dtype, allowed_roots=[home, minilm_path(), *model_dirs])
+    access = access or Access.from_env()
+    ctx = Context.create(home, dtype, allowed_roots=[home, minilm_path(), *model_dirs], access=access)
     clean_storage(home, DOWNLOADS)  # uploads no run uses and downloads past their age, from earlier sessions
     # Gradio's own cache of uploads and outputs: swept hourly, files older than a day removed.
     with gr.Blocks(
         title="llmft — LoRA fine-tuning, base vs tuned", delete_cache=(3600, 86400), analytics_enabled=False
     ) as app:
-        gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
+        with gr.Row():
+            gr.Markdown("# llmft\nFine-tune small language models with LoRA and see, honestly, whether it helped.")
+            if access.space:  # Sign in with Hugging Face: training, and your own runs, need it
+                gr.LoginButton(scale=0, min_width=220)
         with gr.Tabs() as tabs:
             cmp = compare.build(ctx)
             ft = finetune.build(ctx, config_cls)
@@ -51,39 +59,42 @@ def build_app(
             rt = runs_tab.build(ctx)
             about.build()
 
-        def to_evaluate(name):
+        def to_evaluate(user, name):
             # A finished run appears in every picker; jump to Evaluate with it selected.
-            return gr.Tabs(selected="evaluate"), gr.update(choices=completed_runs(ctx), value=name)
+            return gr.Tabs(selected="evaluate"), gr.update(choices=completed_runs(ctx, user), value=name)
 
-        ft["evaluate_btn"].click(to_evaluate, ft["finished"], [tabs, ev["run"]], api_name=False)
+        ft["evaluate_btn"].click(with_user(ctx, to_evaluate), ft["finished"], [tabs, ev["run"]], api_name=False)
         cmp["to_finetune"].click(lambda: gr.Tabs(selected="finetune"), None, tabs, api_name=False)
 
-        def refresh_pickers(name, task):
+        def refresh_pickers(user, name, task):
             if not name:
                 return gr.update(), gr.update(), gr.update()
-            runs = completed_runs(ctx, task)
+            runs = completed_runs(ctx, user, task)
             return (
-                gr.update(choices=completed_runs(ctx), value=name),
+                gr.update(choices=completed_runs(ctx, user), value=name),
                 gr.update(choices=runs, value=name if name in runs else (runs[0] if runs else None)),
                 gr.update(choices=known_tasks(ctx)),  # your own task, once trained, can be compared
             )
 
         ft["finished"].change(
-            refresh_pickers,
+            with_user(ctx, refresh_pickers),
             [ft["finished"], cmp["task"]],
             [ev["run"], cmp["adapter"], cmp["task"]],
             api_name=False,
         )
-        app.load(lambda: gr.update(choices=completed_runs(ctx)), None, ev["run"], api_name=False)
-        app.load(user_errors(ev["task_of_run"][0]), *ev["task_of_run"][1:], api_name=False)
-        app.load(user_errors(ft["on_load"][0]), None, ft["on_load"][1], api_name=False)  # a running job's form
-        app.load(user_errors(cmp["on_load"][0]), *cmp["on_load"][1:], api_name=False)
+        # Each visitor's page: the runs they may see, their running job's form.
+        app.load(
+            with_user(ctx, lambda user: gr.update(choices=completed_runs(ctx, user))), None, ev["run"], api_name=False
+        )
+        app.load(ev["task_of_run"][0], *ev["task_of_run"][1:], api_name=False)
+        app.load(ft["on_load"][0], None, ft["on_load"][1], api_name=False)  # a running job's form
+        app.load(cmp["on_load"][0], *cmp["on_load"][1:], api_name=False)
         app.load(column_visibility, [ft["task"], ft["own_type"]], ft["picker"].kind_fields, api_name=False)
-        app.load(user_errors(rt["refresh"]), None, rt["outputs"], api_name=False)  # a fresh page shows current runs
+        app.load(rt["refresh"], None, rt["outputs"], api_name=False)  # a fresh page shows current runs
         # The Runs tab is never stale: refreshed when shown and when a run ends.
         quiet = dict(api_name=False, show_progress="hidden")  # background refreshes: no spinner, no error badge
-        rt["tab"].select(user_errors(rt["refresh"]), None, rt["outputs"], **quiet)
-        ft["finished"].change(user_errors(rt["refresh"]), None, rt["outputs"], **quiet)
+        rt["tab"].select(rt["refresh"], None, rt["outputs"], **quiet)
+        ft["finished"].change(rt["refresh"], None, rt["outputs"], **quiet)
     app.llmft_context = ctx
     app.llmft_form_fields = ft["fields"]  # the /train endpoint's inputs, in order
     return app

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..access import User
 from ..errors import LlmftError, first_line
 from ..runs import COMPLETED, list_runs, reserve_storage
 
@@ -53,16 +54,43 @@ def user_errors(fn):
     return wrapper
 
 
+def caller(ctx, profile: gr.OAuthProfile | None, token: gr.OAuthToken | None) -> User:
+    """The `User` behind a request: the signed-in session's profile and token, or the token an API client sent
+    (`Client(..., oauth_token=...)`), as the server's access rules read them."""
+    return ctx.access.user(profile.username if profile else None, token.token if token else None)
+
+
+def with_user(ctx, fn):
+    """`fn(user, *inputs)` as a Gradio handler: Gradio injects the caller's OAuth profile and token (the two
+    annotated parameters), `caller` makes them a `User`, errors show as in `user_errors`."""
+    if _is_generator(fn):
+
+        def gen_handler(profile: gr.OAuthProfile | None, token: gr.OAuthToken | None, *inputs):
+            yield from fn(caller(ctx, profile, token), *inputs)
+
+        return user_errors(gen_handler)
+
+    def handler(profile: gr.OAuthProfile | None, token: gr.OAuthToken | None, *inputs):
+        return fn(caller(ctx, profile, token), *inputs)
+
+    return user_errors(handler)
+
+
 def _is_generator(fn):
     import inspect
 
     return inspect.isgeneratorfunction(fn)
 
 
-def completed_runs(ctx, task: str | None = None) -> list[str]:
-    """Names of the finished runs in the server's runs home (of `task` only, if given), newest first."""
+def visible_runs(ctx, user: User) -> list[dict]:
+    """The runs `user` may see (every run, locally), newest first."""
+    return [r for r in list_runs(ctx.runs_dir) if ctx.access.can_see(user, r)]
+
+
+def completed_runs(ctx, user: User, task: str | None = None) -> list[str]:
+    """Names of the finished runs `user` may see (of `task` only, if given), newest first."""
     return [
-        r["name"] for r in list_runs(ctx.runs_dir) if r.get("status") == COMPLETED and (not task or r["task"] == task)
+        r["name"] for r in visible_runs(ctx, user) if r.get("status") == COMPLETED and (not task or r["task"] == task)
     ]
 
 

@@ -6,13 +6,14 @@ import html
 
 import gradio as gr
 
+from ..access import User
 from ..data import bundled_path, load_examples, normalize_text
 from ..errors import LlmftError
 from ..evaluation import GenerationSettings
 from ..inference import prompts_of
 from ..pipeline import known_tasks, open_model
 from ..tasks import get_task
-from .common import completed_runs, user_errors
+from .common import completed_runs, user_errors, with_user
 
 
 def bundled_examples(task_name: str, k: int = 12) -> list:
@@ -31,10 +32,12 @@ def example_text(task_name: str, example_id: str):
     return gr.update(), gr.update()
 
 
-def _open(ctx, task, adapter_choice, model):
+def _open(ctx, user, task, adapter_choice, model):
     if not adapter_choice:
         raise LlmftError("pick a tuned adapter: a finished run, an adapter folder or a hub id")
-    is_run = adapter_choice in completed_runs(ctx, task.name)
+    is_run = adapter_choice in completed_runs(ctx, user, task.name)
+    if not is_run:
+        ctx.access.check_local_ref(ctx.runs_dir, user, adapter_choice)
     loaded, _ = open_model(
         ctx,
         task,
@@ -58,12 +61,12 @@ def _score(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def compare(ctx, task_name, model, adapter_choice, text, reference, max_new_tokens):
+def compare(ctx, user, task_name, model, adapter_choice, text, reference, max_new_tokens):
     """Yields (base text, tuned text, base stats, tuned stats, base probs, tuned probs, scores, prompt)."""
     task = get_task(task_name)
     text, cut = normalize_text(text)
     notice = f" · {cut}" if cut else ""
-    loaded = _open(ctx, task, adapter_choice, model)
+    loaded = _open(ctx, user, task, adapter_choice, model)
     settings = GenerationSettings(
         max_new_tokens=int(max_new_tokens), batch_size=1, max_input_tokens=task.max_input_tokens
     )
@@ -99,17 +102,18 @@ def build(ctx):
         with gr.Row():
             task = gr.Dropdown(known_tasks(ctx), value="sentiment", label="Task", elem_id="cmp-task")
             model = gr.Textbox(label="Base model (blank = the run's)", placeholder="hub id, local folder or minilm")
+            public = completed_runs(ctx, User(), "sentiment")  # the page as built; each visitor's on load
             adapter = gr.Dropdown(
-                completed_runs(ctx, "sentiment"),
+                public,
                 label="Tuned adapter (run, folder or hub id)",
                 allow_custom_value=True,
             )
         empty = gr.Markdown(
             "**No finished run yet.** Train one in the **Fine-tune** tab (the quick preset takes about a minute), "
             "or type an adapter folder or hub id above.",
-            visible=not completed_runs(ctx, "sentiment"),
+            visible=not public,
         )
-        to_finetune = gr.Button("Go to Fine-tune", size="sm", visible=not completed_runs(ctx, "sentiment"))
+        to_finetune = gr.Button("Go to Fine-tune", size="sm", visible=not public)
         example = gr.Dropdown(bundled_examples("sentiment"), label="Bundled example", value=None)
         text = gr.Textbox(label="Text", lines=6, max_length=200_000)
         with gr.Row():
@@ -137,9 +141,9 @@ def build(ctx):
                 elem_id="cmp-prompt",
             )
 
-        def on_task(name):
+        def on_task(user, name):
             kind = get_task(name).kind
-            runs = completed_runs(ctx, name)
+            runs = completed_runs(ctx, user, name)
             return (
                 gr.update(choices=known_tasks(ctx)),  # tasks of runs trained since the page was built
                 gr.update(choices=bundled_examples(name), value=None),
@@ -152,6 +156,7 @@ def build(ctx):
             )
 
         shown = [task, example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
+        on_task = with_user(ctx, on_task)
         task.change(on_task, task, shown, api_name=False)
         example.change(
             user_errors(lambda t, e: example_text(t, e) if e else (gr.update(), gr.update())),
@@ -160,11 +165,11 @@ def build(ctx):
             api_name=False,
         )
 
-        def on_compare(*args):
-            yield from compare(ctx, *args)
+        def on_compare(user, *args):
+            yield from compare(ctx, user, *args)
 
         go.click(
-            user_errors(on_compare),
+            with_user(ctx, on_compare),
             [task, model, adapter, text, reference, max_new],
             [base_out, tuned_out, base_stats, tuned_stats, base_probs, tuned_probs, scores, prompt],
             api_name="compare",

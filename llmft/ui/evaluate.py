@@ -7,12 +7,12 @@ import html
 import gradio as gr
 import pandas as pd
 
+from ..access import User
 from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import evaluate, resolve_task
 from ..results import EvalResult
-from ..runs import find_run, read_run
-from .common import completed_runs, for_download, user_errors, word_diff_html
+from .common import caller, completed_runs, for_download, user_errors, with_user, word_diff_html
 from .datapicker import DataPicker
 
 
@@ -70,10 +70,10 @@ def verdict_markdown(result: EvalResult) -> str:
     return "\n\n".join(lines)
 
 
-def run_evaluation(ctx, picker, run, n, seed, scorer, max_new_tokens, data_values: dict, progress=gr.Progress()):
+def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data_values: dict, progress=gr.Progress()):
     if not run:
         raise LlmftError("pick a finished run to evaluate (train one in the Fine-tune tab)")
-    info = read_run(find_run(run, ctx.runs_dir))
+    info = ctx.access.find(ctx.runs_dir, user, run)
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)
@@ -129,7 +129,7 @@ def build(ctx):
             "data: examples the run trained on are flagged, and refused when they are half of the sample."
         )
         with gr.Row():
-            runs = completed_runs(ctx)
+            runs = completed_runs(ctx, User())  # the page as built; each visitor's runs on load
             run = gr.Dropdown(
                 runs, value=runs[0] if runs else None, label="Run", info="a finished run", allow_custom_value=True
             )
@@ -178,19 +178,33 @@ def build(ctx):
         files = gr.File(label="Downloads", file_count="multiple", interactive=False)
         state = gr.State(None)
 
-        def run_task(name):
+        def run_task(user, name):
             if not name:
                 return "", gr.update(visible=True)
-            task = resolve_task(ctx, read_run(find_run(name, ctx.runs_dir))["task"], name)
+            task = resolve_task(ctx, ctx.access.find(ctx.runs_dir, user, name)["task"], name)
             return task.name, gr.update(visible=task.kind.generates)
 
-        run.change(user_errors(run_task), run, [task, max_new], api_name=False, show_progress="hidden")
+        run_task = with_user(ctx, run_task)
+        run.change(run_task, run, [task, max_new], api_name=False, show_progress="hidden")
         picker.wire(task)
-        refresh.click(lambda: gr.update(choices=completed_runs(ctx)), None, run, api_name=False)
+        refresh.click(
+            with_user(ctx, lambda user: gr.update(choices=completed_runs(ctx, user))), None, run, api_name=False
+        )
 
-        def on_evaluate(run, n, seed, scorer, max_new, *data, progress=gr.Progress()):
+        def on_evaluate(
+            profile: gr.OAuthProfile | None,
+            token: gr.OAuthToken | None,
+            run,
+            n,
+            seed,
+            scorer,
+            max_new,
+            *data,
+            progress=gr.Progress(),
+        ):
             values = dict(zip(picker.names, data))
-            return run_evaluation(ctx, picker, run, n, seed, scorer, max_new, values, progress)
+            user = caller(ctx, profile, token)
+            return run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new, values, progress)
 
         go.click(
             user_errors(on_evaluate),

@@ -10,9 +10,11 @@ import gradio as gr
 
 from ..config import TrainConfig, field_type, form_fields, label_of, schema
 from ..errors import LlmftError
+from ..jobs import ANY, Job, Waiting
 from ..plots import loss_curve
+from ..runs import list_runs
 from ..tasks import get_task, task_names
-from .common import user_errors
+from .common import user_errors, with_user
 from .datapicker import DataPicker
 
 OWN = "your own task"
@@ -95,10 +97,10 @@ def form_to_config(ctx, picker, names: list[str], values: list, config_cls=Train
     return config_cls(**kwargs)
 
 
-def restore(ctx, names: list[str], config_cls=TrainConfig) -> list:
-    """The form's values and command for the running job (after a page reload), else no change."""
-    job = ctx.jobs.current()
-    config = (job.info().get("config") if job is not None and job.running else None) or {}
+def restore(ctx, user, names: list[str], config_cls=TrainConfig) -> list:
+    """The form's values and command for `user`'s running job (after a page reload), else no change."""
+    job = ctx.jobs.current(owner_key(ctx, user))
+    config = (job.info().get("config") if isinstance(job, Job) and job.running else None) or {}
     if not config:
         return [gr.update() for _ in names] + [gr.update()]
     fields = {f.name for f in schema(config_cls)}
@@ -124,6 +126,36 @@ def restore(ctx, names: list[str], config_cls=TrainConfig) -> list:
             value = ",".join(map(str, value)) if name != "target_columns" else value[0]
         values.append(gr.update(value=value))
     return values + [f"```\n{job.command}\n```"]
+
+
+def start_training(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig):
+    """Start (or put in line) the training the form describes, for `user`: on a Space only a signed-in
+    visitor within their quotas may train, and the run is theirs."""
+    ctx.access.check_may_train(user, list_runs(ctx.runs_dir))
+    config = form_to_config(ctx, picker, names, values, config_cls)
+    config.owner = user.name if ctx.access.space else None
+    return ctx.jobs.start(config)
+
+
+def cancel(ctx, user, run_name: str | None) -> str:
+    """Cancel `run_name` (blank: the caller's current run), if the caller may."""
+    ctx.access.check_signed_in(user, "cancel runs")
+    run_name = (run_name or "").strip()
+    if not run_name:
+        job = ctx.jobs.current(owner_key(ctx, user))
+        if job is None or not (job.running or ctx.jobs.position(job.run_name)):
+            return "No run is in progress."
+        run_name = job.run_name
+    job = ctx.jobs.find(run_name)
+    if job is None:
+        ctx.access.find(ctx.runs_dir, user, run_name)  # "not found" for a run the caller may not see
+        return f"Run {run_name} is not in progress."
+    ctx.access.check_owner(user, {"name": run_name, "config": {"owner": job.owner}}, "cancel")
+    if not ctx.jobs.cancel(run_name):
+        return f"Run {run_name} is not in progress."
+    if isinstance(job, Waiting):
+        return f"Run {run_name} left the line; it never started."
+    return "Cancelling after the current step…"
 
 
 def _own_values(task_ref: str) -> dict:
@@ -162,14 +194,23 @@ def _widget(config_cls, f, value):
     return gr.Textbox("" if value is None else str(value), placeholder="blank: the default", **common)
 
 
-def poll(ctx):
-    """(progress html, loss figure, log tail, finished run name, Cancel button, message, timer) of the current
-    job. The timer keeps ticking while the job is live; `running` is read once, before the status, so the
-    last tick always shows the final status."""
-    job = ctx.jobs.current()
+def owner_key(ctx, user):
+    """Whose jobs a visitor sees in Fine-tune: on a Space their own (anonymous: none); locally every job."""
+    return user.name if ctx.access.space else ANY
+
+
+def poll(ctx, user):
+    """(progress html, loss figure, log tail, finished run name, Cancel button, message, timer, job name) of
+    `user`'s current job. The timer keeps ticking while the job is live or waiting; `running` is read once,
+    before the status, so the last tick always shows the final status."""
+    job = ctx.jobs.current(owner_key(ctx, user)) if user.signed_in else None
     if job is None:
         idle = "<p>No run yet. Configure one and press Start.</p>"
-        return idle, None, "", "", gr.update(interactive=False), gr.update(), gr.Timer(active=False)
+        if ctx.access.space and not user.signed_in:
+            idle = "<p>Sign in with Hugging Face (top of the page) to train your own runs.</p>"
+        return idle, None, "", "", gr.update(interactive=False), gr.update(), gr.Timer(active=False), ""
+    if isinstance(job, Waiting):
+        return waiting_status(ctx, job)
     running = job.running
     info = job.info()
     status = job.status()
@@ -194,7 +235,29 @@ def poll(ctx):
     # The action line ("Started…", "Cancelling…") gives way to the status line once the run has ended.
     message = gr.update() if running else gr.update(value="")
     finished = job.run_name if status == "completed" else ""
-    return bar, figure, log, finished, gr.update(interactive=running), message, gr.Timer(active=running)
+    name = job.run_name if running else ""
+    return bar, figure, log, finished, gr.update(interactive=running), message, gr.Timer(active=running), name
+
+
+def waiting_text(ctx, waiting) -> str:
+    """ "Run X is waiting: 2nd in line ..." for a request in the line (or why it never started)."""
+    place = ctx.jobs.position(waiting.run_name)
+    if place is None:
+        return f"Run {waiting.run_name} never started: {waiting.error or 'it left the line'}."
+    slots = ctx.jobs.slots
+    return (
+        f"Run {waiting.run_name} is waiting: number {place[0]} of {place[1]} in line. This server trains "
+        f"{slots} run{'s' if slots > 1 else ''} at a time; yours starts by itself when its turn comes."
+    )
+
+
+def waiting_status(ctx, waiting):
+    """poll's outputs for a request in the waiting line."""
+    place = ctx.jobs.position(waiting.run_name)
+    text = html.escape(waiting_text(ctx, waiting))
+    live = place is not None
+    cancel = gr.update(interactive=live)
+    return f"<p>{text}</p>", None, "", "", cancel, gr.update(), gr.Timer(active=live), waiting.run_name if live else ""
 
 
 def build(ctx, config_cls=TrainConfig):
@@ -248,6 +311,7 @@ def build(ctx, config_cls=TrainConfig):
             loss = gr.Plot(label="Loss")
             log = gr.Textbox(label="Log (last steps)", lines=12, interactive=False)
         finished = gr.Textbox(visible=False)
+        job_name = gr.Textbox("", visible=False, label="run")  # the run Cancel stops (API: blank = your own)
         # Ticks only while a run is live (started here, or found running when the page loads): an idle tab
         # sends nothing.
         timer = gr.Timer(1.0, active=False)
@@ -257,10 +321,19 @@ def build(ctx, config_cls=TrainConfig):
         inputs = [*widgets.values(), *own.values(), *picker.inputs]
         hyper_widgets = [widgets[f.name] for f in hyper]
 
-        def start(*values):
-            job = ctx.jobs.start(form_to_config(ctx, picker, names, list(values), config_cls))
+        def start(user, *values):
+            job = start_training(ctx, user, picker, names, list(values), config_cls)
+            if isinstance(job, Waiting):
+                message = waiting_text(ctx, job)
+                return message, "", gr.update(interactive=True), gr.Timer(active=True), job.run_name
             started = f"Started run **{job.run_name}**."
-            return started, f"```\n{job.command}\n```", gr.update(interactive=True), gr.Timer(active=True)
+            return (
+                started,
+                f"```\n{job.command}\n```",
+                gr.update(interactive=True),
+                gr.Timer(active=True),
+                job.run_name,
+            )
 
         def on_preset(task_name, preset_name, own_type):
             return preset_values(task_name, preset_name, config_cls, own_type)
@@ -271,34 +344,32 @@ def build(ctx, config_cls=TrainConfig):
         widgets["task"].change(lambda t: gr.update(visible=t == OWN), widgets["task"], own_box, api_name=False)
         picker.wire(widgets["task"], own["own_type"])
         start_btn.click(
-            user_errors(start),
+            with_user(ctx, start),
             inputs,
-            [message, command, cancel_btn, timer],
+            [message, command, cancel_btn, timer, job_name],
             api_name="train",
             show_progress_on=[message],
         )
         cancel_btn.click(
-            lambda: "Cancelling after the current step…" if ctx.jobs.cancel() else "No run is in progress.",
-            None,
-            message,
-            api_name="cancel",
+            with_user(ctx, lambda user, name: cancel(ctx, user, name)), job_name, message, api_name="cancel"
         )
 
         timer.tick(
-            user_errors(lambda: poll(ctx)),
+            with_user(ctx, lambda user: poll(ctx, user)),
             None,
-            [progress, loss, log, finished, cancel_btn, message, timer],
+            [progress, loss, log, finished, cancel_btn, message, timer, job_name],
             api_name="progress",
             show_progress="hidden",
         )
         finished.change(lambda name: gr.update(visible=bool(name)), finished, evaluate_btn, api_name=False)
         restored = [*widgets.values(), *own.values(), *picker.inputs, command, timer]
 
-        def on_page_load():
-            job = ctx.jobs.current()
-            return [*restore(ctx, names, config_cls), gr.Timer(active=job is not None and job.running)]
+        def on_page_load(user):
+            job = ctx.jobs.current(owner_key(ctx, user)) if user.signed_in else None
+            live = job is not None and (job.running or ctx.jobs.position(job.run_name) is not None)
+            return [*restore(ctx, user, names, config_cls), gr.Timer(active=live)]
 
-        on_load = (on_page_load, restored)
+        on_load = (with_user(ctx, on_page_load), restored)
     return {
         "evaluate_btn": evaluate_btn,
         "finished": finished,

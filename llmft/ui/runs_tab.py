@@ -1,4 +1,7 @@
-"""Runs tab: history of runs, one run's details and loss curve, delete, download the adapter."""
+"""Runs tab: history of runs, one run's details and loss curve, delete, share, download, push to the hub.
+
+Every handler takes the caller (`with_user`): a visitor sees the runs they may see, and changes only their own.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ..access import owner_of
 from ..config import TrainConfig, hyperparameters
 from ..errors import LlmftError
 from ..jobs import log_path, log_tail
 from ..models import minilm_path
 from ..plots import loss_curve
 from ..results import data_label
-from ..runs import FAILED, delete_run, find_run, latest_evaluation, list_runs, read_run
-from .common import user_errors, zip_for_download
+from ..runs import FAILED, RUNNING, delete_run, latest_evaluation, update_run
+from .common import visible_runs, with_user, zip_for_download
 
 
 def model_label(ref: str) -> str:
@@ -28,9 +32,9 @@ def model_label(ref: str) -> str:
     return "/".join(path.parts[-2:])
 
 
-def runs_table(ctx) -> pd.DataFrame:
+def runs_table(ctx, user) -> pd.DataFrame:
     rows, hyper = [], {}
-    for run in list_runs(ctx.runs_dir):
+    for run in visible_runs(ctx, user):
         params = dict(hyperparameters(TrainConfig, run.get("config", {})))
         hyper.update(dict.fromkeys(params))
         evaluation = latest_evaluation(Path(run["dir"]))
@@ -38,6 +42,7 @@ def runs_table(ctx) -> pd.DataFrame:
             {
                 "run": run["name"],
                 "status": run.get("status"),
+                **({"owner": _owner_label(run)} if ctx.access.space else {}),
                 "task": run.get("task"),
                 "model": model_label(str(run.get("base_model", ""))),
                 "data": data_label(run.get("data")),
@@ -47,28 +52,46 @@ def runs_table(ctx) -> pd.DataFrame:
                 "latest evaluation": evaluation.headline_text() if evaluation else "",
             }
         )
-    columns = ["run", "status", "task", "model", "data", *hyper, "duration s", "final loss", "latest evaluation"]
+    owner = ["owner"] if ctx.access.space else []
+    columns = [
+        "run",
+        "status",
+        *owner,
+        "task",
+        "model",
+        "data",
+        *hyper,
+        "duration s",
+        "final loss",
+        "latest evaluation",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def refresh(ctx):
+def _owner_label(info: dict) -> str:
+    owner = owner_of(info)
+    return (owner or "the Space") + (" (shared)" if owner and info.get("shared") else "")
+
+
+def refresh(ctx, user):
     """The runs table, the picker, and the first run's details (set here: a picker update alone may not
     trigger its change event)."""
-    table = runs_table(ctx)
+    table = runs_table(ctx, user)
     names = table["run"].tolist()
     first = names[0] if names else None
-    return table, gr.update(choices=names, value=first), *details(ctx, first)
+    return table, gr.update(choices=names, value=first), *details(ctx, user, first)
 
 
-def details(ctx, name):
+def details(ctx, user, name):
     if not name:
         return "", None
-    info = read_run(find_run(name, ctx.runs_dir))
+    info = ctx.access.find(ctx.runs_dir, user, name)
     shown = {
         k: info.get(k)
         for k in (
             "name",
             "status",
+            "shared",
             "task",
             "base_model",
             "data",
@@ -91,63 +114,88 @@ def details(ctx, name):
     return json.dumps(shown, indent=2, default=str), loss_curve(history, f"Loss — {name}") if history else None
 
 
-def delete(ctx, name):
+def delete(ctx, user, name):
     """Delete run `name` (the API's one-step delete: the caller names the run)."""
     if not name:
         raise LlmftError("pick a run to delete")
-    delete_run(find_run(name, ctx.runs_dir))
+    info = ctx.access.find(ctx.runs_dir, user, name)
+    ctx.access.check_owner(user, info, "delete")
+    delete_run(Path(info["dir"]))
     return f"Deleted run {name}."
 
 
-def ask_delete(name):
+def share(ctx, user, name, shared):
+    """Let every visitor see, compare, evaluate and download run `name` (or stop: `shared` False)."""
+    info = ctx.access.find(ctx.runs_dir, user, name)
+    ctx.access.check_owner(user, info, "share")
+    if info.get("status") == RUNNING:
+        raise LlmftError(f"run {name} is still running; share it once it has finished")
+    update_run(Path(info["dir"]), shared=bool(shared))
+    return f"Run {name} is {'now visible to every visitor' if shared else 'visible to you only again'}."
+
+
+def ask_delete(ctx, user, name):
     """First step of Delete in the page: name the run and show the confirmation, nothing is deleted yet."""
     if not name:
         raise LlmftError("pick a run to delete")
+    ctx.access.check_owner(user, ctx.access.find(ctx.runs_dir, user, name), "delete")
     question = f"Delete run **{name}** and its adapter, checkpoints and evaluations? This cannot be undone."
     return name, gr.update(value=question, visible=True), gr.update(visible=True), gr.update(visible=True)
 
 
-def confirm_delete(ctx, pending):
+def confirm_delete(ctx, user, pending):
     """Second step: delete the run named at the first step (never whatever the picker shows now), then show
     no run selected, so a further click cannot delete another one."""
     if not pending:
         raise LlmftError("nothing to delete: press Delete run first")
-    message = delete(ctx, pending)
-    table, _, *shown = refresh(ctx)
+    message = delete(ctx, user, pending)
+    table, _, *shown = refresh(ctx, user)
     names = table["run"].tolist()
     hidden = [gr.update(visible=False)] * 3
     return None, *hidden, message, table, gr.update(choices=names, value=None), "", None
 
 
-def download_adapter(ctx, name):
-    if not name:
-        raise LlmftError("pick a run")
-    run_dir = find_run(name, ctx.runs_dir)
+def download_adapter(ctx, user, name):
+    run_dir = Path(ctx.access.find(ctx.runs_dir, user, name)["dir"])
     if not (run_dir / "adapter").is_dir():
         raise LlmftError(f"run {name} has no final adapter")
     return zip_for_download(ctx, run_dir / "adapter", f"{name}-adapter")
 
 
-def push(ctx, name, repo_id, private, merge):
+def push(ctx, user, name, repo_id, private, merge):
+    """Push run `name` to the hub: locally with this machine's token; on a Space with the visitor's own token,
+    into their own namespace (see `Access.push_target`)."""
     from ..export import push_run
 
     if not name:
         raise LlmftError("pick a run to push")
-    url = push_run(name, (repo_id or "").strip(), private=bool(private), merge=bool(merge), runs_dir=ctx.runs_dir)
+    info = ctx.access.find(ctx.runs_dir, user, name)
+    ctx.access.check_owner(user, info, "push")
+    repo_id, token = ctx.access.push_target(user, repo_id)
+    url = push_run(
+        Path(info["dir"]).name, repo_id, private=bool(private), merge=bool(merge), runs_dir=ctx.runs_dir, token=token
+    )
     return f"Pushed run {name} to {repo_id}: {url}"
 
 
 def build(ctx):
+    from ..access import User
+
     with gr.Tab("Runs", id="runs") as tab:
         refresh_btn = gr.Button("Refresh", size="sm")
-        table = gr.Dataframe(runs_table(ctx), label="Runs", interactive=False, max_height=320, elem_id="runs-table")
+        public = runs_table(ctx, User())  # the page as built; each visitor's runs on load
+        table = gr.Dataframe(public, label="Runs", interactive=False, max_height=320, elem_id="runs-table")
         names = table.value["data"] if isinstance(table.value, dict) else []
-        pick = gr.Dropdown([row[0] for row in names], label="Run", elem_id="runs-pick")
+        # Any name may come through the API: the handlers, not the list of choices, decide what a caller may see.
+        pick = gr.Dropdown([row[0] for row in names], label="Run", elem_id="runs-pick", allow_custom_value=True)
         with gr.Row():
             info = gr.Code(label="run.json", language="json")
             loss = gr.Plot(label="Loss")
         with gr.Row():
             download_btn = gr.Button("Download adapter (.zip)")
+            # Sharing matters on a Space only: locally every run is the one user's.
+            share_btn = gr.Button("Share with every visitor", visible=ctx.access.space)
+            unshare_btn = gr.Button("Stop sharing", visible=ctx.access.space)
             delete_btn = gr.Button("Delete run…", variant="stop")
         with gr.Row():
             question = gr.Markdown(visible=False)
@@ -155,7 +203,11 @@ def build(ctx):
             keep_btn = gr.Button("No, keep it", visible=False)
         pending = gr.State(None)
         with gr.Row():
-            repo_id = gr.Textbox(label="Hub repo id (user/name; token from HF_TOKEN)")
+            repo_id = gr.Textbox(
+                label="Hub repo id (your-name/name: pushed with your sign-in)"
+                if ctx.access.space
+                else "Hub repo id (user/name; token from HF_TOKEN)"
+            )
             private = gr.Checkbox(label="Private", value=True)
             merge = gr.Checkbox(label="Merge into the base model", value=False)
             push_btn = gr.Button("Push to the hub")
@@ -163,18 +215,25 @@ def build(ctx):
         file = gr.File(label="Adapter", interactive=False)
         # Errors show as a toast and, at most, on the message line: never as badges over the table or fields.
         on_message = dict(show_progress_on=[message])
-        refresh_btn.click(
-            user_errors(lambda: refresh(ctx)), None, [table, pick, info, loss], api_name="runs", show_progress="hidden"
-        )
+        on_refresh = with_user(ctx, lambda user: refresh(ctx, user))
+        refresh_btn.click(on_refresh, None, [table, pick, info, loss], api_name="runs", show_progress="hidden")
         pick.change(
-            user_errors(lambda n: details(ctx, n)), pick, [info, loss], api_name="run_details", show_progress="hidden"
+            with_user(ctx, lambda user, n: details(ctx, user, n)),
+            pick,
+            [info, loss],
+            api_name="run_details",
+            show_progress="hidden",
         )
         confirmation = [question, confirm_btn, keep_btn]
         delete_btn.click(
-            user_errors(ask_delete), pick, [pending, *confirmation], api_name=False, show_progress="hidden"
+            with_user(ctx, lambda user, n: ask_delete(ctx, user, n)),
+            pick,
+            [pending, *confirmation],
+            api_name=False,
+            show_progress="hidden",
         )
         confirm_btn.click(
-            user_errors(lambda p: confirm_delete(ctx, p)),
+            with_user(ctx, lambda user, p: confirm_delete(ctx, user, p)),
             pending,
             [pending, *confirmation, message, table, pick, info, loss],
             api_name=False,
@@ -183,13 +242,28 @@ def build(ctx):
         keep_btn.click(lambda: (None, *[gr.update(visible=False)] * 3), None, [pending, *confirmation], api_name=False)
         # The API's delete names its run explicitly; the page goes through the confirmation above.
         api_delete = gr.Button(visible=False)
-        api_delete.click(user_errors(lambda n: delete(ctx, n)), pick, message, api_name="delete_run", **on_message)
+        api_delete.click(
+            with_user(ctx, lambda user, n: delete(ctx, user, n)), pick, message, api_name="delete_run", **on_message
+        )
+        # The API's share names the run and says whether to share; the page's two buttons pass the picked run.
+        api_share = gr.Checkbox(visible=False)
+        api_share_btn = gr.Button(visible=False)
+        on_share = with_user(ctx, lambda user, n, shared: share(ctx, user, n, shared))
+        api_share_btn.click(on_share, [pick, api_share], message, api_name="share_run", **on_message)
+        share_btn.click(
+            with_user(ctx, lambda user, n: share(ctx, user, n, True)), pick, message, api_name=False, **on_message
+        ).then(on_refresh, None, [table, pick, info, loss], api_name=False, show_progress="hidden")
+        unshare_btn.click(
+            with_user(ctx, lambda user, n: share(ctx, user, n, False)), pick, message, api_name=False, **on_message
+        ).then(on_refresh, None, [table, pick, info, loss], api_name=False, show_progress="hidden")
         push_btn.click(
-            user_errors(lambda *a: push(ctx, *a)),
+            with_user(ctx, lambda user, *a: push(ctx, user, *a)),
             [pick, repo_id, private, merge],
             message,
             api_name="push",
             **on_message,
         )
-        download_btn.click(user_errors(lambda n: download_adapter(ctx, n)), pick, file, api_name="download_adapter")
-    return {"outputs": [table, pick, info, loss], "refresh": lambda: refresh(ctx), "tab": tab}
+        download_btn.click(
+            with_user(ctx, lambda user, n: download_adapter(ctx, user, n)), pick, file, api_name="download_adapter"
+        )
+    return {"outputs": [table, pick, info, loss], "refresh": on_refresh, "tab": tab}

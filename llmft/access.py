@@ -1,0 +1,218 @@
+"""Who may do what with runs: one owner on a laptop; signed-in visitors who own their runs on a public Space.
+
+Two modes, chosen by the environment once (`Access.from_env`):
+- **local** (no `SPACE_ID`): one user, the machine's owner, who may do everything.
+- **space** (`SPACE_ID` set, as on a Hugging Face Space): visitors sign in with Hugging Face. Anonymous
+  visitors may look at, compare and evaluate public runs: runs with no owner (the Space owner's, made with the
+  CLI) and runs their owner shared. A signed-in visitor owns the runs they start (`config.owner` in run.json);
+  only the owner, or an admin (`LLMFT_ADMINS`, and the Space's author), may cancel, delete, share or push
+  them. Pushes use the visitor's own token, into the visitor's own namespace, never the server's `HF_TOKEN`.
+
+Every handler that reads or changes a run asks this module, so a direct API call gets the same answer as the
+page. A run a visitor may not see is "not found", not "forbidden": its name is not confirmed either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LlmftError
+
+SIGN_IN = "sign in with Hugging Face (the button at the top of the page)"
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise LlmftError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise LlmftError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is calling: a Hugging Face username (None: anonymous), their OAuth token, and whether an admin."""
+
+    name: str | None = None
+    token: str | None = field(default=None, repr=False)
+    admin: bool = False
+
+    @property
+    def signed_in(self) -> bool:
+        return self.name is not None
+
+
+LOCAL_USER = User("local", admin=True)
+"""The one user of a local app (and of the CLI)."""
+
+
+def owner_of(info: dict) -> str | None:
+    """The username that started a run (None: the server's owner, from the CLI or a local app)."""
+    return (info.get("config") or {}).get("owner") or None
+
+
+@dataclass
+class Access:
+    """The server's rules: its mode, admins and per-user quotas."""
+
+    space: bool = False
+    admins: frozenset[str] = frozenset()
+    max_runs: int = 20
+    """Runs one signed-in user may keep on a Space (admins: no limit)."""
+    max_disk_mb: float = 2000.0
+    """Disk one signed-in user's runs may take on a Space (admins: no limit)."""
+    _names: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Access:
+        """Space mode when `SPACE_ID` is set. Admins: `LLMFT_ADMINS` (comma-separated usernames) and the
+        Space's author (`SPACE_AUTHOR_NAME`). Quotas: `LLMFT_MAX_RUNS_PER_USER` (20),
+        `LLMFT_USER_DISK_MB` (2000)."""
+        admins = {a.strip() for a in os.environ.get("LLMFT_ADMINS", "").split(",") if a.strip()}
+        if os.environ.get("SPACE_AUTHOR_NAME"):
+            admins.add(os.environ["SPACE_AUTHOR_NAME"])
+        return cls(
+            space=bool(os.environ.get("SPACE_ID")),
+            admins=frozenset(admins),
+            max_runs=int(_env_number("LLMFT_MAX_RUNS_PER_USER", 20)),
+            max_disk_mb=_env_number("LLMFT_USER_DISK_MB", 2000),
+        )
+
+    # -- who is calling -------------------------------------------------------------------------------------
+
+    def user(self, username: str | None = None, token: str | None = None) -> User:
+        """The caller: the local owner in local mode; on a Space, the signed-in `username` (with their OAuth
+        `token`), or, for an API call that brought only a token, the account that token belongs to."""
+        if not self.space:
+            return LOCAL_USER
+        if username is None and token:
+            username = self.username_of_token(token)
+        if username is None:
+            return User()
+        return User(username, token, admin=username in self.admins)
+
+    def username_of_token(self, token: str) -> str:
+        """The Hugging Face account of `token` (asked of the hub once, then remembered for 10 minutes)."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            cached = self._names.get(key)
+        if cached and cached[1] > time.time():
+            return cached[0]
+        from huggingface_hub import whoami
+
+        try:
+            info = whoami(token=token)
+        except Exception:  # an invalid or expired token, or the hub unreachable
+            raise LlmftError("the Hugging Face token sent with this request was not accepted; sign in again") from None
+        if info.get("type") != "user" or not info.get("name"):
+            raise LlmftError("the token sent with this request is not a user's token")
+        with self._lock:
+            self._names[key] = (info["name"], time.time() + 600)
+        return info["name"]
+
+    # -- what they may do -----------------------------------------------------------------------------------
+
+    def can_see(self, user: User, info: dict) -> bool:
+        """Whether `user` may see, compare, evaluate and download run `info`."""
+        if not self.space or user.admin:
+            return True
+        owner = owner_of(info)
+        return owner is None or bool(info.get("shared")) or owner == user.name
+
+    def check_visible(self, user: User, info: dict) -> dict:
+        """`info`, or "not found" when `user` may not see it."""
+        if not self.can_see(user, info):
+            raise LlmftError(f"run {info.get('name')!r} not found")
+        return info
+
+    def find(self, runs_dir, user: User, name: str) -> dict:
+        """Run `name`'s info (with `dir`), or "not found" when there is none or `user` may not see it."""
+        from .runs import find_run, read_run
+
+        if not name:
+            raise LlmftError("pick a run")
+        run_dir = find_run(name, runs_dir)
+        return self.check_visible(user, {**read_run(run_dir), "dir": str(run_dir)})
+
+    def check_local_ref(self, runs_dir, user: User, ref: str) -> None:
+        """Refuse a typed path into the runs home that is not inside a run `user` may see (an adapter folder
+        typed into Compare must not reach another visitor's private run, uploads or task files)."""
+        if not self.space or user.admin or not ref:
+            return
+        home = Path(runs_dir).resolve()
+        try:
+            inside = Path(ref).expanduser().resolve().relative_to(home)
+        except (ValueError, OSError):
+            return
+        if not inside.parts or inside.parts[0].startswith("."):
+            raise LlmftError(f"{ref} is not an adapter you can use here")
+        self.find(runs_dir, user, inside.parts[0])
+
+    def check_signed_in(self, user: User, action: str) -> None:
+        """On a Space, refuse `action` ("train", "cancel runs", ...) to an anonymous visitor."""
+        if self.space and not user.signed_in:
+            raise LlmftError(f"{SIGN_IN} to {action}")
+
+    def check_owner(self, user: User, info: dict, action: str) -> None:
+        """Refuse `action` ("cancel", "delete", "share", "push") on run `info` unless `user` owns it or is an
+        admin."""
+        self.check_signed_in(user, f"{action} runs")
+        self.check_visible(user, info)
+        if not self.space or user.admin:
+            return
+        if owner_of(info) != user.name:
+            raise LlmftError(f"run {info.get('name')} is not yours: only its owner may {action} it")
+
+    def check_may_train(self, user: User, runs: list[dict]) -> None:
+        """Refuse a training request from an anonymous visitor, or one over the user's quotas (`runs`: every
+        run's info, with `dir`)."""
+        self.check_signed_in(user, "train")
+        if not self.space or user.admin:
+            return
+        mine = [r for r in runs if owner_of(r) == user.name]
+        if len(mine) >= self.max_runs:
+            raise LlmftError(
+                f"you have {len(mine)} runs here, the most one user may keep ({self.max_runs}); delete some in the "
+                "Runs tab"
+            )
+        used = sum(_folder_mb(Path(r["dir"])) for r in mine)
+        if used >= self.max_disk_mb:
+            raise LlmftError(
+                f"your runs take {used:.1f} MB here, the most one user may use is {self.max_disk_mb:g} MB; "
+                "delete some in the Runs tab"
+            )
+
+    def push_target(self, user: User, repo_id: str) -> tuple[str, str | None]:
+        """(repo id, token) of a push: locally the repo as given and the machine's own token (None: HF_TOKEN
+        or `hf auth login`); on a Space the visitor's token, into the visitor's own namespace (a bare name
+        goes there), never the server's token."""
+        repo_id = (repo_id or "").strip()
+        if not self.space:
+            return repo_id, None
+        self.check_signed_in(user, "push runs")
+        if not user.token:
+            raise LlmftError("your session has no Hugging Face token to push with; sign out and sign in again")
+        if repo_id and "/" not in repo_id:
+            repo_id = f"{user.name}/{repo_id}"
+        namespace = repo_id.split("/", 1)[0]
+        if namespace != user.name:
+            raise LlmftError(f"push to your own namespace: {user.name}/<name>, not {repo_id!r}")
+        return repo_id, user.token
+
+
+def _folder_mb(folder: Path) -> float:
+    try:
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    except OSError:
+        return 0.0

@@ -1,0 +1,263 @@
+"""The app as a public Space: sign-in, per-user runs, the visitor's own token, fair use.
+
+Through the real app on a localhost port with gradio_client. Signed-in visitors are faked the way Gradio's own
+local OAuth mode fakes them: a session cookie holding the `oauth_info` that Gradio's login callback stores,
+signed with the app's session key, read by the real SessionMiddleware, and turned into `gr.OAuthProfile` /
+`gr.OAuthToken` by Gradio itself. The app's path is not replaced. Run: pytest tests/test_space.py
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from base64 import b64encode
+from pathlib import Path
+
+import gradio.oauth
+import itsdangerous
+import pytest
+from gradio_client import Client
+
+from llmft.runs import read_run, update_run
+from llmft.training import TrainConfig, train
+from llmft.ui import build_app, launch
+from tests.conftest import free_port
+from tests.test_app import form
+from tests.test_jobs import wait_until
+
+SPACE_SECRET = "hf_SPACE_OWNER_SECRET_TOKEN"
+
+
+def session_cookie(username: str) -> str:
+    """The `session` cookie of a visitor signed in as `username` (what Gradio's /login/callback stores)."""
+    secret = hashlib.sha256(((gradio.oauth.OAUTH_CLIENT_SECRET or "") + "-v4").encode()).hexdigest()
+    info = {
+        "access_token": f"hf_oauth_{username}",
+        "token_type": "bearer",
+        "scope": "openid profile write-repos manage-repos",
+        "expires_at": int(time.time()) + 3600,
+        "userinfo": {
+            "sub": hashlib.md5(username.encode()).hexdigest(),
+            "name": username.title(),
+            "preferred_username": username,
+            "profile": f"https://huggingface.co/{username}",
+            "picture": "",
+        },
+    }
+    data = b64encode(json.dumps({"oauth_info": info}).encode())
+    return itsdangerous.TimestampSigner(secret).sign(data).decode()
+
+
+class Space:
+    def __init__(self, url, runs, app):
+        self.url, self.runs, self.app = url, Path(runs), app
+        self.ctx = app.llmft_context
+
+    def visitor(self, username: str | None = None, **kwargs) -> Client:
+        headers = {"Cookie": f"session={session_cookie(username)}"} if username else None
+        return Client(self.url, headers=headers, verbose=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory, tiny_distilbert):
+    """An app in Space mode (SPACE_ID set) with three finished runs: `demo` (the Space's, public), `alice-run`
+    and `bob-run` (private to their owners). `admin` is an admin; the server's HF_TOKEN must never be used."""
+    runs = tmp_path_factory.mktemp("space-runs")
+    train(
+        TrainConfig(
+            task="sentiment", model=tiny_distilbert, runs_dir=str(runs), run_name="demo", max_steps=2, train_samples=16
+        ),
+        show_progress=False,
+    )
+    for owner in ("alice", "bob"):
+        shutil.copytree(runs / "demo", runs / f"{owner}-run")
+        info = json.loads((runs / f"{owner}-run" / "run.json").read_text())
+        update_run(runs / f"{owner}-run", name=f"{owner}-run", config={**info["config"], "owner": owner})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPACE_ID", "someone/llmft")
+        mp.setenv("SPACE_AUTHOR_NAME", "someone")
+        mp.setenv("LLMFT_ADMINS", "admin")
+        mp.setenv("HF_TOKEN", SPACE_SECRET)
+        # Gradio's local stand-in for the hub login (it would ask the hub who this machine is logged in as).
+        mp.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: {"userinfo": {}})
+        app = build_app(str(runs), model_dirs=[tiny_distilbert])
+        assert app.llmft_context.access.space
+        _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        yield Space(url, runs, app)
+        app.close()
+
+
+def run_names(client) -> set[str]:
+    table, *_ = client.predict(api_name="/runs")
+    return {row[0] for row in table["data"]}
+
+
+def train_values(space, **kwargs):
+    values = form(model=space.ctx.allowed_roots[-1].as_posix(), **kwargs)
+    return [values[name] for name in space.app.llmft_form_fields]
+
+
+def test_anonymous_visitors_see_public_runs_and_cannot_train_cancel_delete_share_or_push(space):
+    anon = space.visitor()
+    assert run_names(anon) == {"demo"}
+    refusals = {
+        "/train": train_values(space, run_name="anon-run"),
+        "/cancel": ["demo"],
+        "/delete_run": ["demo"],
+        "/share_run": ["demo", True],
+        "/push": ["demo", "someone/demo", True, False],
+    }
+    for endpoint, args in refusals.items():
+        with pytest.raises(Exception, match="sign in with Hugging Face"):
+            anon.predict(*args, api_name=endpoint)
+    assert {"demo", "alice-run", "bob-run"} <= {p.name for p in space.runs.iterdir()}
+    assert not (space.runs / "anon-run").exists() and not read_run(space.runs / "demo").get("shared")
+    # What anonymous visitors may do: compare with a public run.
+    out = anon.predict("sentiment", "", "demo", "a fine film", "", 64, api_name="/compare")
+    assert out[0] in ("Positive", "Negative")
+    # ... but never with a private run, not even through its folder.
+    with pytest.raises(Exception, match="not found"):
+        anon.predict("sentiment", "", str(space.runs / "alice-run" / "adapter"), "a film", "", 64, api_name="/compare")
+
+
+def test_a_visitor_cannot_see_or_touch_another_visitors_run(space):
+    alice, bob = space.visitor("alice"), space.visitor("bob")
+    assert run_names(alice) == {"demo", "alice-run"}
+    assert run_names(bob) == {"demo", "bob-run"}
+    private = {
+        "/run_details": ["bob-run"],
+        "/download_adapter": ["bob-run"],
+        "/delete_run": ["bob-run"],
+        "/share_run": ["bob-run", True],
+        "/cancel": ["bob-run"],
+        "/push": ["bob-run", "alice/stolen", True, False],
+    }
+    for endpoint, args in private.items():
+        with pytest.raises(Exception, match="run 'bob-run' not found"):
+            alice.predict(*args, api_name=endpoint)
+    with pytest.raises(Exception, match="not found"):  # nor through the run's folder
+        alice.predict("sentiment", "", str(space.runs / "bob-run" / "adapter"), "a film", "", 64, api_name="/compare")
+
+    # Shared, Bob's run is visible to everyone, and still only Bob's to change.
+    assert "visible to every visitor" in bob.predict("bob-run", True, api_name="/share_run")
+    assert "bob-run" in run_names(alice) and "bob-run" in run_names(space.visitor())
+    for endpoint, args in {
+        "/delete_run": ["bob-run"],
+        "/share_run": ["bob-run", False],
+        "/push": ["bob-run", "alice/copy", True, False],
+    }.items():
+        with pytest.raises(Exception, match="run bob-run is not yours: only its owner may"):
+            alice.predict(*args, api_name=endpoint)
+    # The Space's own runs belong to its owner: a visitor cannot delete them either.
+    with pytest.raises(Exception, match="run demo is not yours"):
+        alice.predict("demo", api_name="/delete_run")
+    assert (space.runs / "bob-run").is_dir() and (space.runs / "demo").is_dir()
+    assert "visible to you only" in bob.predict("bob-run", False, api_name="/share_run")
+    assert "bob-run" not in run_names(alice)
+
+    # An admin sees and may change every run.
+    admin = space.visitor("admin")
+    assert {"demo", "alice-run", "bob-run"} <= run_names(admin)
+    shutil.copytree(space.runs / "bob-run", space.runs / "bob-old")
+    update_run(space.runs / "bob-old", name="bob-old")
+    assert "Deleted run bob-old" in admin.predict("bob-old", api_name="/delete_run")
+    assert not (space.runs / "bob-old").exists()
+
+
+def test_an_api_client_acts_as_the_owner_of_the_token_it_sends(space, monkeypatch):
+    """`Client(..., oauth_token=...)` without a browser session: the hub says whose token it is (a LOCAL
+    STAND-IN for `whoami` here: the hub is not reachable)."""
+    import huggingface_hub
+
+    def whoami(token=None, **_):
+        if token == "hf_carol_token":
+            return {"type": "user", "name": "carol"}
+        raise huggingface_hub.errors.HfHubHTTPError("401 Unauthorized")
+
+    monkeypatch.setattr(huggingface_hub, "whoami", whoami)
+    carol = space.visitor(oauth_token="hf_carol_token")
+    assert run_names(carol) == {"demo"}
+    with pytest.raises(Exception, match="run 'alice-run' not found"):
+        carol.predict("alice-run", api_name="/delete_run")
+    with pytest.raises(Exception, match="was not accepted; sign in again"):
+        space.visitor(oauth_token="hf_forged").predict("demo", api_name="/delete_run")
+
+
+def test_push_uses_the_visitors_token_into_their_namespace_never_the_spaces_hf_token(space, monkeypatch, tmp_path):
+    """Uses a LOCAL STAND-IN for the two hub API calls (see test_scaleout.FakeHub); it also records the token
+    each call was made with."""
+    import huggingface_hub
+
+    from tests.test_scaleout import FakeHub
+
+    fake, tokens = FakeHub(tmp_path / "hub"), []
+
+    def create_repo(api, *a, **k):
+        tokens.append(api.token)
+        return fake.create_repo(*a, **k)
+
+    def upload_folder(api, *a, **k):
+        tokens.append(api.token)
+        return fake.upload_folder(*a, **k)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    alice = space.visitor("alice")
+    message = alice.predict("alice-run", "sentiment-lora", True, False, api_name="/push")
+    assert "Pushed run alice-run to alice/sentiment-lora" in message
+    assert (tmp_path / "hub" / "alice" / "sentiment-lora" / "adapter_model.safetensors").is_file()
+    assert tokens == ["hf_oauth_alice", "hf_oauth_alice"]  # the visitor's, never the server's HF_TOKEN
+    with pytest.raises(Exception, match="push to your own namespace: alice/<name>, not 'someone/x'"):
+        alice.predict("alice-run", "someone/x", True, False, api_name="/push")
+    assert SPACE_SECRET not in tokens and len(tokens) == 2
+
+
+def test_quotas_refuse_training_with_a_clear_message(space):
+    alice, access = space.visitor("alice"), space.ctx.access
+    saved = access.max_runs, access.max_disk_mb
+    try:
+        access.max_runs = 1
+        with pytest.raises(Exception, match=r"you have 1 runs here, the most one user may keep \(1\); delete some"):
+            alice.predict(*train_values(space, run_name="alice-2"), api_name="/train")
+        access.max_runs, access.max_disk_mb = 20, 0.01
+        with pytest.raises(Exception, match=r"your runs take [\d.]+ MB here, the most one user may use is 0.01 MB"):
+            alice.predict(*train_values(space, run_name="alice-2"), api_name="/train")
+    finally:
+        access.max_runs, access.max_disk_mb = saved
+    assert not (space.runs / "alice-2").exists()
+
+
+def test_one_training_at_a_time_and_a_third_request_waits_with_its_position(space):
+    """The server trains one run at a time (the CPU default): a second and a third visitor wait in line and
+    see their place; a visitor never has two runs at once; a waiting run starts when the line reaches it."""
+    alice, bob, carol = space.visitor("alice"), space.visitor("bob"), space.visitor("carol")
+    long_run = dict(steps=5000, train_samples=0)
+    try:
+        started = alice.predict(*train_values(space, run_name="alice-long", **long_run), api_name="/train")
+        assert "Started run **alice-long**" in started[0]
+        bob_says = bob.predict(*train_values(space, run_name="bob-wait", **long_run), api_name="/train")
+        assert "Run bob-wait is waiting: number 1 of 1 in line" in bob_says[0]
+        carol_says = carol.predict(*train_values(space, run_name="carol-wait", **long_run), api_name="/train")
+        assert "Run carol-wait is waiting: number 2 of 2 in line" in carol_says[0]
+        with pytest.raises(Exception, match=r"a run is in progress \(alice-long"):
+            alice.predict(*train_values(space, run_name="alice-again"), api_name="/train")
+        with pytest.raises(Exception, match=r"a run is waiting \(bob-wait"):
+            bob.predict(*train_values(space, run_name="bob-again"), api_name="/train")
+        # Each visitor's Fine-tune tab shows their own run: Bob's place in line, not Alice's progress.
+        assert "number 1 of 2 in line" in bob.predict(api_name="/progress")[0]
+        assert "alice-long" in alice.predict(api_name="/progress")[0]
+        with pytest.raises(Exception, match="run 'alice-long' not found"):
+            bob.predict("alice-long", api_name="/cancel")
+        assert "left the line" in bob.predict("bob-wait", api_name="/cancel")
+        assert "number 1 of 1 in line" in carol.predict(api_name="/progress")[0]
+        assert not (space.runs / "bob-wait").exists()  # a request that never started leaves no run behind
+        assert "Cancelling" in alice.predict("", api_name="/cancel")  # blank: the caller's own run
+        # Alice's slot frees: Carol's run starts by itself.
+        wait_until(lambda: (space.runs / "carol-wait" / "run.json").is_file(), what="carol's run to start")
+        assert read_run(space.runs / "carol-wait")["config"]["owner"] == "carol"
+        assert "carol-wait" in carol.predict(api_name="/progress")[0]
+    finally:
+        for name in ("alice-long", "bob-wait", "carol-wait"):
+            space.ctx.jobs.cancel(name)
+        wait_until(lambda: not space.ctx.jobs.running(), what="the trainings to stop")
+    assert read_run(space.runs / "alice-long")["status"] == "cancelled"
