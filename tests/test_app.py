@@ -407,6 +407,8 @@ def test_space_front_matter_and_safe_launch_defaults(monkeypatch):
         assert front[key], key
     assert len(front["short_description"]) <= 60  # the hub refuses longer ones
     assert all(" " in entry and ".safetensors" in entry for entry in front["preload_from_hub"])  # no pickle
+    # Sign in with Hugging Face, with the scopes a push into the visitor's own namespace needs.
+    assert front["hf_oauth"] is True and {"write-repos", "manage-repos"} <= set(front["hf_oauth_scopes"])
 
     sys.path.insert(0, str(root))
     import app as app_module

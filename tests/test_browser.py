@@ -237,3 +237,43 @@ def test_your_own_three_class_task_from_the_browser(page, app_url, topic_data):
     page.get_by_text("Prompt as the model reads it").click()
     expect(field("cmp-prompt")).to_have_value("Frankly, the striker scored twice.")
     page.screenshot(path=str(ARTIFACTS / "compare-own-task.png"), full_page=True)
+
+
+def test_a_space_visitor_signs_in_to_train_and_sees_only_their_own_runs(space, tmp_path):
+    """Space mode in the browser: an anonymous visitor sees the sign-in button and public runs only, and Start
+    tells them to sign in; signed in (the session cookie Gradio's login sets), Alice sees her own run too and
+    not Bob's."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.conftest import session_cookie
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(space.url)
+        expect(page.get_by_role("button", name=re.compile("Sign in with Hugging Face"))).to_be_visible()
+        page.get_by_role("tab", name="Runs").click()
+        table = page.locator("#runs-table")
+        expect(table).to_contain_text("demo")
+        expect(table).not_to_contain_text("alice-run")
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.get_by_text("Sign in with Hugging Face (top of the page) to train")).to_be_visible()
+        page.get_by_role("button", name="Start").click()
+        expect(
+            page.get_by_text("sign in with Hugging Face (the button at the top of the page) to train")
+        ).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "space-anonymous.png"), full_page=True)
+
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.add_cookies([{"name": "session", "value": session_cookie("alice"), "url": space.url}])
+        page = context.new_page()
+        page.goto(space.url)
+        expect(page.get_by_role("button", name=re.compile("alice"))).to_be_visible()  # "Logout (alice)"
+        page.get_by_role("tab", name="Runs").click()
+        table = page.locator("#runs-table")
+        expect(table).to_contain_text("alice-run")
+        expect(table).not_to_contain_text("bob-run")
+        expect(page.get_by_role("button", name="Share with every visitor")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "space-signed-in.png"), full_page=True)
+        browser.close()

@@ -6,85 +6,14 @@ signed with the app's session key, read by the real SessionMiddleware, and turne
 `gr.OAuthToken` by Gradio itself. The app's path is not replaced. Run: pytest tests/test_space.py
 """
 
-import hashlib
-import json
 import shutil
-import time
-from base64 import b64encode
-from pathlib import Path
 
-import gradio.oauth
-import itsdangerous
 import pytest
-from gradio_client import Client
 
 from llmft.runs import read_run, update_run
-from llmft.training import TrainConfig, train
-from llmft.ui import build_app, launch
-from tests.conftest import free_port
+from tests.conftest import SPACE_SECRET
 from tests.test_app import form
 from tests.test_jobs import wait_until
-
-SPACE_SECRET = "hf_SPACE_OWNER_SECRET_TOKEN"
-
-
-def session_cookie(username: str) -> str:
-    """The `session` cookie of a visitor signed in as `username` (what Gradio's /login/callback stores)."""
-    secret = hashlib.sha256(((gradio.oauth.OAUTH_CLIENT_SECRET or "") + "-v4").encode()).hexdigest()
-    info = {
-        "access_token": f"hf_oauth_{username}",
-        "token_type": "bearer",
-        "scope": "openid profile write-repos manage-repos",
-        "expires_at": int(time.time()) + 3600,
-        "userinfo": {
-            "sub": hashlib.md5(username.encode()).hexdigest(),
-            "name": username.title(),
-            "preferred_username": username,
-            "profile": f"https://huggingface.co/{username}",
-            "picture": "",
-        },
-    }
-    data = b64encode(json.dumps({"oauth_info": info}).encode())
-    return itsdangerous.TimestampSigner(secret).sign(data).decode()
-
-
-class Space:
-    def __init__(self, url, runs, app):
-        self.url, self.runs, self.app = url, Path(runs), app
-        self.ctx = app.llmft_context
-
-    def visitor(self, username: str | None = None, **kwargs) -> Client:
-        headers = {"Cookie": f"session={session_cookie(username)}"} if username else None
-        return Client(self.url, headers=headers, verbose=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory, tiny_distilbert):
-    """An app in Space mode (SPACE_ID set) with three finished runs: `demo` (the Space's, public), `alice-run`
-    and `bob-run` (private to their owners). `admin` is an admin; the server's HF_TOKEN must never be used."""
-    runs = tmp_path_factory.mktemp("space-runs")
-    train(
-        TrainConfig(
-            task="sentiment", model=tiny_distilbert, runs_dir=str(runs), run_name="demo", max_steps=2, train_samples=16
-        ),
-        show_progress=False,
-    )
-    for owner in ("alice", "bob"):
-        shutil.copytree(runs / "demo", runs / f"{owner}-run")
-        info = json.loads((runs / f"{owner}-run" / "run.json").read_text())
-        update_run(runs / f"{owner}-run", name=f"{owner}-run", config={**info["config"], "owner": owner})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPACE_ID", "someone/llmft")
-        mp.setenv("SPACE_AUTHOR_NAME", "someone")
-        mp.setenv("LLMFT_ADMINS", "admin")
-        mp.setenv("HF_TOKEN", SPACE_SECRET)
-        # Gradio's local stand-in for the hub login (it would ask the hub who this machine is logged in as).
-        mp.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: {"userinfo": {}})
-        app = build_app(str(runs), model_dirs=[tiny_distilbert])
-        assert app.llmft_context.access.space
-        _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-        yield Space(url, runs, app)
-        app.close()
 
 
 def run_names(client) -> set[str]:

@@ -264,7 +264,8 @@ def build(ctx, config_cls=TrainConfig):
     with gr.Tab("Fine-tune", id="finetune"):
         gr.Markdown(
             "Train a LoRA adapter. Training runs in its own process (the command below): reload the page, or "
-            "restart the app, and it is still here. One run at a time per server."
+            "restart the app, and it is still here. One run per user at a time; when the server is busy, yours waits in "
+            "line and starts by itself."
         )
         widgets: dict[str, gr.components.Component] = {}
         with gr.Row():
@@ -362,12 +363,13 @@ def build(ctx, config_cls=TrainConfig):
             show_progress="hidden",
         )
         finished.change(lambda name: gr.update(visible=bool(name)), finished, evaluate_btn, api_name=False)
-        restored = [*widgets.values(), *own.values(), *picker.inputs, command, timer]
+        restored = [*widgets.values(), *own.values(), *picker.inputs, command, timer, progress]
 
         def on_page_load(user):
             job = ctx.jobs.current(owner_key(ctx, user)) if user.signed_in else None
             live = job is not None and (job.running or ctx.jobs.position(job.run_name) is not None)
-            return [*restore(ctx, user, names, config_cls), gr.Timer(active=live)]
+            # The progress line at once (and, on a Space, the sign-in hint), not at the first tick.
+            return [*restore(ctx, user, names, config_cls), gr.Timer(active=live), poll(ctx, user)[0]]
 
         on_load = (with_user(ctx, on_page_load), restored)
     return {
