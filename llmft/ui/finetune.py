@@ -264,8 +264,8 @@ def build(ctx, config_cls=TrainConfig):
     with gr.Tab("Fine-tune", id="finetune"):
         gr.Markdown(
             "Train a LoRA adapter. Training runs in its own process (the command below): reload the page, or "
-            "restart the app, and it is still here. One run per user at a time; when the server is busy, yours waits in "
-            "line and starts by itself."
+            "restart the app, and it is still here. One run per user at a time; when the server is busy, yours "
+            "waits in line and starts by itself."
         )
         widgets: dict[str, gr.components.Component] = {}
         with gr.Row():
