@@ -16,6 +16,8 @@ from .errors import LlmftError
 
 DTYPES = ("auto", "float32", "bfloat16")
 PRESETS = ("quick", "full")
+LR_SCHEDULERS = ("linear", "cosine", "constant")
+REPORT_TO = ("none", "tensorboard", "trackio", "mlflow")
 
 
 METADATA = dict(
@@ -228,8 +230,58 @@ class TrainConfig:
         interval="[)",
         group="hyper",
     )
+    val_split: float | None = param(
+        help="validation rows carved from the training data by seed: a fraction (0.1) or a count (200); 0 = none. "
+        "A hub dataset's own validation split is used when it has one. The test split is never used in training",
+        bounds=(0, 10_000_000),
+        preset=True,
+        group="hyper",
+    )
+    eval_steps: int | None = param(
+        help="validate every this many steps (default: each epoch when training by epochs, else 5 times a run)",
+        bounds=(1, 1_000_000),
+        group="hyper",
+    )
+    early_stopping: int | None = param(
+        help="stop after this many validations without improvement (default: the preset's; blank: never). The "
+        "best validation step's adapter is kept either way",
+        bounds=(1, 1000),
+        preset=True,
+        group="hyper",
+    )
+    warmup_ratio: float | None = param(
+        help="share of the steps over which the learning rate rises from 0",
+        bounds=(0, 1),
+        interval="[)",
+        preset=True,
+        group="hyper",
+    )
+    lr_scheduler: str | None = param(
+        help="learning-rate schedule after warmup", choices=LR_SCHEDULERS, preset=True, group="hyper"
+    )
+    weight_decay: float | None = param(help="AdamW weight decay", bounds=(0, 1), preset=True, group="hyper")
+    grad_accum: int | None = param(
+        help="batches accumulated into one optimizer step (effective batch = batch size x this)",
+        bounds=(1, 1024),
+        preset=True,
+        group="hyper",
+    )
+    time_budget: float | None = param(
+        help="seconds of training: the first steps are timed and the step count set to fit (the preset's or your "
+        "steps are then an upper bound)",
+        bounds=(1, 604_800),
+        group="hyper",
+    )
     seed: int = param(
         42, "seeds sampling, LoRA init, classifier-head init and data order", bounds=(0, 2**32 - 1), group="run"
+    )
+    report_to: str = param(
+        "none",
+        "experiment tracker the Trainer logs to: none, tensorboard (files in the run's tensorboard/), trackio or "
+        "mlflow (installed and configured by you)",
+        choices=REPORT_TO,
+        omit_default=True,
+        group="run",
     )
     run_name: str | None = param(help="the run's name (default: task and time)", group="run")
     runs_dir: str | None = param(help="the runs home (default: $LLMFT_HOME/runs or ~/.cache/llmft/runs)")

@@ -180,6 +180,37 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
     return [examples[i] for i in picked]
 
 
+def validation_count(n: int, val_split: float | None) -> int:
+    """Rows `val_split` holds out of `n`: a fraction below 1 (rounded, at least 1), a count from 1, 0 for none.
+
+    Raises:
+        LlmftError: it would leave no row to train on.
+    """
+    if not val_split:
+        return 0
+    count = max(1, round(val_split * n)) if val_split < 1 else int(val_split)
+    if count >= n:
+        raise LlmftError(
+            f"val-split {val_split:g} holds out {count} of {n} training rows, leaving none to train on; "
+            "give a smaller fraction or count, or 0 for no validation"
+        )
+    return count
+
+
+def carve_validation(examples: list[Example], val_split: float | None, seed: int):
+    """(training rows, validation rows): `validation_count` rows drawn by seed, the rest for training, each in
+    source order."""
+    count = validation_count(len(examples), val_split)
+    held = set(random.Random(seed + 1).sample(range(len(examples)), count)) if count else set()
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    return train, [ex for i, ex in enumerate(examples) if i in held]
+
+
+def is_hub_source(source: str | None) -> bool:
+    """Whether `source` is a hub dataset id (not the bundled sample, not a local file)."""
+    return source not in (None, "", SAMPLE) and not parse_ref(source, "dataset", suffixes=FILE_SUFFIXES).local
+
+
 MAX_TEXT_CHARS = 20_000
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 

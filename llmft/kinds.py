@@ -58,6 +58,13 @@ class Kind:
     family: str = ""
     """What a task asks for, whatever the model: `generate` or `classify` (a task file's `type`). Kinds of one
     family are interchangeable for a task; the model's architecture picks one (`for_model`)."""
+    validation_metric: str = "loss"
+    """What picks the kept step during training: the validation loss, or (classification) the headline metric.
+    Generation's headline needs generated text and a scorer, too slow to run every few steps on a CPU."""
+
+    def validation_metrics(self, spec):
+        """Trainer's `compute_metrics` for validation (None: the validation loss only)."""
+        return None
 
     def __str__(self) -> str:
         return self.name
@@ -290,6 +297,22 @@ class Classification(Kind):
     family = "classify"
     HEAD_MODULES = ("pre_classifier", "classifier", "score")
     """Classification heads that from_pretrained initialises fresh and LoRA must train in full."""
+    validation_metric = "macro_f1"
+
+    def validation_metrics(self, spec):
+        def compute(prediction):
+            import numpy as np
+            from sklearn.metrics import accuracy_score, f1_score
+
+            logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+            predicted, labels = np.asarray(logits).argmax(-1), np.asarray(prediction.label_ids)
+            every = list(range(len(spec.labels)))
+            return {
+                "macro_f1": float(f1_score(labels, predicted, labels=every, average="macro", zero_division=0)),
+                "accuracy": float(accuracy_score(labels, predicted)),
+            }
+
+        return compute
 
     def validate(self, spec):
         if not spec.label_column or (len(spec.labels) < 2 and not spec.labels_from_data):

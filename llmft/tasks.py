@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import LR_SCHEDULERS
 from .errors import LlmftError
 from .kinds import CLASSIFICATION, SEQ2SEQ, Kind, get_kind
 from .registry import Registry
@@ -56,6 +57,19 @@ class Preset:
     """Training examples drawn from the train split (None = all)."""
     eval_n: int = 50
     """Test examples evaluated."""
+    val_split: float = 0.1
+    """Validation rows carved from the training data by seed: a fraction below 1, a count from 1, 0 for none
+    (a hub dataset's own validation split is used instead when it has one)."""
+    early_stopping: int | None = None
+    """Stop after this many validations without improvement (None: train to the end, keep the best)."""
+    warmup_ratio: float = 0.0
+    """Share of the steps over which the learning rate rises from 0."""
+    lr_scheduler: str = "linear"
+    """Learning-rate schedule after warmup: linear, cosine or constant."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_accum: int = 1
+    """Batches accumulated into one optimizer step."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class TaskSpec:
     max_input_tokens: int = 512
     max_target_tokens: int = 128
     train_split: str = "train"
+    validation_split: str | None = "validation"
+    """A hub dataset's split used for validation when it exists (None: always carve from the training data)."""
     test_split: str = "test"
     offline_model: str | None = None
     """Model used when the default is unreachable: `minilm` means the packaged all-MiniLM-L6-v2."""
@@ -416,9 +432,26 @@ def _file_presets(value, base: TaskSpec, where: str) -> dict:
     return presets
 
 
-PRESET_INTS = {"lora_r": 1, "lora_alpha": 1, "batch_size": 1, "max_steps": 1, "train_samples": 1, "eval_n": 1}
-"""Whole-number preset settings and their least value (`max_steps` and `train_samples` may be null)."""
-PRESET_FLOATS = {"lora_dropout": (0.0, 0.999), "learning_rate": (1e-8, 1.0), "epochs": (0.01, 1000.0)}
+PRESET_INTS = {
+    "lora_r": 1,
+    "lora_alpha": 1,
+    "batch_size": 1,
+    "max_steps": 1,
+    "train_samples": 1,
+    "eval_n": 1,
+    "early_stopping": 1,
+    "grad_accum": 1,
+}
+"""Whole-number preset settings and their least value (`max_steps`, `train_samples` and `early_stopping` may be
+null)."""
+PRESET_FLOATS = {
+    "lora_dropout": (0.0, 0.999),
+    "learning_rate": (1e-8, 1.0),
+    "epochs": (0.01, 1000.0),
+    "val_split": (0.0, 1e7),
+    "warmup_ratio": (0.0, 0.999),
+    "weight_decay": (0.0, 1.0),
+}
 
 
 def _preset_value(key: str, value, where: str):
@@ -428,8 +461,12 @@ def _preset_value(key: str, value, where: str):
         if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
             raise LlmftError(f"{where}: target_modules must be module names, e.g. [q, v] or all-linear")
         return tuple(v.strip() for v in items)
+    if key == "lr_scheduler":
+        if value not in LR_SCHEDULERS:
+            raise LlmftError(f"{where}: lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {value!r}")
+        return value
     if key in PRESET_INTS:
-        if value is None and key in ("max_steps", "train_samples"):
+        if value is None and key in ("max_steps", "train_samples", "early_stopping"):
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not PRESET_INTS[key] <= value <= 10**7:
             raise LlmftError(f"{where}: {key} must be a whole number of at least {PRESET_INTS[key]}, got {value!r}")
@@ -497,9 +534,10 @@ register_task(
         max_input_tokens=512,
         offline_model="minilm",
         presets={
-            # The origin's: one epoch over 1,000 reviews, LoRA on the query projection only.
+            # The origin's: 10 epochs over 1,000 reviews, LoRA on the query projection only, evaluated on the
+            # validation rows each epoch, the best epoch kept.
             "full": Preset(
-                8, 16, 0.05, ("q_lin",), 1e-3, None, epochs=1.0, batch_size=16, train_samples=1000, eval_n=500
+                8, 16, 0.05, ("q_lin",), 1e-3, None, epochs=10.0, batch_size=16, train_samples=1000, eval_n=500
             ),
             "quick": Preset(8, 16, 0.05, ("q_lin", "v_lin"), 2e-3, 60, batch_size=16, train_samples=400, eval_n=100),
         },

@@ -8,6 +8,7 @@ the state.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shlex
 import shutil
@@ -21,7 +22,16 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from .config import TrainConfig
-from .data import Example, describe_source, infer_labels, load_examples, sample_examples, text_hash
+from .data import (
+    Example,
+    carve_validation,
+    describe_source,
+    infer_labels,
+    is_hub_source,
+    load_examples,
+    sample_examples,
+    text_hash,
+)
 from .errors import LlmftError
 from .models import (
     device_and_dtype,
@@ -92,6 +102,10 @@ class PreparedRun:
     run_dir: Path
     dtype: str
     """The weights' dtype name this run trains with (`float32` or `bfloat16`)."""
+    val_examples: list[Example] = field(default_factory=list)
+    """Validation rows: carved from the training data, or a hub dataset's own validation split; never test rows."""
+    val_source: str = "none"
+    """Where the validation rows came from, in words (run.json `validation.source`)."""
 
 
 def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None = None) -> PreparedRun:
@@ -139,8 +153,37 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
         config.label_map,
     )
     examples = sample_examples(examples, config.train_samples or None, config.seed)
+    examples, val_examples, val_source = _validation(task, config, examples)
     dtype = dtype_name(device_and_dtype(config.dtype)[1])
-    return PreparedRun(config, task, model_ref, examples, run_dir, dtype)
+    return PreparedRun(config, task, model_ref, examples, run_dir, dtype, val_examples, val_source)
+
+
+def _validation(task: TaskSpec, config: TrainConfig, examples: list[Example]):
+    """(training rows, validation rows, their source in words). A hub dataset's own validation split is used
+    when it has one; otherwise `val_split` rows are carved from the training rows by seed. The test split is
+    never read here."""
+    if not config.val_split:
+        return examples, [], "none"
+    if is_hub_source(config.data) and task.validation_split:
+        try:
+            own = load_examples(
+                task,
+                config.data,
+                task.validation_split,
+                config.text_column,
+                config.target_columns,
+                config.label_column,
+                config.label_map,
+            )
+        except LlmftError:
+            own = []  # no such split: carve one
+        if own:
+            # As many rows as carving would hold out (a fraction of the training rows, or the count).
+            wanted = max(1, round(config.val_split * len(examples))) if config.val_split < 1 else config.val_split
+            own = sample_examples(own, int(wanted), config.seed)
+            return examples, own, f"{len(own)} rows of the dataset's {task.validation_split!r} split"
+    train_rows, val_rows = carve_validation(examples, config.val_split, config.seed)
+    return train_rows, val_rows, f"{len(val_rows)} rows carved from the training data (seed {config.seed})"
 
 
 def train(
@@ -185,6 +228,7 @@ def train(
         "base_model": model_ref,
         "data": describe_source(config.data),
         "train_examples": len(examples),
+        "validation": {"source": prepared.val_source, "examples": len(prepared.val_examples)},
         "config": asdict(config),
         "lora_target_modules_resolved": targets,
         **task.kind.run_info(tokenizer),
@@ -223,7 +267,9 @@ def train(
             raise LlmftError(f"the disk is full: {free_mb(run_dir.parent):.0f} MB free in {run_dir.parent}") from None
         raise
     if is_main and not resume:  # which texts were trained on: an evaluation on them is flagged or refused
-        write_json_atomic(run_dir / TRAIN_HASHES, sorted({text_hash(ex.text) for ex in examples}))
+        # Validation rows too: they chose the kept step, so an evaluation on them would flatter the run.
+        seen = [*examples, *prepared.val_examples]
+        write_json_atomic(run_dir / TRAIN_HASHES, sorted({text_hash(ex.text) for ex in seen}))
         if task.definition is not None:  # the task file beside the run, labels filled in
             write_task_file(task, run_dir / TASK_FILE)
     try:
@@ -233,6 +279,7 @@ def train(
             model,
             tokenizer,
             examples,
+            prepared.val_examples,
             targets,
             run_dir,
             on_progress,
@@ -256,6 +303,8 @@ def train(
             train_loss=result.training_loss,
             final_loss=progress_cb.last_loss,
             loss_history=progress_cb.history,
+            val_history=progress_cb.val_history,
+            **_best(trainer, progress_cb),
             tokens_seen=progress_cb.tokens,
             train_runtime_s=round(result.metrics["train_runtime"], 3),
             # Real (non-padding) input tokens per second of the training loop itself.
@@ -317,8 +366,39 @@ def _save_adapter_atomically(model, tokenizer, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def _best(trainer, callback) -> dict:
+    """run.json's record of the kept step: which validation step was best, by what, and whether the saved
+    adapter is that step's (Trainer's `load_best_model_at_end`)."""
+    if not callback.val_history:
+        return {"best": None}
+    state = trainer.state
+    checkpoint = state.best_model_checkpoint
+    step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+    return {
+        "best": {
+            "step": step,
+            "metric": callback.selection,
+            "value": None if state.best_metric is None else round(float(state.best_metric), 6),
+            "kept": bool(checkpoint) and trainer.args.load_best_model_at_end,
+            "early_stopped": state.global_step < state.max_steps and not callback.cancelled,
+        }
+    }
+
+
 def _build_trainer(
-    config, task, model, tokenizer, examples, targets, run_dir, on_progress, cancel, show_progress, started, info
+    config,
+    task,
+    model,
+    tokenizer,
+    examples,
+    val_examples,
+    targets,
+    run_dir,
+    on_progress,
+    cancel,
+    show_progress,
+    started,
+    info,
 ):
     from datasets import Dataset
     from peft import get_peft_model
@@ -336,21 +416,47 @@ def _build_trainer(
     max_input = input_limit(tokenizer, config.max_input_tokens)
     rows = task.kind.features(task, tokenizer, examples, max_input, config.max_target_tokens)
     dataset = Dataset.from_list(rows)
+    val_rows = (
+        task.kind.features(task, tokenizer, val_examples, max_input, config.max_target_tokens) if val_examples else []
+    )
+    validating = bool(val_rows)
 
-    steps_per_epoch = max(1, -(-len(rows) // config.batch_size))
+    steps_per_epoch = max(1, -(-len(rows) // (config.batch_size * config.grad_accum)))
     total = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
-    save_steps = config.save_steps or max(10, total // 5)
+    by_epoch = validating and config.eval_steps is None and config.max_steps is None and config.time_budget is None
+    eval_steps = config.eval_steps or max(1, total // 5)
+    # Checkpoints fall on validation steps, so the best one can be kept (Trainer's load_best_model_at_end).
+    save_steps = eval_steps if validating else config.save_steps or max(10, total // 5)
+    selection = task.kind.validation_metric if validating else None
+    metric = {}
+    if validating:
+        metric = dict(
+            eval_strategy="epoch" if by_epoch else "steps",
+            eval_steps=None if by_epoch else eval_steps,
+            load_best_model_at_end=True,
+            metric_for_best_model=selection,
+            greater_is_better=selection != "loss",
+            prediction_loss_only=task.kind.validation_metrics(task) is None,
+            per_device_eval_batch_size=config.batch_size,
+        )
+    if config.report_to == "tensorboard":  # its files beside the run, not inside the checkpoints
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
+        lr_scheduler_type=_scheduler_type(config),
+        warmup_steps=config.warmup_ratio or 0.0,  # a float below 1 is a share of the steps
+        weight_decay=config.weight_decay or 0.0,
         max_steps=config.max_steps or -1,
         num_train_epochs=config.epochs or 1.0,
         logging_steps=1,
-        save_strategy="steps",
+        save_strategy="epoch" if by_epoch else "steps",
         save_steps=save_steps,
-        save_total_limit=2,
-        report_to="none",
+        save_total_limit=2,  # with load_best_model_at_end the best checkpoint is always kept as well
+        report_to=config.report_to,
+        **metric,
         seed=config.seed,
         data_seed=config.seed,
         train_sampling_strategy="group_by_length",
@@ -364,15 +470,101 @@ def _build_trainer(
         include_num_input_tokens_seen="non_padding",
     )
     callback = _ProgressCallback(run_dir, total, on_progress, cancel, started, info.get("loss_history", []))
+    callback.selection = selection
+    callback.val_history = list(info.get("val_history") or [])
+    callbacks = [callback]
+    if validating and config.early_stopping:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+    if config.time_budget:
+        callbacks.append(_TimeBudget(config.time_budget, config, len(val_rows), total))
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=Dataset.from_list(val_rows) if validating else None,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=callbacks,
+        compute_metrics=task.kind.validation_metrics(task) if validating else None,
     )
     return trainer, callback
+
+
+def _scheduler_type(config) -> str:
+    """Trainer's schedule name: `constant` becomes `constant_with_warmup` when there is a warmup."""
+    name = config.lr_scheduler or "linear"
+    return "constant_with_warmup" if name == "constant" and config.warmup_ratio else name
+
+
+class _TimeBudget(TrainerCallback):
+    """Fits training into `budget` seconds of the training loop: the first steps are timed, then the step count
+    is set to what fits (validations included, at a forward pass a third of a training step), the learning-rate
+    schedule is stretched to it, and training stops there. The planned steps stay an upper bound."""
+
+    CALIBRATION_STEPS = 3
+
+    def __init__(self, budget: float, config, val_rows: int, planned: int):
+        self.budget, self.config, self.val_rows, self.planned = budget, config, val_rows, planned
+        self.began = None
+        self.mark = None
+        self.target = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.began = time.time()
+
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        now, step = time.time(), state.global_step
+        if step == 1:
+            self.mark = now  # the first step carries one-time costs: time the ones after it
+        elif self.target is None and step == 1 + self.CALIBRATION_STEPS:
+            per_step = (now - self.mark) / self.CALIBRATION_STEPS
+            left = self.budget - (now - self.began)
+            validating = self.val_rows > 0
+            # Five validations a run, each a forward pass over the validation rows (~1/3 of a step per batch).
+            batches = -(-self.val_rows // self.config.batch_size) if validating else 0
+            evals_cost = 5 * batches * per_step / 3
+            fits = max(0, int((left - evals_cost) / per_step))
+            self.target = max(step + 1, min(state.max_steps, step + fits))
+            state.max_steps = self.target
+            if validating:
+                state.eval_steps = state.save_steps = max(1, self.target // 5)
+            _stretch_schedule(lr_scheduler, self.config, self.target)
+        if self.target is not None and step >= self.target:
+            control.should_training_stop = True
+            control.should_evaluate = control.should_save = state.eval_steps is not None and self.val_rows > 0
+        elif time.time() - self.began > self.budget:  # slower than timed (another process took the cores)
+            control.should_training_stop = True
+            control.should_evaluate = control.should_save = self.val_rows > 0
+
+
+def _stretch_schedule(scheduler, config, total: int) -> None:
+    """Point a LambdaLR warmup/decay schedule at `total` steps (the time budget's step count)."""
+    import functools
+
+    from transformers import optimization
+
+    if scheduler is None or not hasattr(scheduler, "lr_lambdas"):
+        return
+    warmup = int(math.ceil((config.warmup_ratio or 0.0) * total))
+    name = _scheduler_type(config)
+    if name == "linear":
+        fn = functools.partial(
+            optimization._get_linear_schedule_with_warmup_lr_lambda, num_warmup_steps=warmup, num_training_steps=total
+        )
+    elif name == "cosine":
+        fn = functools.partial(
+            optimization._get_cosine_schedule_with_warmup_lr_lambda,
+            num_warmup_steps=warmup,
+            num_training_steps=total,
+            num_cycles=0.5,
+        )
+    elif name == "constant_with_warmup":
+        fn = functools.partial(optimization._get_constant_schedule_with_warmup_lr_lambda, num_warmup_steps=warmup)
+    else:
+        return
+    scheduler.lr_lambdas = [fn for _ in scheduler.lr_lambdas]
 
 
 class _ProgressCallback(TrainerCallback):
@@ -381,6 +573,20 @@ class _ProgressCallback(TrainerCallback):
     def __init__(self, run_dir, total, on_progress, cancel, started, history):
         self.run_dir, self.total, self.on_progress, self.cancel = run_dir, total, on_progress, cancel
         self.started, self.history, self.last_loss, self.tokens = started, list(history), None, 0
+        self.val_history, self.selection = [], None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics:
+            return
+        entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 3)}
+        entry.update({k.removeprefix("eval_"): round(float(v), 6) for k, v in metrics.items() if _is_metric(k)})
+        self.val_history = [h for h in self.val_history if h["step"] < state.global_step] + [entry]
+        if args.process_index == 0:
+            update_run(self.run_dir, val_history=self.val_history)
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.cancel is not None and self.cancel.is_set():
@@ -418,3 +624,8 @@ class _ProgressCallback(TrainerCallback):
         # Checked here too, so a cancel during the report stops before the next step starts.
         if self.cancel is not None and self.cancel.is_set():
             control.should_training_stop = True
+
+
+def _is_metric(key: str) -> bool:
+    """A validation metric worth keeping (not Trainer's timing entries)."""
+    return key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")) and key != "eval_epoch"

@@ -140,7 +140,9 @@ def test_run_directory_contents(tiny_distilbert, runs_dir):
     )
     run_dir = Path(info["dir"])
     saved = json.loads((run_dir / "run.json").read_text())
-    assert saved["status"] == "completed" and saved["step"] == 4 and saved["train_examples"] == 32
+    # 32 drawn rows: 10% (3) held out for validation by default, 29 trained on.
+    assert saved["status"] == "completed" and saved["step"] == 4 and saved["train_examples"] == 29
+    assert saved["validation"]["examples"] == 3 and "carved from the training data" in saved["validation"]["source"]
     assert saved["config"]["lora_r"] == 4 and saved["base_model"] == tiny_distilbert
     assert saved["data"] == "sample" and saved["versions"]["peft"]
     assert saved["lora_target_modules_resolved"] == ["q_lin", "v_lin"]
