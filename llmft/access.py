@@ -138,16 +138,17 @@ class Access:
 
     def find(self, runs_dir, user: User, name: str) -> dict:
         """Run `name`'s info (with `dir`), or "not found" when there is none or `user` may not see it."""
-        from .runs import find_run, read_run
+        from .runs import check_run_name, find_run, read_run
 
         if not name:
             raise LlmftError("pick a run")
-        run_dir = find_run(name, runs_dir)
+        run_dir = find_run(check_run_name(name), runs_dir)  # a name, never a path: no folder poses as a run
         return self.check_visible(user, {**read_run(run_dir), "dir": str(run_dir)})
 
     def check_local_ref(self, runs_dir, user: User, ref: str) -> None:
         """Refuse a typed path into the runs home that is not inside a run `user` may see (an adapter folder
         typed into Compare must not reach another visitor's private run, uploads or task files)."""
+        ref = (ref or "").strip()  # as refs.parse_ref reads it
         if not self.space or user.admin or not ref:
             return
         home = Path(runs_dir).resolve()
@@ -155,8 +156,8 @@ class Access:
             inside = Path(ref).expanduser().resolve().relative_to(home)
         except (ValueError, OSError):
             return
-        if not inside.parts or inside.parts[0].startswith("."):
-            raise LlmftError(f"{ref} is not an adapter you can use here")
+        if not inside.parts or inside.parts[0].startswith(".") or not (home / inside.parts[0] / "run.json").is_file():
+            raise LlmftError(f"{ref} is not a folder you can use here")
         self.find(runs_dir, user, inside.parts[0])
 
     def check_signed_in(self, user: User, action: str) -> None:

@@ -193,7 +193,10 @@ class Jobs:
             return waiting[0]
         if owner is ANY:
             return self._jobs.get(self._last) if self._last else None
-        return self._last_of.get(owner)
+        last = self._last_of.get(owner)
+        if isinstance(last, Job) and (last.info().get("config") or {}).get("owner", owner) != owner:
+            return None  # the run was deleted and its name taken by someone else's run
+        return last
 
     def find(self, run_name: str) -> Job | Waiting | None:
         """The running job or waiting request named `run_name`."""
@@ -214,13 +217,7 @@ class Jobs:
                 failed while preparing (bad data, bad columns): its one-line error, and nothing is left behind.
         """
         with self._lock:
-            mine = [j for j in self.running() if j.owner == config.owner]
-            mine += [w for w in self._waiting if w.owner == config.owner]
-            if mine:
-                job = mine[0]
-                started = time.strftime("%H:%M:%S", time.localtime(job.started_at))
-                verb = "waiting" if isinstance(job, Waiting) else "in progress"
-                raise LlmftError(f"a run is {verb} ({job.run_name}, started {started}); wait for it or cancel it")
+            self.check_one_per_owner(config.owner)
             task = get_task(config.task)
             resolve_model(task, config.model, self.ctx.allowed_roots)  # the child has no folder restriction
             config.runs_dir = str(self.ctx.runs_dir)
@@ -241,6 +238,16 @@ class Jobs:
                 return waiting
             return self._launch(config, gpus)
 
+    def check_one_per_owner(self, owner: str | None) -> None:
+        """Refuse a second run of `owner` while one of theirs runs or waits."""
+        with self._lock:
+            mine = [j for j in self.running() if j.owner == owner] + [w for w in self._waiting if w.owner == owner]
+        if mine:
+            job = mine[0]
+            started = time.strftime("%H:%M:%S", time.localtime(job.started_at))
+            verb = "waiting" if isinstance(job, Waiting) else "in progress"
+            raise LlmftError(f"a run is {verb} ({job.run_name}, started {started}); wait for it or cancel it")
+
     def _launch(self, config: TrainConfig, gpus: int | None = None) -> Job:
         """Start the child for `config` (under the lock) and wait until it has started the run."""
         run_dir = self.ctx.runs_dir / config.run_name
@@ -250,6 +257,8 @@ class Jobs:
         log = log_path(self.ctx.runs_dir, config.run_name)
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.ctx.access.space:  # a visitor's training never downloads with the Space owner's token
+            env.pop("HF_TOKEN", None)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
         with open(log, "wb") as out:
             process = subprocess.Popen(

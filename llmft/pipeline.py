@@ -65,18 +65,20 @@ def run_task(ctx: Context, task: TaskSpec | str, run: str) -> tuple[TaskSpec, di
     return task_of_run(run_info), run_info
 
 
-def known_tasks(ctx: Context) -> list[str]:
-    """The registered task names, after making the file tasks of the runs home's runs known by name."""
+def known_tasks(ctx: Context, runs: list[dict] | None = None) -> list[str]:
+    """The built-in tasks and the file tasks of `runs` (default: every run in the runs home), made known by name.
+    On a Space the app passes the runs a visitor may see: another visitor's own task stays theirs."""
     from .runs import list_runs
-    from .tasks import task_names, use_task
+    from .tasks import builtin_task_names, use_task
 
-    for info in list_runs(ctx.runs_dir):
+    names = set(builtin_task_names())
+    for info in list_runs(ctx.runs_dir) if runs is None else runs:
         if isinstance(info.get("task_def"), dict):
             try:
-                use_task(task_of_run(info))
+                names.add(use_task(task_of_run(info)).name)
             except LlmftError:
                 pass  # a name defined twice: each run still evaluates with its own stored definition
-    return task_names()
+    return sorted(names)
 
 
 def resolve_task(ctx: Context, task_ref: str, run: str | None = None) -> TaskSpec:

@@ -123,8 +123,10 @@ def paired_scatter(
     return fig
 
 
-def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
-    """Loss per step from run.json's `loss_history` ([{"step", "loss"}, ...])."""
+def loss_curve(history: list[dict], title: str = "Training loss", validation: list[dict] | None = None) -> go.Figure:
+    """Training loss per step from run.json's `loss_history` ([{"step", "loss"}, ...]) and, when given, the
+    validation loss and metric at each validation (`val_history`: [{"step", "loss", "macro_f1"?}, ...]) with the
+    metric on a second axis."""
     fig = go.Figure(
         go.Scatter(
             x=[h["step"] for h in history],
@@ -132,9 +134,40 @@ def loss_curve(history: list[dict], title: str = "Training loss") -> go.Figure:
             mode="lines+markers",
             marker=dict(size=4),
             line=dict(color=TUNED_COLOR),
+            name="training loss",
         )
     )
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", template="plotly_white")
+    validation = [h for h in validation or [] if "loss" in h]
+    if validation:
+        steps = [h["step"] for h in validation]
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[h["loss"] for h in validation],
+                mode="lines+markers",
+                line=dict(color=BASE_COLOR, dash="dash"),
+                name="validation loss",
+            )
+        )
+        if "macro_f1" in validation[0]:
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[h.get("macro_f1") for h in validation],
+                    mode="lines+markers",
+                    line=dict(color="#2ca02c"),
+                    name="validation macro-F1",
+                    yaxis="y2",
+                )
+            )
+            fig.update_layout(yaxis2=dict(title="macro-F1", overlaying="y", side="right", range=[0, 1]))
+    fig.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title="loss",
+        template="plotly_white",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
     return fig
 
 

@@ -481,6 +481,11 @@ def task_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def builtin_task_names() -> list[str]:
+    """The tasks llmft ships (not task files)."""
+    return sorted(name for name in _REGISTRY if _REGISTRY.get(name).definition is None)
+
+
 def _summarization(name: str, noun: str, what: str, dataset: str, max_input_tokens: int, full: Preset) -> TaskSpec:
     """A FLAN-T5 summarization task of the origin notebooks (they differ in data, length and `full` preset)."""
     # The quick preset is the same for both: sized to learn visibly in about a minute on a CPU.

@@ -190,3 +190,36 @@ def test_one_training_at_a_time_and_a_third_request_waits_with_its_position(spac
             space.ctx.jobs.cancel(name)
         wait_until(lambda: not space.ctx.jobs.running(), what="the trainings to stop")
     assert read_run(space.runs / "alice-long")["status"] == "cancelled"
+
+
+def test_red_team_paths_and_private_tasks_are_refused(space):
+    """What a red-team pass found, each refused: a padded path to a private adapter, a run named by its folder
+    path, another visitor's own task (its prompt and labels) through Compare."""
+    from llmft.access import User
+    from llmft.pipeline import known_tasks
+    from llmft.ui.common import visible_runs
+
+    anon, alice = space.visitor(), space.visitor("alice")
+    padded = " " + str(space.runs / "bob-run" / "adapter")
+    with pytest.raises(Exception, match="not found"):
+        anon.predict("sentiment", "", padded, "a film", "", 64, api_name="/compare")
+    with pytest.raises(Exception, match="not a folder you can use here"):  # the model field, into the runs home
+        anon.predict("sentiment", str(space.runs / ".uploads"), "demo", "a film", "", 64, api_name="/compare")
+    with pytest.raises(Exception, match="invalid run name"):
+        alice.predict(str(space.runs / "bob-run"), api_name="/run_details")
+
+    secret = space.runs / "bob-topics"
+    shutil.copytree(space.runs / "bob-run", secret)
+    definition = {"name": "bobtopics", "type": "classify", "prompt": "SECRET: {text}", "labels": ["Bad", "Good"]}
+    update_run(secret, name="bob-topics", task="bobtopics", task_def={**definition, "label_column": "label"})
+    try:
+        assert "bobtopics" not in known_tasks(space.ctx, visible_runs(space.ctx, User()))
+        with pytest.raises(Exception, match="unknown task 'bobtopics'"):
+            anon.predict("bobtopics", "", "demo", "a great film", "", 64, api_name="/compare")
+        bob = space.visitor("bob")
+        assert "bobtopics" in known_tasks(space.ctx, visible_runs(space.ctx, space.ctx.access.user("bob")))
+        with pytest.raises(Exception, match="unknown task 'bobtopics'"):  # nor trained on by another visitor
+            alice.predict(*train_values(space, task="bobtopics", run_name="alice-steal"), api_name="/train")
+        assert bob.predict("bobtopics", "", "bob-topics", "a great film", "", 64, api_name="/compare")[0]
+    finally:
+        shutil.rmtree(secret)

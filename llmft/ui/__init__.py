@@ -13,7 +13,7 @@ from ..models import minilm_path
 from ..pipeline import known_tasks
 from ..runs import clean_storage, runs_home
 from . import about, compare, evaluate, finetune, runs_tab
-from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, with_user
+from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, visible_runs, with_user
 from .datapicker import column_visibility
 
 
@@ -73,7 +73,7 @@ def build_app(
             return (
                 gr.update(choices=completed_runs(ctx, user), value=name),
                 gr.update(choices=runs, value=name if name in runs else (runs[0] if runs else None)),
-                gr.update(choices=known_tasks(ctx)),  # your own task, once trained, can be compared
+                gr.update(choices=known_tasks(ctx, visible_runs(ctx, user))),  # your own task, once trained
             )
 
         ft["finished"].change(

@@ -13,7 +13,7 @@ from ..evaluation import GenerationSettings
 from ..inference import prompts_of
 from ..pipeline import known_tasks, open_model
 from ..tasks import get_task
-from .common import completed_runs, user_errors, with_user
+from .common import completed_runs, user_errors, visible_runs, with_user
 
 
 def bundled_examples(task_name: str, k: int = 12) -> list:
@@ -36,8 +36,8 @@ def _open(ctx, user, task, adapter_choice, model):
     if not adapter_choice:
         raise LlmftError("pick a tuned adapter: a finished run, an adapter folder or a hub id")
     is_run = adapter_choice in completed_runs(ctx, user, task.name)
-    if not is_run:
-        ctx.access.check_local_ref(ctx.runs_dir, user, adapter_choice)
+    for ref in (model, None if is_run else adapter_choice):  # a typed folder must not reach a private run
+        ctx.access.check_local_ref(ctx.runs_dir, user, ref)
     loaded, _ = open_model(
         ctx,
         task,
@@ -63,6 +63,8 @@ def _score(value) -> str:
 
 def compare(ctx, user, task_name, model, adapter_choice, text, reference, max_new_tokens):
     """Yields (base text, tuned text, base stats, tuned stats, base probs, tuned probs, scores, prompt)."""
+    if task_name not in known_tasks(ctx, visible_runs(ctx, user)):  # another visitor's own task stays theirs
+        raise LlmftError(f"unknown task {task_name!r}")
     task = get_task(task_name)
     text, cut = normalize_text(text)
     notice = f" · {cut}" if cut else ""
@@ -100,7 +102,13 @@ def build(ctx):
             "tuned are two rows of one batch (each row selects its adapter), so both answers stream together."
         )
         with gr.Row():
-            task = gr.Dropdown(known_tasks(ctx), value="sentiment", label="Task", elem_id="cmp-task")
+            task = gr.Dropdown(
+                known_tasks(ctx, visible_runs(ctx, User())),
+                value="sentiment",
+                label="Task",
+                elem_id="cmp-task",
+                allow_custom_value=True,  # the handler, not the session's list, decides which tasks a caller may use
+            )
             model = gr.Textbox(label="Base model (blank = the run's)", placeholder="hub id, local folder or minilm")
             public = completed_runs(ctx, User(), "sentiment")  # the page as built; each visitor's on load
             adapter = gr.Dropdown(
@@ -145,7 +153,7 @@ def build(ctx):
             kind = get_task(name).kind
             runs = completed_runs(ctx, user, name)
             return (
-                gr.update(choices=known_tasks(ctx)),  # tasks of runs trained since the page was built
+                gr.update(choices=known_tasks(ctx, visible_runs(ctx, user))),  # tasks of runs trained since
                 gr.update(choices=bundled_examples(name), value=None),
                 gr.update(choices=runs, value=runs[0] if runs else None),
                 gr.update(visible=kind.shows_probabilities),

@@ -74,6 +74,7 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
     if not run:
         raise LlmftError("pick a finished run to evaluate (train one in the Fine-tune tab)")
     info = ctx.access.find(ctx.runs_dir, user, run)
+    ctx.access.check_local_ref(ctx.runs_dir, user, scorer)
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)

@@ -13,7 +13,7 @@ from ..errors import LlmftError
 from ..jobs import ANY, Job, Waiting
 from ..plots import loss_curve
 from ..runs import list_runs
-from ..tasks import get_task, task_names
+from ..tasks import builtin_task_names, get_task, task_names
 from .common import user_errors, with_user
 from .datapicker import DataPicker
 
@@ -132,8 +132,15 @@ def start_training(ctx, user, picker, names: list[str], values: list, config_cls
     """Start (or put in line) the training the form describes, for `user`: on a Space only a signed-in
     visitor within their quotas may train, and the run is theirs."""
     ctx.access.check_may_train(user, list_runs(ctx.runs_dir))
+    owner = user.name if ctx.access.space else None
+    ctx.jobs.check_one_per_owner(owner)  # before anything is written (an own task's file, a kept upload)
+    form = dict(zip(names, values))
+    if ctx.access.space and form.get("task") not in (*builtin_task_names(), OWN):
+        raise LlmftError(f"unknown task {form.get('task')!r}")  # another visitor's own task stays theirs
+    for key in ("model",):
+        ctx.access.check_local_ref(ctx.runs_dir, user, form.get(key))
     config = form_to_config(ctx, picker, names, values, config_cls)
-    config.owner = user.name if ctx.access.space else None
+    config.owner = owner
     return ctx.jobs.start(config)
 
 
@@ -176,12 +183,15 @@ def _own_values(task_ref: str) -> dict:
     }
 
 
-def _widget(config_cls, f, value):
+def _widget(config_cls, f, value, space: bool = False):
     """The form widget of one config field (elem_id `ft-<field>`), from its type, bounds and choices."""
     meta, base = f.metadata, field_type(config_cls, f)
     common = dict(label=label_of(f), elem_id=f"ft-{f.name}")
     if f.name == "task":
-        return gr.Dropdown([*task_names(), OWN], value=value, **common)
+        # On a Space, the built-in tasks (another visitor's own task is theirs); locally, your task files too.
+        # The handler, not the session's list of choices, decides which tasks a caller may train.
+        choices = [*(builtin_task_names() if space else task_names()), OWN]
+        return gr.Dropdown(choices, value=value, allow_custom_value=True, **common)
     common["info"] = meta["help"]
     if meta["choices"]:
         return gr.Radio(list(meta["choices"]), value=value, **common)
@@ -231,7 +241,7 @@ def poll(ctx, user):
         log = info.get("log_tail") or job.tail()
     else:
         log = "\n".join(f"step {h['step']:>5}  loss {h['loss']:.4f}" for h in history[-12:])
-    figure = loss_curve(history, f"Training loss — {job.run_name}") if history else None
+    figure = loss_curve(history, f"Loss — {job.run_name}", info.get("val_history")) if history else None
     # The action line ("Started…", "Cancelling…") gives way to the status line once the run has ended.
     message = gr.update() if running else gr.update(value="")
     finished = job.run_name if status == "completed" else ""
@@ -271,7 +281,7 @@ def build(ctx, config_cls=TrainConfig):
         with gr.Row():
             for f in form_fields(config_cls, "task"):
                 default = "sentiment" if f.name == "task" else f.default
-                widgets[f.name] = _widget(config_cls, f, default)
+                widgets[f.name] = _widget(config_cls, f, default, ctx.access.space)
         with gr.Group(visible=False) as own_box:
             gr.Markdown(
                 "**Your own task**: name it, say whether it labels texts or writes an answer, and write the prompt "

@@ -111,7 +111,9 @@ def details(ctx, user, name):
     if info.get("status") == FAILED:  # what the training process printed last
         shown["log_tail"] = info.get("log_tail") or log_tail(log_path(ctx.runs_dir, name))
     history = info.get("loss_history", [])
-    return json.dumps(shown, indent=2, default=str), loss_curve(history, f"Loss — {name}") if history else None
+    return json.dumps(shown, indent=2, default=str), loss_curve(
+        history, f"Loss — {name}", info.get("val_history")
+    ) if history else None
 
 
 def delete(ctx, user, name):
