@@ -105,21 +105,27 @@ class Access:
     def username_of_token(self, token: str) -> str:
         """The Hugging Face account of `token` (asked of the hub once, then remembered for 10 minutes)."""
         key = hashlib.sha256(token.encode()).hexdigest()
+        refused = "the Hugging Face token sent with this request was not accepted; sign in again"
         with self._lock:
             cached = self._names.get(key)
         if cached and cached[1] > time.time():
+            if cached[0] is None:  # refused a minute ago: not asked of the hub again (a flood of forged tokens)
+                raise LlmftError(refused)
             return cached[0]
         from huggingface_hub import whoami
 
         try:
             info = whoami(token=token)
+            name = info.get("name") if info.get("type") == "user" else None
         except Exception:  # an invalid or expired token, or the hub unreachable
-            raise LlmftError("the Hugging Face token sent with this request was not accepted; sign in again") from None
-        if info.get("type") != "user" or not info.get("name"):
-            raise LlmftError("the token sent with this request is not a user's token")
+            name = None
         with self._lock:
-            self._names[key] = (info["name"], time.time() + 600)
-        return info["name"]
+            if len(self._names) > 10_000:
+                self._names.clear()
+            self._names[key] = (name, time.time() + (600 if name else 60))
+        if name is None:
+            raise LlmftError(refused)
+        return name
 
     # -- what they may do -----------------------------------------------------------------------------------
 

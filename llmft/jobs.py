@@ -75,6 +75,8 @@ class Job:
     """Set when the app killed the child after the grace period."""
     owner: str | None = None
     """The signed-in user who started it (None: the server's owner)."""
+    stop_reason: str | None = None
+    """Why the server cancelled it (its time limit), recorded in run.json once the child has ended."""
 
     @property
     def running(self) -> bool:
@@ -131,6 +133,19 @@ class Waiting:
 
     def status(self) -> str:
         return f"failed: {self.error}" if self.error else "waiting"
+
+
+def max_run_seconds(space: bool) -> float | None:
+    """How long one training may run before the server cancels it: `LLMFT_MAX_TRAIN_MINUTES` (default 60 on a
+    Space, where one visitor must not hold the server for days; none locally). 0: no limit."""
+    raw = os.environ.get("LLMFT_MAX_TRAIN_MINUTES")
+    if raw is None or not raw.strip():
+        return 3600.0 if space else None
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise LlmftError(f"LLMFT_MAX_TRAIN_MINUTES must be a number, got {raw!r}") from None
+    return minutes * 60 if minutes > 0 else None
 
 
 def training_slots() -> int:
@@ -274,8 +289,19 @@ class Jobs:
         self._jobs[job.run_name], self._last = job, job.run_name
         self._last_of[job.owner] = job
         threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()
+        limit = max_run_seconds(self.ctx.access.space)
+        if limit:
+            timer = threading.Timer(limit, self._overtime, args=(job, limit))
+            timer.daemon = True
+            timer.start()
         self._wait_started(job)
         return job
+
+    def _overtime(self, job: Job, limit: float) -> None:
+        """Cancel a training that ran past the server's limit (recorded as the reason)."""
+        if job.running:
+            job.stop_reason = f"stopped: it ran past this server's limit of {limit / 60:g} minutes"
+            self.cancel(job.run_name)
 
     def _dispatch(self) -> None:
         """Start waiting requests, first come first served, as training slots free up."""
@@ -319,6 +345,8 @@ class Jobs:
             why = job.kill_reason or _exit_reason(code)
             status = CANCELLED if job.cancel_requested else FAILED
             update_run(job.run_dir, status=status, error=why, log_tail=job.tail())
+        if job.stop_reason:  # after the child's last write, so it is not overwritten
+            update_run(job.run_dir, error=job.stop_reason)
 
     def cancel(self, run_name: str | None = None) -> bool:
         """Ask the running job (or `run_name`) to stop: SIGTERM now, SIGKILL after the grace period; a waiting

@@ -223,3 +223,15 @@ def test_red_team_paths_and_private_tasks_are_refused(space):
         assert bob.predict("bobtopics", "", "bob-topics", "a great film", "", 64, api_name="/compare")[0]
     finally:
         shutil.rmtree(secret)
+
+
+def test_a_training_past_the_servers_time_limit_is_stopped(space, monkeypatch):
+    """On a Space a run may not hold the server for days: `LLMFT_MAX_TRAIN_MINUTES` (60 by default)."""
+    monkeypatch.setenv("LLMFT_MAX_TRAIN_MINUTES", str(4 / 60))  # 4 seconds
+    dave = space.visitor("dave")
+    dave.predict(*train_values(space, run_name="dave-long", steps=5000, train_samples=0), api_name="/train")
+    wait_until(lambda: read_run(space.runs / "dave-long")["status"] != "running", what="the limit to stop it")
+    wait_until(lambda: "limit" in (read_run(space.runs / "dave-long").get("error") or ""), what="the reason")
+    info = read_run(space.runs / "dave-long")
+    assert info["status"] == "cancelled" and info["step"] < 5000
+    assert info["error"] == "stopped: it ran past this server's limit of 0.0666667 minutes"
