@@ -1,4 +1,4 @@
-"""Command line: python -m llmft tasks|train|evaluate|predict|runs|export|push
+"""Command line: python -m llmft tasks|train|search|evaluate|predict|runs|export|push
 
 Thin: parse arguments, build library objects, call the library, print. Any `LlmftError` becomes one line
 on stderr and exit status 2.
@@ -35,6 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a LoRA adapter; writes a run directory")
     add_arguments(t, TrainConfig)
     t.add_argument("--resume", action="store_true", help="continue run --run-name from its last checkpoint")
+
+    s = sub.add_parser(
+        "search",
+        help="hyperparameter search (Optuna TPE, median pruning on the validation metric); every trial is a run",
+    )
+    add_arguments(s, TrainConfig)
+    for action in s._actions:
+        if action.dest == "time_budget":  # for a search, --time-budget is the whole search's
+            action.help = "seconds for the whole search: no trial starts after it (with or instead of --trials)"
+    s.add_argument("--trials", type=int, help="trials this worker runs (other workers of the study add theirs)")
+    s.add_argument("--trial-time-budget", type=float, help="each trial's own time budget in seconds")
+    s.add_argument("--space", help="a YAML/JSON file narrowing or widening the search space (README 'Search')")
+    s.add_argument("--storage", help="an Optuna RDB URL (default: SQLite in the runs home)")
+    s.add_argument("--study", help="the study's name: resumed when it exists (default: <task>-search-<time>)")
+    s.add_argument("--no-evaluate", action="store_true", help="do not evaluate the best trial on the test split")
 
     e = sub.add_parser("evaluate", help="compare base and tuned on test examples")
     add_arguments(e, EvalConfig)
@@ -125,6 +140,49 @@ def cmd_train(args) -> None:
     )
 
 
+def cmd_search(args) -> None:
+    import dataclasses
+
+    from .allocator import keep_freed_memory
+    from .config import EvalConfig, TrainConfig, check_bounds, from_args
+    from .context import Context
+    from .pipeline import evaluate
+    from .search import load_space, search
+
+    keep_freed_memory()
+    if args.run_name:
+        raise LlmftError("search names its trials' runs <study>-t000, -t001, ...: give --study instead of --run-name")
+    if args.trials is not None and args.trials < 1:
+        raise LlmftError(f"trials must be at least 1, got {args.trials}")
+    timeout = args.time_budget
+    if timeout is not None and timeout <= 0:
+        raise LlmftError(f"time-budget must be above 0 seconds, got {timeout}")
+    base = dataclasses.replace(from_args(TrainConfig, args), time_budget=args.trial_time_budget)
+    check_bounds(base)
+    space = load_space(args.space, base)
+
+    def on_trial(t):
+        value = "—" if t["value"] is None else f"{t['value']:.4f}"
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        print(f"trial {t['trial']:>3} {t['state']:9s} {value:>8}  {t['run']}  {params}", flush=True)
+
+    result = search(base, args.trials, timeout, space, args.storage, args.study, on_trial=on_trial)
+    done = len(result.trials)
+    print(f"study {result.study} ({result.storage}): {done} trials finished, chosen by validation {result.metric}")
+    if result.best is None:
+        print("no trial completed: nothing to evaluate")
+        return
+    best = result.best
+    print(f"best: trial {best['trial']}, run {best['run']}, validation {result.metric} {best['value']:.4f}")
+    if args.no_evaluate:
+        return
+    config = EvalConfig(task=base.task, run=best["run"], runs_dir=base.runs_dir, dtype=base.dtype)
+    evaluation, written = evaluate(Context.create(config.runs_dir, config.dtype), config)
+    print(evaluation.text_report())
+    for paths in written:
+        print(f"wrote {Path(paths['summary']).parent}")
+
+
 def cmd_evaluate(args) -> None:
     from .allocator import keep_freed_memory
     from .config import EvalConfig, from_args
@@ -198,6 +256,7 @@ def cmd_runs(args) -> None:
 COMMANDS = {
     "tasks": cmd_tasks,
     "train": cmd_train,
+    "search": cmd_search,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "runs": cmd_runs,

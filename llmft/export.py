@@ -70,6 +70,7 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
             f"{evaluation.seed}, {evaluation.dtype} weights){scorer}. Headline metric: {evaluation.headline}.",
             "",
             f"**Verdict: {evaluation.verdict}** — {evaluation.verdict_text()}",
+            *([f"- Selection: {evaluation.selection}"] if evaluation.selection else []),
             *(f"- Warning: {w}" for w in evaluation.warnings),
             "",
             evaluation.markdown_table(),

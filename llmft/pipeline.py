@@ -81,6 +81,19 @@ def known_tasks(ctx: Context, runs: list[dict] | None = None) -> list[str]:
     return sorted(names)
 
 
+def selection_note(info: dict) -> str | None:
+    """How a search chose this run, for its evaluation (None: not a search's trial)."""
+    search = info.get("search")
+    if not search:
+        return None
+    validation = (info.get("validation") or {}).get("source") or "the validation split"
+    rank = "the best" if search.get("best") else "one"
+    return (
+        f"{rank} of {search.get('trials', '?')} trials of search {search.get('study')}, chosen by validation "
+        f"{search.get('metric')} on {validation}; the test split was not used in the search"
+    )
+
+
 def resolve_task(ctx: Context, task_ref: str, run: str | None = None) -> TaskSpec:
     """The task named by `task_ref` (a name or a task file); with a run, the run's own task, which keeps a
     file task's definition and labels, so its name is enough."""
@@ -133,6 +146,7 @@ def evaluate(
     result.data = describe_source(config.data)
     result.split = "whole file" if Path(result.data).is_absolute() else split  # a local file is used whole
     result.run = (run_info or {}).get("name")
+    result.selection = selection_note(run_info or {})
     result.evaluated_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if overlap:
         line = f"{overlap} of {len(examples)} evaluation examples were training examples of this run"

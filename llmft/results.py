@@ -80,6 +80,8 @@ class EvalResult:
     split: str | None = None
     seed: int = 0
     run: str | None = None
+    selection: str | None = None
+    """How the run was chosen, when a search chose it (trials, study, and on what split)."""
     evaluated_at: str | None = None
     verdict: str = UNCLEAR
     """`better`, `worse` or `no clear difference`: from the headline metric's CI (see `decide`)."""
@@ -145,6 +147,8 @@ class EvalResult:
         if self.per_class:
             lines += [_fixed_width(self.class_table()), ""]
         lines.append(f"verdict: {self.verdict_text()}")
+        if self.selection:
+            lines.append(f"selection: {self.selection}")
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
     def class_table(self) -> list[dict]:

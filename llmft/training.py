@@ -192,6 +192,7 @@ def train(
     cancel: threading.Event | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    callbacks: list | None = None,
 ) -> dict:
     """Fine-tune a LoRA adapter as `config` says and return the final run.json content.
 
@@ -201,6 +202,7 @@ def train(
         cancel: set it to stop training after the current step; the run ends `cancelled`.
         resume: continue the existing run `config.run_name` from its last checkpoint.
         show_progress: show the Trainer's progress bar on the terminal.
+        callbacks: more Trainer callbacks (a search's trial reporter).
     """
     prepared = config if isinstance(config, PreparedRun) else prepare(config, resume)
     config, task, model_ref, examples, run_dir = (
@@ -288,6 +290,8 @@ def train(
             started,
             info,
         )
+        for extra in callbacks or []:
+            trainer.add_callback(extra)
         last = _last_checkpoint(checkpoints) if resume else None
         result = trainer.train(resume_from_checkpoint=last)
         cancelled = bool(cancel and cancel.is_set())
@@ -489,6 +493,10 @@ def _build_trainer(
         callbacks=callbacks,
         compute_metrics=task.kind.validation_metrics(task) if validating else None,
     )
+    if not show_progress:  # no progress bar, and no log dict printed per step in its place
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     return trainer, callback
 
 

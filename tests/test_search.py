@@ -1,0 +1,135 @@
+"""Hyperparameter search: trials are runs, a best trial, a resumable study shared by workers, checked spaces.
+
+Run: pytest tests/test_search.py
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from llmft import LlmftError
+from llmft.cli import main
+from llmft.runs import list_runs, read_run
+from llmft.search import load_space, search
+from llmft.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def base(tiny_distilbert, runs_dir, **kwargs):
+    kwargs = {"max_steps": 6, "train_samples": 48, "eval_steps": 3, "val_split": 8, "base_dropout": 0.0, **kwargs}
+    return TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, **kwargs)
+
+
+def study_trials(runs_dir, name):
+    storage = f"sqlite:///{Path(runs_dir) / '.search' / 'studies.db'}"
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def test_a_search_of_four_trials_makes_four_runs_a_best_trial_and_resumes(tiny_distilbert, runs_dir, monkeypatch):
+    import llmft.training as training
+
+    splits = []
+    real = training.load_examples
+
+    def spy(task, source=None, split="train", *args, **kwargs):
+        splits.append(split)
+        return real(task, source, split, *args, **kwargs)
+
+    monkeypatch.setattr(training, "load_examples", spy)
+    seen = []
+    result = search(base(tiny_distilbert, runs_dir), trials=4, study_name="s4", on_trial=seen.append)
+    assert set(splits) == {"train"}  # the test split is never read during a search
+    assert [t["trial"] for t in seen] == [0, 1, 2, 3] and len(result.trials) == 4
+    runs = {r["name"]: r for r in list_runs(runs_dir)}
+    assert {f"s4-t00{i}" for i in range(4)} <= set(runs)
+    marks = [runs[f"s4-t00{i}"]["search"] for i in range(4)]
+    assert sum(m["best"] for m in marks) == 1 and all(m["trials"] == 4 and m["study"] == "s4" for m in marks)
+    best = next(m for m in marks if m["best"])
+    assert result.best["run"] == f"s4-t00{best['trial']}" and best["metric"] == "macro_f1"
+    complete = [t for t in result.trials if t["state"] == "complete"]
+    assert result.best["value"] == max(t["value"] for t in complete)
+    # Each trial's sampled settings are the run's settings.
+    first = runs["s4-t000"]
+    assert first["config"]["learning_rate"] == pytest.approx(marks[0]["params"]["learning_rate"])
+    assert first["config"]["lora_r"] == marks[0]["params"]["lora_r"]
+
+    again = search(base(tiny_distilbert, runs_dir), trials=2, study_name="s4")  # the same study, resumed
+    assert len(again.trials) == 6 and (Path(runs_dir) / "s4-t005").is_dir()
+    assert read_run(Path(runs_dir) / "s4-t000")["search"]["trials"] == 6
+
+
+def test_two_worker_processes_share_one_sqlite_study_without_losing_a_trial(tiny_distilbert, runs_dir):
+    command = [
+        sys.executable, "-m", "llmft", "search", "--task", "sentiment", "--model", tiny_distilbert,
+        "--runs-dir", runs_dir, "--study", "shared", "--trials", "2", "--max-steps", "4", "--train-samples", "48",
+        "--eval-steps", "2", "--val-split", "8", "--no-evaluate",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0].decode() for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    trials = study_trials(runs_dir, "shared")
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3] and all(t.state.is_finished() for t in trials)
+    assert {f"shared-t00{i}" for i in range(4)} <= {r["name"] for r in list_runs(runs_dir)}
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ("lora_rank: [4, 8]", "lora_rank: not a searchable field"),
+        ("learning_rate: {low: 0.01, high: 0.001}", r"learning_rate: low \(0.01\) must be below high \(0.001\)"),
+        ("lora_dropout: {low: 0, high: 0.1, log: true}", "a log range needs low above 0"),
+        ("learning_rate: {low: 0, high: 0.1}", r"learning_rate: lr must be in \(0, 1\], got 0"),
+        ("lora_r: [4, eight]", "lora_r: 'eight' is not a whole number"),
+        ("lora_dropout: {low: 0.1, high: 1.5}", "lora_dropout: lora-dropout must be in"),
+        ("lora_r: []", "an empty list of choices"),
+        ("target_modules: {low: 1, high: 2}", "not a number, so give a list of choices"),
+        ("learning_rate: {low: 0.001, high: 0.01, step: 2}", "unknown key 'step'"),
+        ("[1, 2", "is not valid YAML or JSON"),
+    ],
+)
+def test_bad_search_spaces_are_one_line_errors(space, message, tmp_path, capsys):
+    path = tmp_path / "space.yaml"
+    path.write_text(space, encoding="utf-8")
+    args = [
+        "search",
+        "--task",
+        "sentiment",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--trials",
+        "1",
+        "--space",
+        str(path),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "runs").exists() or not list_runs(tmp_path / "runs")
+
+
+def test_a_space_file_narrows_and_fixes_the_search(tiny_distilbert, runs_dir, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("lora_r: [4]\nlearning_rate: {low: 0.001, high: 0.002}\nlora_dropout: 0.0\nmax_steps: null\n")
+    space = load_space(path, base(tiny_distilbert, runs_dir))
+    assert space["lora_r"].choices == (4,) and space["lora_dropout"] == 0.0 and "max_steps" not in space
+    search(base(tiny_distilbert, runs_dir), trials=2, space=space, study_name="narrow")
+    for run in ("narrow-t000", "narrow-t001"):
+        config = read_run(Path(runs_dir) / run)["config"]
+        assert config["lora_r"] == 4 and config["lora_dropout"] == 0.0 and config["max_steps"] == 6
+        assert 0.001 <= config["learning_rate"] <= 0.002
+
+
+def test_a_search_needs_validation_and_trials(tiny_distilbert, runs_dir):
+    with pytest.raises(LlmftError, match="chooses on the validation split: val-split must be above 0"):
+        search(base(tiny_distilbert, runs_dir, val_split=0), trials=1)
+    with pytest.raises(LlmftError, match="give --trials or --time-budget"):
+        search(base(tiny_distilbert, runs_dir))
+    assert not json.dumps(list_runs(runs_dir)).count("search")
