@@ -181,17 +181,17 @@ class Access:
         if owner_of(info) != user.name:
             raise LlmftError(f"run {info.get('name')} is not yours: only its owner may {action} it")
 
-    def check_may_train(self, user: User, runs: list[dict]) -> None:
+    def check_may_train(self, user: User, runs: list[dict], new_runs: int = 1) -> None:
         """Refuse a training request from an anonymous visitor, or one over the user's quotas (`runs`: every
-        run's info, with `dir`)."""
+        run's info, with `dir`; `new_runs`: the runs the request makes, a search's trials)."""
         self.check_signed_in(user, "train")
         if not self.space or user.admin:
             return
         mine = [r for r in runs if owner_of(r) == user.name]
-        if len(mine) >= self.max_runs:
+        if len(mine) + new_runs > self.max_runs:
             raise LlmftError(
-                f"you have {len(mine)} runs here, the most one user may keep ({self.max_runs}); delete some in the "
-                "Runs tab"
+                f"you have {len(mine)} runs here and this makes {new_runs} more; the most one user may keep is "
+                f"{self.max_runs}: delete some in the Runs tab"
             )
         used = sum(_folder_mb(Path(r["dir"])) for r in mine)
         if used >= self.max_disk_mb:

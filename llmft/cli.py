@@ -166,7 +166,15 @@ def cmd_search(args) -> None:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
         print(f"trial {t['trial']:>3} {t['state']:9s} {value:>8}  {t['run']}  {params}", flush=True)
 
-    result = search(base, args.trials, timeout, space, args.storage, args.study, on_trial=on_trial)
+    # SIGTERM (the app's Cancel) stops the running trial after its step; no further trial starts.
+    import signal
+    import threading
+
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    result = search(base, args.trials, timeout, space, args.storage, args.study, on_trial=on_trial, cancel=cancel)
+    if cancel.is_set():
+        print(f"search {result.study} cancelled after {len(result.trials)} trials")
     done = len(result.trials)
     print(f"study {result.study} ({result.storage}): {done} trials finished, chosen by validation {result.metric}")
     if result.best is None:
@@ -174,7 +182,7 @@ def cmd_search(args) -> None:
         return
     best = result.best
     print(f"best: trial {best['trial']}, run {best['run']}, validation {result.metric} {best['value']:.4f}")
-    if args.no_evaluate:
+    if args.no_evaluate or cancel.is_set():
         return
     config = EvalConfig(task=base.task, run=best["run"], runs_dir=base.runs_dir, dtype=base.dtype)
     evaluation, written = evaluate(Context.create(config.runs_dir, config.dtype), config)

@@ -161,6 +161,33 @@ def training_slots() -> int:
     return slots
 
 
+@dataclass
+class SearchJob(Job):
+    """A search child (`python -m llmft search ...`): its trials are runs; its state is the process and the
+    study (no run.json of its own). Kept in this server's memory: a restarted app does not re-attach to it."""
+
+    study: str = ""
+    storage: str = ""
+    trials: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def info(self) -> dict:
+        return {}
+
+    def status(self) -> str:
+        if self.running:
+            return "running"
+        code = self.process.poll() if self.process is not None else None
+        if self.cancel_requested:
+            return "cancelled"
+        if code == 0:
+            return "completed"
+        return f"failed: {self.error or _error_line(self.log) or _exit_reason(code if code is not None else 1)}"
+
+
 class Jobs:
     """The training jobs of one server: at most `slots` children at once (default `training_slots()`); further
     requests wait in line, first come first served; one run per owner at a time."""
@@ -179,8 +206,11 @@ class Jobs:
 
     def _attach_running(self) -> None:
         """Adopt children that run.json says are running (a restarted app, another page of this one)."""
+        searches = {j.pid for j in self._jobs.values() if isinstance(j, SearchJob)}  # their trials are theirs
         for info in list_runs(self.ctx.runs_dir):
             name = info["name"]
+            if info.get("pid") in searches:
+                continue
             if info.get("status") == RUNNING and name not in self._jobs and process_alive(info):
                 self._jobs[name] = Job(
                     name,
@@ -262,6 +292,60 @@ class Jobs:
             started = time.strftime("%H:%M:%S", time.localtime(job.started_at))
             verb = "waiting" if isinstance(job, Waiting) else "in progress"
             raise LlmftError(f"a run is {verb} ({job.run_name}, started {started}); wait for it or cancel it")
+
+    def start_search(
+        self, config: TrainConfig, trials: int | None, seconds: float | None, study: str | None = None
+    ) -> SearchJob:
+        """Start a search child over `config`'s task, model and data (`python -m llmft search ...`): `trials`
+        trials or `seconds` of searching, study `study` (default `<task>-search-<time>`). It takes the training
+        slot; one per owner, like a run. No waiting line: refused when the server is busy."""
+        from .search import default_storage
+
+        with self._lock:
+            self.check_one_per_owner(config.owner)
+            if len(self.running()) >= self.slots:
+                raise LlmftError("the server is training; a search starts when no run is in progress")
+            if not trials and not seconds:
+                raise LlmftError("give a number of trials or a time budget for the search")
+            task = get_task(config.task)
+            resolve_model(task, config.model, self.ctx.allowed_roots)
+            config.runs_dir, config.dtype, config.run_name = str(self.ctx.runs_dir), self.ctx.dtype, None
+            study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
+            from .runs import check_run_name
+
+            check_run_name(f"{study}-t000")
+            storage = default_storage(self.ctx.runs_dir)
+            argv = [sys.executable, "-m", "llmft", "search", *cli_args(config), "--study", study, "--no-evaluate"]
+            argv += ["--trials", str(int(trials))] if trials else []
+            argv += ["--time-budget", f"{float(seconds):g}"] if seconds else []
+            log = log_path(self.ctx.runs_dir, study)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            if self.ctx.access.space:
+                env.pop("HF_TOKEN", None)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+            with open(log, "wb") as out:
+                process = subprocess.Popen(
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            job = SearchJob(
+                study, self.ctx.runs_dir, log, shown_command(argv), pid=process.pid, process=process,
+                owner=config.owner, study=study, storage=storage, trials=trials,
+            )  # fmt: skip
+            self._jobs[study], self._last = job, study
+            self._last_of[job.owner] = job
+            threading.Thread(target=job.process.wait, daemon=True).start()
+            limit = max_run_seconds(self.ctx.access.space)
+            if limit:
+                timer = threading.Timer(limit, self._overtime, args=(job, limit))
+                timer.daemon = True
+                timer.start()
+            return job
 
     def _launch(self, config: TrainConfig, gpus: int | None = None) -> Job:
         """Start the child for `config` (under the lock) and wait until it has started the run."""

@@ -207,6 +207,7 @@ def search(
     study_name: str | None = None,
     on_trial=None,
     show_progress: bool = False,
+    cancel=None,
 ) -> SearchResult:
     """Run `trials` trials (or until `timeout` seconds) of the study `study_name` over `space`.
 
@@ -218,6 +219,8 @@ def search(
         storage: an Optuna RDB URL (default: SQLite in the runs home).
         study_name: the study (created, or resumed when it exists); default `<task>-search-<time>`.
         on_trial: called with each finished trial's summary (the app's live table).
+        cancel: a `threading.Event`; once set, the running trial stops after its step (its run is kept,
+            cancelled) and no further trial starts.
     Raises:
         LlmftError: no validation split, a bad space, a bad storage URL.
     """
@@ -274,7 +277,11 @@ def search(
         trial.set_user_attr("run", run_name)
         config = dataclasses.replace(base, **values, run_name=run_name)
         report = _Report(trial, metric)
-        info = train(config, callbacks=[report], show_progress=show_progress)
+        info = train(config, callbacks=[report], show_progress=show_progress, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            trial.study.stop()
+            update_run(Path(info["dir"]), search={"study": study_name, "trial": trial.number, "state": "cancelled"})
+            raise optuna.TrialPruned()  # not a result: the search was stopped
         best = info.get("best") or {}
         state = "pruned" if report.pruned else "complete"
         update_run(
@@ -299,6 +306,8 @@ def search(
         if on_trial is not None:
             on_trial(_trial_summary(frozen))
 
+    if cancel is not None and cancel.is_set():
+        raise LlmftError("the search was cancelled before it started")
     study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[finished], catch=())
     return _mark_best(study, storage, metric, direction, base.runs_dir)
 
@@ -339,6 +348,22 @@ def _mark_best(study, storage: str, metric: str, direction: str, runs_dir) -> Se
         metric,
         direction,
     )
+
+
+def trial_rows(study_name: str, storage: str) -> list[dict]:
+    """Every trial of a study (running ones too) with its run and whether it is the best so far; [] before the
+    study exists."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # not created yet (the search child is starting)
+        return []
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial.number if complete else None
+    return [{**_trial_summary(t), "best": t.number == best} for t in trials]
 
 
 def study_figures(study_name: str, storage: str) -> dict:

@@ -133,3 +133,37 @@ def test_a_search_needs_validation_and_trials(tiny_distilbert, runs_dir):
     with pytest.raises(LlmftError, match="give --trials or --time-budget"):
         search(base(tiny_distilbert, runs_dir))
     assert not json.dumps(list_runs(runs_dir)).count("search")
+
+
+def test_a_search_from_the_app_runs_its_trials_and_offers_the_best(tiny_distilbert, tmp_path):
+    """The Fine-tune tab's search through the real app: a child process runs the study; the progress line
+    counts the trials and, once it has finished, names the best trial's run for Evaluate."""
+    import time
+
+    from gradio_client import Client
+
+    from llmft.ui import build_app, launch
+    from tests.conftest import free_port
+    from tests.test_app import form
+
+    runs = tmp_path / "runs"
+    app = build_app(str(runs), model_dirs=[tiny_distilbert])
+    _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        values = form(model=tiny_distilbert, steps=4, train_samples=48)
+        values.update(val_split="8", eval_steps="2")
+        fields = [values[name] for name in app.llmft_form_fields]
+        message, command, *_ = client.predict(2, 0, "app-study", *fields, api_name="/search")
+        assert "Started search **app-study**" in message and "python -m llmft search" in command
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            state = client.predict(api_name="/progress")
+            if "completed" in state[0] or "failed" in state[0]:
+                break
+            time.sleep(1)
+        assert "completed: 2 of 2 trials finished" in state[0], state[0]
+        best = state[3]
+        assert best.startswith("app-study-t00") and read_run(runs / best)["search"]["best"] is True
+    finally:
+        app.close()

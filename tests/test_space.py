@@ -146,7 +146,8 @@ def test_quotas_refuse_training_with_a_clear_message(space):
     saved = access.max_runs, access.max_disk_mb
     try:
         access.max_runs = 1
-        with pytest.raises(Exception, match=r"you have 1 runs here, the most one user may keep \(1\); delete some"):
+        quota = r"you have 1 runs here and this makes 1 more; the most one user may keep is 1: delete some"
+        with pytest.raises(Exception, match=quota):
             alice.predict(*train_values(space, run_name="alice-2"), api_name="/train")
         access.max_runs, access.max_disk_mb = 20, 0.01
         with pytest.raises(Exception, match=r"your runs take [\d.]+ MB here, the most one user may use is 0.01 MB"):

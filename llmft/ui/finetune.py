@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from ..config import TrainConfig, field_type, form_fields, label_of, schema
 from ..errors import LlmftError
-from ..jobs import ANY, Job, Waiting
+from ..jobs import ANY, Job, SearchJob, Waiting
 from ..plots import loss_curve
 from ..runs import list_runs
 from ..tasks import builtin_task_names, get_task, task_names
@@ -144,6 +145,26 @@ def start_training(ctx, user, picker, names: list[str], values: list, config_cls
     return ctx.jobs.start(config)
 
 
+def start_search_job(ctx, user, picker, names, values, trials, seconds, study, config_cls=TrainConfig):
+    """Start a search as the form describes it (the same checks as a run; its trials count against quotas)."""
+    trials = int(trials) if trials else None
+    seconds = float(seconds) if seconds else None
+    if trials is not None and not 1 <= trials <= 200:
+        raise LlmftError(f"trials must be between 1 and 200, got {trials}")
+    ctx.access.check_may_train(user, list_runs(ctx.runs_dir), new_runs=trials or 1)
+    owner = user.name if ctx.access.space else None
+    ctx.jobs.check_one_per_owner(owner)
+    form = dict(zip(names, values))
+    if form.get("task") == OWN:
+        raise LlmftError("train your own task once first, then search it by its name")
+    if ctx.access.space and form.get("task") not in builtin_task_names():
+        raise LlmftError(f"unknown task {form.get('task')!r}")
+    ctx.access.check_local_ref(ctx.runs_dir, user, form.get("model"))
+    config = form_to_config(ctx, picker, names, values, config_cls)
+    config.owner = owner
+    return ctx.jobs.start_search(config, trials, seconds, (study or "").strip() or None)
+
+
 def cancel(ctx, user, run_name: str | None) -> str:
     """Cancel `run_name` (blank: the caller's current run), if the caller may."""
     ctx.access.check_signed_in(user, "cancel runs")
@@ -221,6 +242,8 @@ def poll(ctx, user):
         return idle, None, "", "", gr.update(interactive=False), gr.update(), gr.Timer(active=False), ""
     if isinstance(job, Waiting):
         return waiting_status(ctx, job)
+    if isinstance(job, SearchJob):
+        return search_status(job)
     running = job.running
     info = job.info()
     status = job.status()
@@ -247,6 +270,55 @@ def poll(ctx, user):
     finished = job.run_name if status == "completed" else ""
     name = job.run_name if running else ""
     return bar, figure, log, finished, gr.update(interactive=running), message, gr.Timer(active=running), name
+
+
+def search_status(job):
+    """poll's outputs for a search: trials done, the best so far; the best run once it has finished."""
+    from ..search import trial_rows
+
+    running = job.running
+    status = job.status()
+    rows = trial_rows(job.study, job.storage)
+    done = [r for r in rows if r["state"] in ("complete", "pruned", "fail")]
+    best = next((r for r in rows if r.get("best")), None)
+    planned = f" of {job.trials}" if job.trials else ""
+    line = f"<p><b>search {html.escape(job.study)}</b> — {html.escape(status)}: {len(done)}{planned} trials finished"
+    if best:
+        line += f"; best so far: trial {best['trial']} ({html.escape(str(best['run']))}), {best['value']:.4f}"
+    line += "</p>"
+    log = job.tail() if status.startswith("failed") else ""
+    finished = best["run"] if best and status == "completed" else ""
+    name = job.run_name if running else ""
+    return line, None, log, finished, gr.update(interactive=running), gr.update(), gr.Timer(active=running), name
+
+
+def search_view(ctx, user):
+    """(trials table, optimization history, parallel coordinates, parameter importances) of the visitor's
+    current or last search (hidden when there is none)."""
+    from ..search import study_figures, trial_rows
+
+    job = ctx.jobs.current(owner_key(ctx, user)) if user.signed_in else None
+    if not isinstance(job, SearchJob):
+        return [gr.update(visible=False)] * 4
+    rows = trial_rows(job.study, job.storage)
+    table = pd.DataFrame(
+        [
+            {
+                "trial": r["trial"],
+                "state": r["state"] + (" (best)" if r.get("best") else ""),
+                "value": None if r["value"] is None else round(r["value"], 4),
+                "run": r["run"],
+                **{k: round(v, 6) if isinstance(v, float) else v for k, v in r["params"].items()},
+            }
+            for r in rows
+        ]
+    )
+    figures = study_figures(job.study, job.storage) if rows else {}
+
+    def plot(name):
+        return gr.update(value=figures.get(name), visible=name in figures)
+
+    return gr.update(value=table, visible=True), plot("history"), plot("parallel"), plot("importances")
 
 
 def waiting_text(ctx, waiting) -> str:
@@ -312,6 +384,26 @@ def build(ctx, config_cls=TrainConfig):
             with gr.Row():
                 for f in form_fields(config_cls, "run"):
                     widgets[f.name] = _widget(config_cls, f, f.default)
+        with gr.Accordion("Hyperparameter search (Optuna) instead of one run", open=False):
+            gr.Markdown(
+                "Several runs with sampled learning rate, LoRA r, alpha, dropout, targets and length (TPE; poor "
+                "trials pruned early). Each trial is a run, scored on the validation split; the test split is never "
+                "used to choose. The settings above are where every trial starts. When it ends, evaluate the best."
+            )
+            with gr.Row():
+                search_trials = gr.Number(8, label="Trials", minimum=1, maximum=200, precision=0, elem_id="ft-trials")
+                search_seconds = gr.Number(
+                    0, label="Time budget, s (0 = none)", minimum=0, maximum=86_400, elem_id="ft-search-seconds"
+                )
+                study_name = gr.Textbox(
+                    label="Study (blank: task and time; a study that exists is resumed)", elem_id="ft-study"
+                )
+                search_btn = gr.Button("Start search", variant="secondary")
+            trials_table = gr.Dataframe(label="Trials", interactive=False, visible=False, elem_id="ft-trials-table")
+            with gr.Row():
+                history_plot = gr.Plot(label="Optimization history", visible=False)
+                parallel_plot = gr.Plot(label="Parallel coordinates", visible=False)
+                importance_plot = gr.Plot(label="Parameter importances", visible=False)
         with gr.Row():
             start_btn = gr.Button("Start", variant="primary")
             cancel_btn = gr.Button("Cancel", variant="stop", interactive=False)
@@ -363,6 +455,33 @@ def build(ctx, config_cls=TrainConfig):
         )
         cancel_btn.click(
             with_user(ctx, lambda user, name: cancel(ctx, user, name)), job_name, message, api_name="cancel"
+        )
+
+        def start_search(user, trials, seconds, study, *values):
+            job = start_search_job(ctx, user, picker, names, list(values), trials, seconds, study, config_cls)
+            started = f"Started search **{job.study}**."
+            return (
+                started,
+                f"```\n{job.command}\n```",
+                gr.update(interactive=True),
+                gr.Timer(active=True),
+                job.run_name,
+            )
+
+        search_btn.click(
+            with_user(ctx, start_search),
+            [search_trials, search_seconds, study_name, *inputs],
+            [message, command, cancel_btn, timer, job_name],
+            api_name="search",
+            show_progress_on=[message],
+        )
+        search_outputs = [trials_table, history_plot, parallel_plot, importance_plot]
+        timer.tick(
+            with_user(ctx, lambda user: search_view(ctx, user)),
+            None,
+            search_outputs,
+            api_name=False,
+            show_progress="hidden",
         )
 
         timer.tick(
