@@ -157,7 +157,7 @@ def cmd_search(args) -> None:
     timeout = args.time_budget
     if timeout is not None and timeout <= 0:
         raise LlmftError(f"time-budget must be above 0 seconds, got {timeout}")
-    base = dataclasses.replace(from_args(TrainConfig, args), time_budget=args.trial_time_budget)
+    base = dataclasses.replace(from_args(TrainConfig, args), time_budget=args.trial_time_budget or 0)
     check_bounds(base)
     space = load_space(args.space, base)
 

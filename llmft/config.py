@@ -268,8 +268,9 @@ class TrainConfig:
     )
     time_budget: float | None = param(
         help="seconds of training: the first steps are timed and the step count set to fit (the preset's or your "
-        "steps are then an upper bound)",
-        bounds=(1, 604_800),
+        "steps are then an upper bound); 0 = no budget (default: the preset's)",
+        bounds=(0, 604_800),
+        preset=True,
         group="hyper",
     )
     seed: int = param(

@@ -59,7 +59,7 @@ def default_space(base: TrainConfig) -> dict[str, Dimension]:
         "lora_dropout": Dimension("lora_dropout", 0.0, 0.2),
         "target_modules": Dimension("target_modules", choices=("q,v", "q,k,v", "all-linear")),
     }
-    if base.time_budget is None:
+    if not base.time_budget:
         if base.max_steps:
             space["max_steps"] = Dimension("max_steps", max(2, base.max_steps // 2), base.max_steps * 2, log=True)
         else:

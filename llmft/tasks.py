@@ -70,6 +70,9 @@ class Preset:
     """AdamW weight decay."""
     grad_accum: int = 1
     """Batches accumulated into one optimizer step."""
+    time_budget: float | None = None
+    """Seconds of training: steps are set to fit after timing the first ones (the length is then an upper
+    bound). None or 0: train the full length."""
 
 
 @dataclass(frozen=True)
@@ -451,6 +454,7 @@ PRESET_FLOATS = {
     "val_split": (0.0, 1e7),
     "warmup_ratio": (0.0, 0.999),
     "weight_decay": (0.0, 1.0),
+    "time_budget": (0.0, 604_800.0),
 }
 
 
@@ -471,6 +475,8 @@ def _preset_value(key: str, value, where: str):
         if not isinstance(value, int) or isinstance(value, bool) or not PRESET_INTS[key] <= value <= 10**7:
             raise LlmftError(f"{where}: {key} must be a whole number of at least {PRESET_INTS[key]}, got {value!r}")
         return value
+    if value is None and key == "time_budget":
+        return None
     low, high = PRESET_FLOATS[key]
     if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
         raise LlmftError(f"{where}: {key} must be a number from {low:g} to {high:g}, got {value!r}")
@@ -544,7 +550,20 @@ register_task(
             "full": Preset(
                 8, 16, 0.05, ("q_lin",), 1e-3, None, epochs=10.0, batch_size=16, train_samples=1000, eval_n=500
             ),
-            "quick": Preset(8, 16, 0.05, ("q_lin", "v_lin"), 2e-3, 60, batch_size=16, train_samples=400, eval_n=100),
+            # A minute of training on every row you give (up to 3 epochs), validated as it goes, the best kept.
+            "quick": Preset(
+                8,
+                16,
+                0.05,
+                ("q_lin", "v_lin"),
+                2e-3,
+                None,
+                epochs=3.0,
+                batch_size=16,
+                train_samples=None,
+                eval_n=100,
+                time_budget=60.0,
+            ),
         },
     )
 )

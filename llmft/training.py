@@ -427,7 +427,7 @@ def _build_trainer(
 
     steps_per_epoch = max(1, -(-len(rows) // (config.batch_size * config.grad_accum)))
     total = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
-    by_epoch = validating and config.eval_steps is None and config.max_steps is None and config.time_budget is None
+    by_epoch = validating and config.eval_steps is None and config.max_steps is None and not config.time_budget
     eval_steps = config.eval_steps or max(1, total // 5)
     # Checkpoints fall on validation steps, so the best one can be kept (Trainer's load_best_model_at_end).
     save_steps = eval_steps if validating else config.save_steps or max(10, total // 5)
@@ -536,7 +536,7 @@ class _TimeBudget(TrainerCallback):
             fits = max(0, int((left - evals_cost) / per_step))
             self.target = max(step + 1, min(state.max_steps, step + fits))
             state.max_steps = self.target
-            if validating:
+            if validating and self.config.eval_steps is None:  # five validations over the fitted length
                 state.eval_steps = state.save_steps = max(1, self.target // 5)
             _stretch_schedule(lr_scheduler, self.config, self.target)
         if self.target is not None and step >= self.target:

@@ -66,6 +66,7 @@ def verdict_markdown(result: EvalResult) -> str:
     )
     mark = {"better": "✅", "worse": "❌", "no clear difference": "➖"}[result.verdict]
     lines = [head, f"{mark} **{result.verdict}** — {result.verdict_text()}"]
+    lines += [f"🔎 **Selection:** {result.selection}"] if result.selection else []
     lines += [f"⚠️ **Warning:** {w}" for w in result.warnings]
     return "\n\n".join(lines)
 

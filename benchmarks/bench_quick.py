@@ -1,0 +1,163 @@
+"""The quick preset's time budget and a search against it: validation F1 and wall time on 2 CPU cores.
+
+Run: python -m benchmarks.bench_quick [--budgets 30,60,120] [--trials 10] [--trial-budget 30]
+
+Data: no SST-2 copy is reachable from this machine (no hub), so the set is built here, SST-2-like: one-sentence
+movie reviews with negation ("not bad"), contrast ("although the plot was thin, ..."), intensifiers and
+hedges. 1,000 training sentences and 500 test sentences; the test sentences use other openers, other
+adjectives and other templates than the training ones, so the test set is unseen text, not a reshuffle.
+Choices are made on the validation split carved from the 1,000 training rows; the test set is read only to
+report the chosen run's F1 at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import write_result
+
+GOOD = {
+    "train": ["wonderful", "moving", "brilliant", "charming", "gripping", "delightful", "superb", "heartfelt"],
+    "test": ["terrific", "touching", "splendid", "captivating", "masterful", "lovely"],
+}
+BAD = {
+    "train": ["dull", "tedious", "clumsy", "lifeless", "awful", "boring", "shallow", "forgettable"],
+    "test": ["dreary", "plodding", "inept", "hollow", "dreadful", "tiresome"],
+}
+THINGS = ["plot", "acting", "script", "direction", "soundtrack", "pacing", "cast", "dialogue", "ending", "humour"]
+TEMPLATES = {
+    "train": [
+        "{open} the {thing} is {adj}.",
+        "{open} a {adj} film with a {adj2} {thing2}.",
+        "the {thing} was {adv} {adj}.",
+        "although the {thing} is {oadj}, the {thing2} is {adj} .",
+        "it is not {oadj} at all ; the {thing} is {adj}.",
+        "{open} {adv} {adj} from start to finish.",
+    ],
+    "test": [
+        "{open} what a {adj} piece of cinema , the {thing} especially.",
+        "even with a {oadj} {thing}, the film stays {adj} throughout.",
+        "never {oadj} , always {adj}.",
+        "the {thing} feels {adv} {adj} and the {thing2} follows suit.",
+        "{open} i found the whole thing {adj}.",
+    ],
+}
+OPENERS = {
+    "train": ["", "honestly ,", "overall ,", "in short ,", "frankly ,"],
+    "test": ["", "simply put ,", "all told ,"],
+}
+ADVERBS = ["very", "truly", "rather", "remarkably", "quite", "surprisingly"]
+
+
+def sentences(n: int, split: str, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = rng.random() < 0.5
+        adj_pool, other_pool = (GOOD, BAD) if positive else (BAD, GOOD)
+        words = dict(
+            open=rng.choice(OPENERS[split]),
+            thing=rng.choice(THINGS),
+            thing2=rng.choice(THINGS),
+            adj=rng.choice(adj_pool[split]),
+            adj2=rng.choice(adj_pool[split]),
+            oadj=rng.choice(other_pool[split]),
+            adv=rng.choice(ADVERBS),
+        )
+        text = " ".join(rng.choice(TEMPLATES[split]).format(**words).split())
+        rows.append({"id": f"{split}-{i}", "text": text, "label": "Positive" if positive else "Negative"})
+    return rows
+
+
+def write(rows: list[dict], path: Path) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_f1(run: str, runs_dir: str, test_file: str) -> float:
+    from llmft.config import EvalConfig
+    from llmft.context import Context
+    from llmft.pipeline import evaluate
+
+    config = EvalConfig(task="sentiment", run=run, runs_dir=runs_dir, data=test_file, n=500)
+    result, _ = evaluate(Context.create(runs_dir), config, progress=False)
+    return result.metrics["macro_f1"]["tuned_mean"], result.metrics["macro_f1"]["base_mean"]
+
+
+def main(budgets=(30, 60, 120), trials: int = 10, trial_budget: float = 30.0) -> dict:
+    from llmft.search import search
+    from llmft.training import TrainConfig, train
+
+    work = Path(tempfile.mkdtemp(prefix="llmft-bench-quick-"))
+    train_file = write(sentences(1000, "train", 1), work / "train.jsonl")
+    test_file = write(sentences(500, "test", 2), work / "test.jsonl")
+    runs = str(work / "runs")
+    rows = []
+    for budget in budgets:
+        started = time.time()
+        info = train(
+            TrainConfig(
+                task="sentiment",
+                model="minilm",
+                data=train_file,
+                runs_dir=runs,
+                run_name=f"quick-{budget}",
+                time_budget=float(budget),
+            ),
+            show_progress=False,
+        )
+        wall = time.time() - started
+        tuned, base = test_f1(info["name"], runs, test_file)
+        rows.append(
+            {
+                "what": f"quick preset, {budget} s budget",
+                "budget_s": budget,
+                "train_loop_s": info["train_runtime_s"],
+                "wall_s": round(wall, 1),
+                "steps": info["step"],
+                "train_rows": info["train_examples"],
+                "val_f1": info["best"]["value"],
+                "best_step": info["best"]["step"],
+                "test_f1": round(tuned, 4),
+                "base_test_f1": round(base, 4),
+            }
+        )
+        print(rows[-1], flush=True)
+    started = time.time()
+    result = search(
+        TrainConfig(task="sentiment", model="minilm", data=train_file, runs_dir=runs, time_budget=trial_budget),
+        trials=trials,
+        study_name="bench",
+    )
+    wall = time.time() - started
+    best = result.best
+    tuned, base = test_f1(best["run"], runs, test_file)
+    rows.append(
+        {
+            "what": f"search, {trials} trials of {trial_budget:g} s",
+            "wall_s": round(wall, 1),
+            "trials": len(result.trials),
+            "pruned": sum(t["state"] == "pruned" for t in result.trials),
+            "val_f1": best["value"],
+            "best_params": best["params"],
+            "test_f1": round(tuned, 4),
+            "base_test_f1": round(base, 4),
+        }
+    )
+    print(rows[-1], flush=True)
+    write_result("quick", {"rows": rows, "data": "synthetic SST-2-like, 1000 train / 500 unseen test"})
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budgets", default="30,60,120")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trial-budget", type=float, default=30.0)
+    args = parser.parse_args()
+    main(tuple(int(b) for b in args.budgets.split(",")), args.trials, args.trial_budget)
