@@ -26,7 +26,8 @@ from .errors import LlmftError
 SIGN_IN = "sign in with Hugging Face (the button at the top of the page)"
 
 
-def _env_number(name: str, default: float) -> float:
+def env_number(name: str, default: float) -> float:
+    """A setting from the environment: a number of at least 0 (`default` when unset), else a one-line error."""
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
@@ -85,8 +86,8 @@ class Access:
         return cls(
             space=bool(os.environ.get("SPACE_ID")),
             admins=frozenset(admins),
-            max_runs=int(_env_number("LLMFT_MAX_RUNS_PER_USER", 20)),
-            max_disk_mb=_env_number("LLMFT_USER_DISK_MB", 2000),
+            max_runs=int(env_number("LLMFT_MAX_RUNS_PER_USER", 20)),
+            max_disk_mb=env_number("LLMFT_USER_DISK_MB", 2000),
         )
 
     # -- who is calling -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .access import env_number
 from .config import TrainConfig, cli_args
 from .errors import LlmftError, first_line
 from .models import resolve_model
@@ -138,27 +139,17 @@ class Waiting:
 def max_run_seconds(space: bool) -> float | None:
     """How long one training may run before the server cancels it: `LLMFT_MAX_TRAIN_MINUTES` (default 60 on a
     Space, where one visitor must not hold the server for days; none locally). 0: no limit."""
-    raw = os.environ.get("LLMFT_MAX_TRAIN_MINUTES")
-    if raw is None or not raw.strip():
-        return 3600.0 if space else None
-    try:
-        minutes = float(raw)
-    except ValueError:
-        raise LlmftError(f"LLMFT_MAX_TRAIN_MINUTES must be a number, got {raw!r}") from None
+    minutes = env_number("LLMFT_MAX_TRAIN_MINUTES", 60.0 if space else 0.0)
     return minutes * 60 if minutes > 0 else None
 
 
 def training_slots() -> int:
     """Trainings one server runs at once: `LLMFT_MAX_TRAININGS`, default 1 (one CPU training uses every core;
     several GPUs already serve one training through torchrun)."""
-    raw = os.environ.get("LLMFT_MAX_TRAININGS", "1")
-    try:
-        slots = int(raw)
-    except ValueError:
-        raise LlmftError(f"LLMFT_MAX_TRAININGS must be a whole number, got {raw!r}") from None
-    if slots < 1:
-        raise LlmftError(f"LLMFT_MAX_TRAININGS must be at least 1, got {raw!r}")
-    return slots
+    slots = env_number("LLMFT_MAX_TRAININGS", 1)
+    if slots < 1 or slots != int(slots):
+        raise LlmftError(f"LLMFT_MAX_TRAININGS must be a whole number of at least 1, got {slots:g}")
+    return int(slots)
 
 
 @dataclass
@@ -319,20 +310,7 @@ class Jobs:
             argv += ["--trials", str(int(trials))] if trials else []
             argv += ["--time-budget", f"{float(seconds):g}"] if seconds else []
             log = log_path(self.ctx.runs_dir, study)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            if self.ctx.access.space:
-                env.pop("HF_TOKEN", None)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-            with open(log, "wb") as out:
-                process = subprocess.Popen(
-                    argv,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
+            process = self._spawn(argv, log)
             job = SearchJob(
                 study, self.ctx.runs_dir, log, shown_command(argv), pid=process.pid, process=process,
                 owner=config.owner, study=study, storage=storage, trials=trials,
@@ -340,12 +318,29 @@ class Jobs:
             self._jobs[study], self._last = job, study
             self._last_of[job.owner] = job
             threading.Thread(target=job.process.wait, daemon=True).start()
-            limit = max_run_seconds(self.ctx.access.space)
-            if limit:
-                timer = threading.Timer(limit, self._overtime, args=(job, limit))
-                timer.daemon = True
-                timer.start()
+            self._limit_time(job)
             return job
+
+    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
+        """Start `argv` in its own process group, its output in `log`. On a Space the child gets no HF_TOKEN:
+        a visitor's training never downloads with the Space owner's token."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.ctx.access.space:
+            env.pop("HF_TOKEN", None)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+        with open(log, "wb") as out:
+            return subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+
+    def _limit_time(self, job: Job) -> None:
+        """Cancel `job` once it runs past `max_run_seconds` (a Space's limit)."""
+        limit = max_run_seconds(self.ctx.access.space)
+        if limit:
+            timer = threading.Timer(limit, self._overtime, args=(job, limit))
+            timer.daemon = True
+            timer.start()
 
     def _launch(self, config: TrainConfig, gpus: int | None = None) -> Job:
         """Start the child for `config` (under the lock) and wait until it has started the run."""
@@ -354,30 +349,13 @@ class Jobs:
             raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
         argv = training_argv(config, _gpu_count() if gpus is None else gpus)
         log = log_path(self.ctx.runs_dir, config.run_name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.ctx.access.space:  # a visitor's training never downloads with the Space owner's token
-            env.pop("HF_TOKEN", None)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+        process = self._spawn(argv, log)
         job = Job(config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process)
         job.owner = config.owner
         self._jobs[job.run_name], self._last = job, job.run_name
         self._last_of[job.owner] = job
         threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()
-        limit = max_run_seconds(self.ctx.access.space)
-        if limit:
-            timer = threading.Timer(limit, self._overtime, args=(job, limit))
-            timer.daemon = True
-            timer.start()
+        self._limit_time(job)
         self._wait_started(job)
         return job
 

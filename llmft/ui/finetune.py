@@ -132,17 +132,25 @@ def restore(ctx, user, names: list[str], config_cls=TrainConfig) -> list:
 def start_training(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig):
     """Start (or put in line) the training the form describes, for `user`: on a Space only a signed-in
     visitor within their quotas may train, and the run is theirs."""
-    ctx.access.check_may_train(user, list_runs(ctx.runs_dir))
+    return ctx.jobs.start(_checked_config(ctx, user, picker, names, values, config_cls))
+
+
+def _checked_config(ctx, user, picker, names, values, config_cls, new_runs: int = 1, own: bool = True):
+    """The form's config for `user`, after every check that can refuse the request, so a refused request
+    writes nothing (an own task's file, a kept upload): sign-in and quotas, one run per user, the task (on a
+    Space, another visitor's own task stays theirs), a model folder typed into the runs home."""
+    ctx.access.check_may_train(user, list_runs(ctx.runs_dir), new_runs=new_runs)
     owner = user.name if ctx.access.space else None
-    ctx.jobs.check_one_per_owner(owner)  # before anything is written (an own task's file, a kept upload)
+    ctx.jobs.check_one_per_owner(owner)
     form = dict(zip(names, values))
+    if form.get("task") == OWN and not own:
+        raise LlmftError("train your own task once first, then search it by its name")
     if ctx.access.space and form.get("task") not in (*builtin_task_names(), OWN):
-        raise LlmftError(f"unknown task {form.get('task')!r}")  # another visitor's own task stays theirs
-    for key in ("model",):
-        ctx.access.check_local_ref(ctx.runs_dir, user, form.get(key))
+        raise LlmftError(f"unknown task {form.get('task')!r}")
+    ctx.access.check_local_ref(ctx.runs_dir, user, form.get("model"))
     config = form_to_config(ctx, picker, names, values, config_cls)
     config.owner = owner
-    return ctx.jobs.start(config)
+    return config
 
 
 def start_search_job(ctx, user, picker, names, values, trials, seconds, study, config_cls=TrainConfig):
@@ -151,17 +159,7 @@ def start_search_job(ctx, user, picker, names, values, trials, seconds, study, c
     seconds = float(seconds) if seconds else None
     if trials is not None and not 1 <= trials <= 200:
         raise LlmftError(f"trials must be between 1 and 200, got {trials}")
-    ctx.access.check_may_train(user, list_runs(ctx.runs_dir), new_runs=trials or 1)
-    owner = user.name if ctx.access.space else None
-    ctx.jobs.check_one_per_owner(owner)
-    form = dict(zip(names, values))
-    if form.get("task") == OWN:
-        raise LlmftError("train your own task once first, then search it by its name")
-    if ctx.access.space and form.get("task") not in builtin_task_names():
-        raise LlmftError(f"unknown task {form.get('task')!r}")
-    ctx.access.check_local_ref(ctx.runs_dir, user, form.get("model"))
-    config = form_to_config(ctx, picker, names, values, config_cls)
-    config.owner = owner
+    config = _checked_config(ctx, user, picker, names, values, config_cls, new_runs=trials or 1, own=False)
     return ctx.jobs.start_search(config, trials, seconds, (study or "").strip() or None)
 
 
