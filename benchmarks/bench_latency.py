@@ -32,10 +32,11 @@ DIALOGUE = "\n".join(
 
 
 def one_request(ctx, model_path, adapter, tokens):
+    from llmft.access import LOCAL_USER
     from llmft.ui.compare import compare
 
     start, first = time.perf_counter(), None
-    for _, _, base_stats, *_ in compare(ctx, "dialogue", model_path, adapter, DIALOGUE, "", tokens):
+    for _, _, base_stats, *_ in compare(ctx, LOCAL_USER, "dialogue", model_path, adapter, DIALOGUE, "", tokens):
         # The first update carries the first generated token (its text may be empty for a random model).
         if first is None and base_stats:
             first = time.perf_counter() - start

@@ -239,17 +239,18 @@ def test_your_own_three_class_task_from_the_browser(page, app_url, topic_data):
     page.screenshot(path=str(ARTIFACTS / "compare-own-task.png"), full_page=True)
 
 
-def test_a_space_visitor_signs_in_to_train_and_sees_only_their_own_runs(space, tmp_path):
+def test_a_space_visitor_signs_in_to_train_and_sees_only_their_own_runs(space, page):
     """Space mode in the browser: an anonymous visitor sees the sign-in button and public runs only, and Start
     tells them to sign in; signed in (the session cookie Gradio's login sets), Alice sees her own run too and
     not Bob's."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from tests.conftest import session_cookie
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    browser = page.context.browser  # the module's browser: one Playwright per thread
+    anonymous = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = anonymous.new_page()
         page.set_default_timeout(60_000)
         page.goto(space.url)
         expect(page.get_by_role("button", name=re.compile("Sign in with Hugging Face"))).to_be_visible()
@@ -276,4 +277,6 @@ def test_a_space_visitor_signs_in_to_train_and_sees_only_their_own_runs(space, t
         expect(table).not_to_contain_text("bob-run")
         expect(page.get_by_role("button", name="Share with every visitor")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "space-signed-in.png"), full_page=True)
-        browser.close()
+        context.close()
+    finally:
+        anonymous.close()

@@ -13,6 +13,7 @@ import pytest
 from gradio_client import Client
 
 from llmft import LlmftError
+from llmft.access import LOCAL_USER
 from llmft.context import Context
 from llmft.jobs import Jobs
 from llmft.runs import read_run
@@ -84,7 +85,7 @@ def test_an_app_restarted_while_a_child_trains_reattaches_and_can_cancel_it(tiny
         from llmft.ui.finetune import restore
 
         names = second.llmft_form_fields
-        *values, command = restore(second.llmft_context, names)
+        *values, command = restore(second.llmft_context, LOCAL_USER, names)
         shown = {name: v.get("value") for name, v in zip(names, values) if "value" in v}
         assert shown["run_name"] == "survivor" and shown["max_steps"] == 5000 and shown["source"] == "bundled sample"
         assert "--run-name survivor" in command
