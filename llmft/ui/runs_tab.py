@@ -50,6 +50,7 @@ def runs_table(ctx, user) -> pd.DataFrame:
                 "duration s": run.get("duration_s"),
                 "final loss": None if run.get("final_loss") is None else round(run["final_loss"], 4),
                 "latest evaluation": evaluation.headline_text() if evaluation else "",
+                "search": _search_label(run),
             }
         )
     owner = ["owner"] if ctx.access.space else []
@@ -64,8 +65,19 @@ def runs_table(ctx, user) -> pd.DataFrame:
         "duration s",
         "final loss",
         "latest evaluation",
+        "search",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _search_label(info: dict) -> str:
+    """ "study #3 (best)" for a search's trial, else ""."""
+    search = info.get("search") or {}
+    if not search:
+        return ""
+    state = search.get("state")
+    mark = " (best)" if search.get("best") else f" ({state})" if state and state != "complete" else ""
+    return f"{search.get('study')} #{search.get('trial')}{mark}"
 
 
 def _owner_label(info: dict) -> str:
