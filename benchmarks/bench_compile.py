@@ -41,6 +41,8 @@ def run(model_path: str, steps: int, compiled: bool) -> dict:
                 batch_size=8,
                 learning_rate=3e-3,
                 seed=0,
+                val_split=0,
+                time_budget=0,
                 runs_dir=tempfile.mkdtemp(prefix="llmft-bench-compile-"),
             ),
             show_progress=False,

@@ -82,6 +82,7 @@ def llmft_side(model_path, n_train, steps, batch_size, lr, seed, dtype="auto", b
         runs_dir=tempfile.mkdtemp(prefix="llmft-bench-runs-"),
         dtype=dtype,
         base_dropout=base_dropout,
+        val_split=0,  # training steps only, as the origin's loop: no validation rows held out or validated
     )
     return train(config, show_progress=False)
 

@@ -198,6 +198,34 @@ def shown_storage(url: str) -> str:
         return url.split("@")[-1]
 
 
+def _open_study(optuna, storage: str, study_name: str, direction: str, seed: int):
+    """Create or load the study. Workers that start together race to create the schema and the study: the
+    loser of a race tries again (up to 5 times) instead of failing."""
+    import random
+
+    from .errors import first_line
+
+    for attempt in range(5):
+        try:
+            rdb = storage
+            if storage.startswith("sqlite"):  # several workers on one file: wait for the lock instead of failing
+                rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
+            return optuna.create_study(
+                storage=rdb,
+                study_name=study_name,
+                direction=direction,
+                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+                load_if_exists=True,
+            )
+        except Exception as err:
+            if attempt == 4 or not storage.startswith("sqlite") and "already exists" not in str(err):
+                raise LlmftError(
+                    f"cannot open the study storage {shown_storage(storage)}: {first_line(err)}"
+                ) from None
+            time.sleep(0.5 + random.random())
+
+
 def search(
     base: TrainConfig,
     trials: int | None = None,
@@ -241,22 +269,7 @@ def search(
     check_run_name(f"{study_name}-t000")
     storage = storage or default_storage(base.runs_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        rdb = storage
-        if storage.startswith("sqlite"):  # several workers on one file: wait for the lock instead of failing
-            rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
-        study = optuna.create_study(
-            storage=rdb,
-            study_name=study_name,
-            direction=direction,
-            sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=4),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-            load_if_exists=True,
-        )
-    except Exception as err:
-        from .errors import first_line
-
-        raise LlmftError(f"cannot open the study storage {shown_storage(storage)}: {first_line(err)}") from None
+    study = _open_study(optuna, storage, study_name, direction, base.seed)
     if study.direction.name.lower() != direction:
         raise LlmftError(f"study {study_name} was created to {study.direction.name.lower()}, not {direction}")
     study.set_user_attr("task", task.name)

@@ -428,9 +428,14 @@ def _build_trainer(
     steps_per_epoch = max(1, -(-len(rows) // (config.batch_size * config.grad_accum)))
     total = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
     by_epoch = validating and config.eval_steps is None and config.max_steps is None and not config.time_budget
-    eval_steps = config.eval_steps or max(1, total // 5)
-    # Checkpoints fall on validation steps, so the best one can be kept (Trainer's load_best_model_at_end).
-    save_steps = eval_steps if validating else config.save_steps or max(10, total // 5)
+    eval_steps = config.eval_steps or config.save_steps or max(1, total // 5)
+    save_steps = config.save_steps or (eval_steps if validating else max(10, total // 5))
+    if validating and save_steps % eval_steps:
+        # Checkpoints must fall on validation steps, so the best one can be kept (load_best_model_at_end).
+        raise LlmftError(
+            f"save-steps ({save_steps}) must be a multiple of eval-steps ({eval_steps}) so the best validated step "
+            "has a checkpoint; or give --val-split 0"
+        )
     selection = task.kind.validation_metric if validating else None
     metric = {}
     if validating:
@@ -512,21 +517,22 @@ class _TimeBudget(TrainerCallback):
     schedule is stretched to it, and training stops there. The planned steps stay an upper bound."""
 
     CALIBRATION_STEPS = 3
+    RECHECK_STEPS = 10
 
     def __init__(self, budget: float, config, val_rows: int, planned: int):
         self.budget, self.config, self.val_rows, self.planned = budget, config, val_rows, planned
         self.began = None
-        self.mark = None
-        self.target = None
+        self.mark = self.first = None
+        self.target = self.upper = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.began = time.time()
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         now, step = time.time(), state.global_step
-        if step == 1:
-            self.mark = now  # the first step carries one-time costs: time the ones after it
-        elif self.target is None and step == 1 + self.CALIBRATION_STEPS:
+        if self.mark is None:  # this process's first step (1, or the step a resumed run starts after)
+            self.mark, self.first = now, step  # it carries one-time costs: time the ones after it
+        elif self.target is None and step == self.first + self.CALIBRATION_STEPS:
             per_step = (now - self.mark) / self.CALIBRATION_STEPS
             left = self.budget - (now - self.began)
             validating = self.val_rows > 0
@@ -534,17 +540,29 @@ class _TimeBudget(TrainerCallback):
             batches = -(-self.val_rows // self.config.batch_size) if validating else 0
             evals_cost = 5 * batches * per_step / 3
             fits = max(0, int((left - evals_cost) / per_step))
-            self.target = max(step + 1, min(state.max_steps, step + fits))
+            self.upper = state.max_steps
+            self.target = max(step + 1, min(self.upper, step + fits))
             state.max_steps = self.target
-            if validating and self.config.eval_steps is None:  # five validations over the fitted length
+            if validating and self.config.eval_steps is None and self.config.save_steps is None:
+                # five validations (and checkpoints) over the fitted length
                 state.eval_steps = state.save_steps = max(1, self.target // 5)
             _stretch_schedule(lr_scheduler, self.config, self.target)
+        elif self.target is not None and (step - self.first) % self.RECHECK_STEPS == 0 and step < self.target:
+            # Timed again over every step so far (validations included): the first few steps on a busy machine
+            # can be far slower or faster than the rest.
+            per_step = (now - self.mark) / (step - self.first)
+            fits = int((self.budget - (now - self.began)) / per_step)
+            target = max(step + 1, min(self.upper, step + fits))
+            if abs(target - self.target) > max(2, 0.05 * self.target):
+                self.target = state.max_steps = target
+                _stretch_schedule(lr_scheduler, self.config, self.target)
         if self.target is not None and step >= self.target:
             control.should_training_stop = True
-            control.should_evaluate = control.should_save = state.eval_steps is not None and self.val_rows > 0
         elif time.time() - self.began > self.budget:  # slower than timed (another process took the cores)
             control.should_training_stop = True
-            control.should_evaluate = control.should_save = self.val_rows > 0
+        if control.should_training_stop:
+            control.should_save = True  # the last step is a checkpoint, as at the end of a planned run
+            control.should_evaluate = control.should_evaluate or self.val_rows > 0
 
 
 def _stretch_schedule(scheduler, config, total: int) -> None:

@@ -76,6 +76,7 @@ def test_compare_fine_tune_evaluate(page):
     steps = field("max_steps")
     steps.fill("40")
     steps.press("Tab")
+    field("time_budget").fill("0")  # exactly 40 steps, however busy the machine (the quick preset's 60 s off)
     field("run_name").fill("browser-run")
     page.get_by_role("button", name="Start").click()
     expect(page.get_by_text("Started run browser-run")).to_be_visible(timeout=60_000)  # the child has started

@@ -350,6 +350,10 @@ def test_train_samples_zero_means_all_rows(tiny_distilbert, runs_dir):
     from llmft.training import TrainConfig, prepare
 
     config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, train_samples=0, max_steps=1)
-    assert len(prepare(config).examples) == len(load_examples(get_task("sentiment"), None, "train"))
-    config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, max_steps=1)
-    assert len(prepare(config).examples) == get_task("sentiment").preset("quick").train_samples
+    prepared = prepare(config)  # every row: some trained on, 10% held out for validation
+    everything = load_examples(get_task("sentiment"), None, "train")
+    assert len(prepared.examples) + len(prepared.val_examples) == len(everything)
+    assert len(prepared.val_examples) == round(0.1 * len(everything))
+    config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, max_steps=1, train_samples=100)
+    prepared = prepare(config)
+    assert len(prepared.examples) + len(prepared.val_examples) == 100

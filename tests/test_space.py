@@ -211,17 +211,18 @@ def test_red_team_paths_and_private_tasks_are_refused(space):
 
     secret = space.runs / "bob-topics"
     shutil.copytree(space.runs / "bob-run", secret)
-    definition = {"name": "bobtopics", "type": "classify", "prompt": "SECRET: {text}", "labels": ["Bad", "Good"]}
-    update_run(secret, name="bob-topics", task="bobtopics", task_def={**definition, "label_column": "label"})
+    # (named to sort between the built-in tasks: other tests read the list of task names in this process)
+    definition = {"name": "secrettopics", "type": "classify", "prompt": "SECRET: {text}", "labels": ["Bad", "Good"]}
+    update_run(secret, name="bob-topics", task="secrettopics", task_def={**definition, "label_column": "label"})
     try:
-        assert "bobtopics" not in known_tasks(space.ctx, visible_runs(space.ctx, User()))
-        with pytest.raises(Exception, match="unknown task 'bobtopics'"):
-            anon.predict("bobtopics", "", "demo", "a great film", "", 64, api_name="/compare")
+        assert "secrettopics" not in known_tasks(space.ctx, visible_runs(space.ctx, User()))
+        with pytest.raises(Exception, match="unknown task 'secrettopics'"):
+            anon.predict("secrettopics", "", "demo", "a great film", "", 64, api_name="/compare")
         bob = space.visitor("bob")
-        assert "bobtopics" in known_tasks(space.ctx, visible_runs(space.ctx, space.ctx.access.user("bob")))
-        with pytest.raises(Exception, match="unknown task 'bobtopics'"):  # nor trained on by another visitor
-            alice.predict(*train_values(space, task="bobtopics", run_name="alice-steal"), api_name="/train")
-        assert bob.predict("bobtopics", "", "bob-topics", "a great film", "", 64, api_name="/compare")[0]
+        assert "secrettopics" in known_tasks(space.ctx, visible_runs(space.ctx, space.ctx.access.user("bob")))
+        with pytest.raises(Exception, match="unknown task 'secrettopics'"):  # nor trained on by another visitor
+            alice.predict(*train_values(space, task="secrettopics", run_name="alice-steal"), api_name="/train")
+        assert bob.predict("secrettopics", "", "bob-topics", "a great film", "", 64, api_name="/compare")[0]
     finally:
         shutil.rmtree(secret)
 
