@@ -176,7 +176,10 @@ def cmd_search(args) -> None:
     if cancel.is_set():
         print(f"search {result.study} cancelled after {len(result.trials)} trials")
     done = len(result.trials)
-    print(f"study {result.study} ({result.storage}): {done} trials finished, chosen by validation {result.metric}")
+    from .pipeline import metric_text
+
+    chosen = metric_text(result.metric)
+    print(f"study {result.study} ({result.storage}): {done} trials finished, chosen by validation {chosen}")
     if result.best is None:
         print("no trial completed: nothing to evaluate")
         return

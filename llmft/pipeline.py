@@ -81,6 +81,11 @@ def known_tasks(ctx: Context, runs: list[dict] | None = None) -> list[str]:
     return sorted(names)
 
 
+def metric_text(metric: str | None) -> str:
+    """A validation metric in words (`selection` is macro-F1 with ties broken by the loss)."""
+    return "macro-F1 (ties broken by the lower loss)" if metric == "selection" else str(metric)
+
+
 def selection_note(info: dict) -> str | None:
     """How a search chose this run, for its evaluation (None: not a search's trial)."""
     search = info.get("search")
@@ -90,7 +95,7 @@ def selection_note(info: dict) -> str | None:
     rank = "the best" if search.get("best") else "one"
     return (
         f"{rank} of {search.get('trials', '?')} trials of search {search.get('study')}, chosen by validation "
-        f"{search.get('metric')} on {validation}; the test split was not used in the search"
+        f"{metric_text(search.get('metric'))} on {validation}; the test split was not used in the search"
     )
 
 

@@ -52,7 +52,7 @@ def test_a_search_of_four_trials_makes_four_runs_a_best_trial_and_resumes(tiny_d
     marks = [runs[f"s4-t00{i}"]["search"] for i in range(4)]
     assert sum(m["best"] for m in marks) == 1 and all(m["trials"] == 4 and m["study"] == "s4" for m in marks)
     best = next(m for m in marks if m["best"])
-    assert result.best["run"] == f"s4-t00{best['trial']}" and best["metric"] == "macro_f1"
+    assert result.best["run"] == f"s4-t00{best['trial']}" and best["metric"] == "selection"
     complete = [t for t in result.trials if t["state"] == "complete"]
     assert result.best["value"] == max(t["value"] for t in complete)
     # Each trial's sampled settings are the run's settings.

@@ -27,12 +27,13 @@ def test_validation_is_logged_and_the_best_steps_adapter_is_kept(tiny_distilbert
     info = train(config(tiny_distilbert, runs_dir, "best", learning_rate=0.5, val_split=16), show_progress=False)
     history = info["val_history"]
     assert [h["step"] for h in history] == [3, 6, 9, 12]
-    assert all({"loss", "macro_f1", "accuracy"} <= set(h) for h in history)
+    assert all({"loss", "macro_f1", "accuracy", "selection"} <= set(h) for h in history)
     best = info["best"]
-    assert best["metric"] == "macro_f1" and best["kept"] is True
+    assert best["metric"] == "selection" and best["kept"] is True
+    # Macro-F1 first; among the steps with the top F1, the lowest validation loss.
     top = max(h["macro_f1"] for h in history)
-    assert best["value"] == pytest.approx(top)
-    assert best["step"] == next(h["step"] for h in history if h["macro_f1"] == top)  # the first best
+    chosen = min((h for h in history if h["macro_f1"] == top), key=lambda h: h["loss"])
+    assert best["step"] == chosen["step"] and best["value"] == pytest.approx(chosen["selection"])
     run_dir = Path(info["dir"])
     kept = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     chosen = load_file(run_dir / "checkpoints" / f"checkpoint-{best['step']}" / "adapter_model.safetensors")
@@ -52,7 +53,7 @@ def test_early_stopping_stops_after_patience_validations_without_improvement(tin
     steps = [h["step"] for h in info["val_history"]]
     assert info["step"] < 60 and info["best"]["early_stopped"] is True
     # Stopped at the first validation that did not beat the best one before it.
-    scores = [h["macro_f1"] for h in info["val_history"]]
+    scores = [h["selection"] for h in info["val_history"]]
     assert scores[-1] <= max(scores[:-1]) and steps[-1] == info["step"]
 
 
