@@ -180,16 +180,21 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
     return [examples[i] for i in picked]
 
 
+def validation_size(n: int, val_split: float | None) -> int:
+    """Rows `val_split` asks for out of `n`: a fraction below 1 (rounded, at least 1), a count from 1, 0 for none."""
+    if not val_split:
+        return 0
+    return max(1, round(val_split * n)) if val_split < 1 else int(val_split)
+
+
 def validation_count(n: int, val_split: float | None) -> int:
-    """Rows `val_split` holds out of `n`: a fraction below 1 (rounded, at least 1), a count from 1, 0 for none.
+    """`validation_size` rows to hold out of `n` training rows.
 
     Raises:
         LlmftError: it would leave no row to train on.
     """
-    if not val_split:
-        return 0
-    count = max(1, round(val_split * n)) if val_split < 1 else int(val_split)
-    if count >= n:
+    count = validation_size(n, val_split)
+    if count and count >= n:
         raise LlmftError(
             f"val-split {val_split:g} holds out {count} of {n} training rows, leaving none to train on; "
             "give a smaller fraction or count, or 0 for no validation"

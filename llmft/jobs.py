@@ -23,7 +23,17 @@ from .access import env_number
 from .config import TrainConfig, cli_args
 from .errors import LlmftError, first_line
 from .models import resolve_model
-from .runs import CANCELLED, FAILED, RUNNING, list_runs, new_run_name, process_alive, read_run, update_run
+from .runs import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    check_run_name,
+    list_runs,
+    new_run_name,
+    process_alive,
+    read_run,
+    update_run,
+)
 from .tasks import get_task
 
 LOG_TAIL_LINES = 12
@@ -302,8 +312,6 @@ class Jobs:
             resolve_model(task, config.model, self.ctx.allowed_roots)
             config.runs_dir, config.dtype, config.run_name = str(self.ctx.runs_dir), self.ctx.dtype, None
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
-            from .runs import check_run_name
-
             check_run_name(f"{study}-t000")
             storage = default_storage(self.ctx.runs_dir)
             argv = [sys.executable, "-m", "llmft", "search", *cli_args(config), "--study", study, "--no-evaluate"]
@@ -350,8 +358,9 @@ class Jobs:
         argv = training_argv(config, _gpu_count() if gpus is None else gpus)
         log = log_path(self.ctx.runs_dir, config.run_name)
         process = self._spawn(argv, log)
-        job = Job(config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process)
-        job.owner = config.owner
+        job = Job(
+            config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process, owner=config.owner
+        )
         self._jobs[job.run_name], self._last = job, job.run_name
         self._last_of[job.owner] = job
         threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()

@@ -31,6 +31,7 @@ from .data import (
     load_examples,
     sample_examples,
     text_hash,
+    validation_size,
 )
 from .errors import LlmftError
 from .models import (
@@ -179,8 +180,7 @@ def _validation(task: TaskSpec, config: TrainConfig, examples: list[Example]):
             own = []  # no such split: carve one
         if own:
             # As many rows as carving would hold out (a fraction of the training rows, or the count).
-            wanted = max(1, round(config.val_split * len(examples))) if config.val_split < 1 else config.val_split
-            own = sample_examples(own, int(wanted), config.seed)
+            own = sample_examples(own, validation_size(len(examples), config.val_split), config.seed)
             return examples, own, f"{len(own)} rows of the dataset's {task.validation_split!r} split"
     train_rows, val_rows = carve_validation(examples, config.val_split, config.seed)
     return train_rows, val_rows, f"{len(val_rows)} rows carved from the training data (seed {config.seed})"
@@ -276,19 +276,7 @@ def train(
             write_task_file(task, run_dir / TASK_FILE)
     try:
         trainer, progress_cb = _build_trainer(
-            config,
-            task,
-            model,
-            tokenizer,
-            examples,
-            prepared.val_examples,
-            targets,
-            run_dir,
-            on_progress,
-            cancel,
-            show_progress,
-            started,
-            info,
+            prepared, model, tokenizer, targets, on_progress, cancel, show_progress, started, info
         )
         for extra in callbacks or []:
             trainer.add_callback(extra)
@@ -390,20 +378,15 @@ def _best(trainer, callback) -> dict:
 
 
 def _build_trainer(
-    config,
-    task,
-    model,
-    tokenizer,
-    examples,
-    val_examples,
-    targets,
-    run_dir,
-    on_progress,
-    cancel,
-    show_progress,
-    started,
-    info,
+    prepared: PreparedRun, model, tokenizer, targets, on_progress, cancel, show_progress, started, info
 ):
+    config, task, examples, val_examples, run_dir = (
+        prepared.config,
+        prepared.task,
+        prepared.examples,
+        prepared.val_examples,
+        prepared.run_dir,
+    )
     from datasets import Dataset
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
@@ -437,6 +420,7 @@ def _build_trainer(
             "has a checkpoint; or give --val-split 0"
         )
     selection = task.kind.validation_metric if validating else None
+    compute_metrics = task.kind.validation_metrics(task) if validating else None
     metric = {}
     if validating:
         metric = dict(
@@ -445,7 +429,7 @@ def _build_trainer(
             load_best_model_at_end=True,
             metric_for_best_model=selection,
             greater_is_better=selection != "loss",
-            prediction_loss_only=task.kind.validation_metrics(task) is None,
+            prediction_loss_only=compute_metrics is None,
             per_device_eval_batch_size=config.batch_size,
         )
     if config.report_to == "tensorboard":  # its files beside the run, not inside the checkpoints
@@ -478,9 +462,7 @@ def _build_trainer(
         ddp_find_unused_parameters=False,  # LoRA uses every trainable weight; the extra graph walk only costs
         include_num_input_tokens_seen="non_padding",
     )
-    callback = _ProgressCallback(run_dir, total, on_progress, cancel, started, info.get("loss_history", []))
-    callback.selection = selection
-    callback.val_history = list(info.get("val_history") or [])
+    callback = _ProgressCallback(run_dir, total, on_progress, cancel, started, info, selection)
     callbacks = [callback]
     if validating and config.early_stopping:
         from transformers import EarlyStoppingCallback
@@ -496,7 +478,7 @@ def _build_trainer(
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=callbacks,
-        compute_metrics=task.kind.validation_metrics(task) if validating else None,
+        compute_metrics=compute_metrics,
     )
     if not show_progress:  # no progress bar, and no log dict printed per step in its place
         from transformers.trainer_callback import PrinterCallback
@@ -596,10 +578,13 @@ def _stretch_schedule(scheduler, config, total: int) -> None:
 class _ProgressCallback(TrainerCallback):
     """Records losses in run.json, reports progress, and stops training when cancel is set."""
 
-    def __init__(self, run_dir, total, on_progress, cancel, started, history):
+    def __init__(self, run_dir, total, on_progress, cancel, started, info, selection):
+        """`info`: run.json so far (a resumed run's loss and validation histories); `selection`: the validation
+        metric that picks the kept step (None: no validation)."""
         self.run_dir, self.total, self.on_progress, self.cancel = run_dir, total, on_progress, cancel
-        self.started, self.history, self.last_loss, self.tokens = started, list(history), None, 0
-        self.val_history, self.selection = [], None
+        self.started, self.last_loss, self.tokens = started, None, 0
+        self.history, self.val_history = list(info.get("loss_history", [])), list(info.get("val_history") or [])
+        self.selection = selection
 
     @property
     def cancelled(self) -> bool:

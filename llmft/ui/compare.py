@@ -12,6 +12,7 @@ from ..errors import LlmftError
 from ..evaluation import GenerationSettings
 from ..inference import prompts_of
 from ..pipeline import known_tasks, open_model
+from ..runs import COMPLETED
 from ..tasks import get_task
 from .common import completed_runs, user_errors, visible_runs, with_user
 
@@ -32,10 +33,12 @@ def example_text(task_name: str, example_id: str):
     return gr.update(), gr.update()
 
 
-def _open(ctx, user, task, adapter_choice, model):
+def _open(ctx, user, runs, task, adapter_choice, model):
+    """The base model with the adapter of the visitor's choice: a run of `runs` (the ones they may see), or a
+    typed folder or hub id."""
     if not adapter_choice:
         raise LlmftError("pick a tuned adapter: a finished run, an adapter folder or a hub id")
-    is_run = adapter_choice in completed_runs(ctx, user, task.name)
+    is_run = any(r["name"] == adapter_choice and r.get("status") == COMPLETED and r["task"] == task.name for r in runs)
     for ref in (model, None if is_run else adapter_choice):  # a typed folder must not reach a private run
         ctx.access.check_local_ref(ctx.runs_dir, user, ref)
     loaded, _ = open_model(
@@ -63,12 +66,13 @@ def _score(value) -> str:
 
 def compare(ctx, user, task_name, model, adapter_choice, text, reference, max_new_tokens):
     """Yields (base text, tuned text, base stats, tuned stats, base probs, tuned probs, scores, prompt)."""
-    if task_name not in known_tasks(ctx, visible_runs(ctx, user)):  # another visitor's own task stays theirs
+    runs = visible_runs(ctx, user)
+    if task_name not in known_tasks(ctx, runs):  # another visitor's own task stays theirs
         raise LlmftError(f"unknown task {task_name!r}")
     task = get_task(task_name)
     text, cut = normalize_text(text)
     notice = f" · {cut}" if cut else ""
-    loaded = _open(ctx, user, task, adapter_choice, model)
+    loaded = _open(ctx, user, runs, task, adapter_choice, model)
     settings = GenerationSettings(
         max_new_tokens=int(max_new_tokens), batch_size=1, max_input_tokens=task.max_input_tokens
     )
