@@ -136,6 +136,22 @@ def topic_data(tmp_path_factory):
 
 
 @pytest.fixture
+def loaded_splits(monkeypatch):
+    """The splits training loads data from, in order (a spy on `training.load_examples`)."""
+    import llmft.training as training
+
+    splits = []
+    real = training.load_examples
+
+    def spy(task, source=None, split="train", *args, **kwargs):
+        splits.append(split)
+        return real(task, source, split, *args, **kwargs)
+
+    monkeypatch.setattr(training, "load_examples", spy)
+    return splits
+
+
+@pytest.fixture
 def runs_dir(tmp_path):
     return str(tmp_path / "runs")
 

@@ -57,21 +57,11 @@ def test_early_stopping_stops_after_patience_validations_without_improvement(tin
     assert scores[-1] <= max(scores[:-1]) and steps[-1] == info["step"]
 
 
-def test_test_rows_never_reach_the_trainer(tiny_distilbert, runs_dir, monkeypatch):
+def test_test_rows_never_reach_the_trainer(tiny_distilbert, runs_dir, loaded_splits):
     """Training reads only the train split; the validation rows are carved from it; the test split's rows
     are not among the trained or validated texts."""
-    import llmft.training as training
-
-    splits = []
-    real = training.load_examples
-
-    def spy(task, source=None, split="train", *args, **kwargs):
-        splits.append(split)
-        return real(task, source, split, *args, **kwargs)
-
-    monkeypatch.setattr(training, "load_examples", spy)
     prepared = prepare(config(tiny_distilbert, runs_dir, "split", train_samples=0))
-    assert set(splits) == {"train"}
+    assert set(loaded_splits) == {"train"}
     task = get_task("sentiment")
     test_texts = {text_hash(ex.text) for ex in load_examples(task, None, task.test_split)}
     train_texts = {text_hash(ex.text) for ex in prepared.examples}
