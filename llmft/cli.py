@@ -178,7 +178,7 @@ def cmd_search(args) -> None:
     done = len(result.trials)
     from .pipeline import metric_text
 
-    chosen = metric_text(result.metric)
+    chosen = metric_text(result.metric, get_task(base.task).kind.headline)
     print(f"study {result.study} ({result.storage}): {done} trials finished, chosen by validation {chosen}")
     if result.best is None:
         print("no trial completed: nothing to evaluate")

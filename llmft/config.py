@@ -224,16 +224,26 @@ class TrainConfig:
         group="hyper",
     )
     base_dropout: float | None = param(
-        help="dropout inside the frozen base model while training (blank: the model's own, 0.1 in the task "
-        "models; 0 trains faster on CPU, up to 3x for MiniLM at 512 tokens, and regularises less)",
+        help="dropout inside the frozen base model while training (default: the preset's; the sentiment quick "
+        "preset's is 0, the others keep the model's own, 0.1 in the task models; 0 trains faster on CPU, up to 3x "
+        "for MiniLM at 512 tokens, and regularises less)",
         bounds=(0, 1),
         interval="[)",
+        preset=True,
         group="hyper",
     )
     val_split: float | None = param(
         help="validation rows carved from the training data by seed: a fraction (0.1) or a count (200); 0 = none. "
         "A hub dataset's own validation split is used when it has one. The test split is never used in training",
         bounds=(0, 10_000_000),
+        preset=True,
+        group="hyper",
+    )
+    val_generate: int | None = param(
+        help="validation rows a generation task generates and scores at each validation: their mean headline "
+        "(ROUGE and BERTScore, as in an evaluation) is logged and picks the kept step; 0 = the validation loss "
+        "picks it (faster). Classification always validates on every row",
+        bounds=(0, 100_000),
         preset=True,
         group="hyper",
     )

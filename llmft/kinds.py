@@ -37,6 +37,14 @@ ALL_LINEAR = "all-linear"
 """peft's LoRA target for every linear layer but the output head."""
 
 
+def tie_broken(headline: float, loss: float) -> float:
+    """The validation score that picks the kept step: the headline, equal headlines ordered by the lower
+    validation loss (with a small or easy validation set many steps reach the same headline, and the first of
+    them is rarely the best trained). The loss term is below any headline difference a validation set under
+    5,000 rows can show."""
+    return headline - 1e-5 * min(loss, 10.0)
+
+
 class Kind:
     """The interface every task kind implements."""
 
@@ -59,11 +67,21 @@ class Kind:
     """What a task asks for, whatever the model: `generate` or `classify` (a task file's `type`). Kinds of one
     family are interchangeable for a task; the model's architecture picks one (`for_model`)."""
     validation_metric: str = "loss"
-    """What picks the kept step during training: the validation loss, or (classification) the headline metric.
-    Generation's headline needs generated text and a scorer, too slow to run every few steps on a CPU."""
+    """What picks the kept step during training when nothing is generated: the validation loss, or
+    (classification) the headline metric."""
 
     def validation_metrics(self, spec):
         """Trainer's `compute_metrics` for validation (None: the validation loss only)."""
+        return None
+
+    def selection(self, val_generate: int) -> str:
+        """The validation metric that picks the kept step and a search's best trial (`val_generate`: rows a
+        generation task generates at each validation)."""
+        return self.validation_metric
+
+    def validation_generator(self, spec, tokenizer, examples, max_input_tokens: int, max_new_tokens: int):
+        """None, or `fn(model) -> {metric: mean}` that generates for `examples` with the model being trained and
+        scores the outputs as an evaluation does (generation kinds)."""
         return None
 
     def __str__(self) -> str:
@@ -189,6 +207,30 @@ class Seq2Seq(Kind):
 
     def for_model(self, config):
         return CAUSAL_LM if is_decoder_only(config) else SEQ2SEQ
+
+    def selection(self, val_generate):
+        # The headline (ties broken by the loss) needs generated text: with none generated, the loss decides.
+        return "selection" if val_generate else "loss"
+
+    def validation_generator(self, spec, tokenizer, examples, max_input_tokens, max_new_tokens):
+        from .inference import GenerationSettings, generate
+        from .metrics import resolve_scorer, summary_scores
+        from .models import LoadedModel
+
+        if not examples:
+            return None
+        scorer = resolve_scorer(None) if "bertscore" in spec.metrics else None
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, max_input_tokens=max_input_tokens)
+        texts, refs = [ex.text for ex in examples], [ex.references for ex in examples]
+
+        def scores(model) -> dict:
+            device = next(model.parameters()).device
+            # The model as it trains (its adapter active): the "base" side of a LoadedModel with no adapter.
+            loaded = LoadedModel(model, tokenizer, spec, "", None, device, 0)
+            outputs = generate(loaded, texts, settings, tuned=False, progress=False)
+            return {name: sum(v) / len(v) for name, v in summary_scores(outputs, refs, scorer, spec.metrics).items()}
+
+        return scores
 
     def load_model(self, spec, model_ref, **kwargs):
         from transformers import AutoModelForSeq2SeqLM
@@ -316,8 +358,7 @@ class Classification(Kind):
             return {
                 "macro_f1": f1,
                 "accuracy": float(accuracy_score(labels, predicted)),
-                # Below any F1 difference of a validation set under 5,000 rows: it only orders equal F1s.
-                "selection": f1 - 1e-5 * min(loss, 10.0),
+                "selection": tie_broken(f1, loss),
             }
 
         return compute

@@ -11,6 +11,7 @@ from .context import Context
 from .data import describe_source, load_examples, sample_examples, text_hash
 from .errors import LlmftError
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
+from .kinds import CLASSIFICATION, get_kind
 from .models import LoadedModel, check_model_ref, load_model, resolve_model
 from .results import EvalResult
 from .runs import COMPLETED, find_run, free_mb, is_disk_full, read_run
@@ -81,9 +82,14 @@ def known_tasks(ctx: Context, runs: list[dict] | None = None) -> list[str]:
     return sorted(names)
 
 
-def metric_text(metric: str | None) -> str:
-    """A validation metric in words (`selection` is macro-F1 with ties broken by the loss)."""
-    return "macro-F1 (ties broken by the lower loss)" if metric == "selection" else str(metric)
+HEADLINE_WORDS = {"macro_f1": "macro-F1", "overall": "overall score (mean of ROUGE and BERTScore)"}
+
+
+def metric_text(metric: str | None, headline: str) -> str:
+    """A validation metric in words (`selection` is the kind's `headline` with ties broken by the loss)."""
+    if metric == "selection":
+        return f"{HEADLINE_WORDS.get(headline, headline)} (ties broken by the lower loss)"
+    return str(metric)
 
 
 def selection_note(info: dict) -> str | None:
@@ -95,7 +101,8 @@ def selection_note(info: dict) -> str | None:
     rank = "the best" if search.get("best") else "one"
     return (
         f"{rank} of {search.get('trials', '?')} trials of search {search.get('study')}, chosen by validation "
-        f"{metric_text(search.get('metric'))} on {validation}; the test split was not used in the search"
+        f"{metric_text(search.get('metric'), get_kind(info.get('kind') or CLASSIFICATION).headline)} on "
+        f"{validation}; the test split was not used in the search"
     )
 
 

@@ -125,8 +125,8 @@ def paired_scatter(
 
 def loss_curve(history: list[dict], title: str = "Training loss", validation: list[dict] | None = None) -> go.Figure:
     """Training loss per step from run.json's `loss_history` ([{"step", "loss"}, ...]) and, when given, the
-    validation loss and metric at each validation (`val_history`: [{"step", "loss", "macro_f1"?}, ...]) with the
-    metric on a second axis."""
+    validation loss and headline at each validation (`val_history`: [{"step", "loss", "macro_f1" or "overall"?},
+    ...]) with the headline on a second axis."""
     fig = go.Figure(
         go.Scatter(
             x=[h["step"] for h in history],
@@ -149,18 +149,20 @@ def loss_curve(history: list[dict], title: str = "Training loss", validation: li
                 name="validation loss",
             )
         )
-        if "macro_f1" in validation[0]:
-            fig.add_trace(
-                go.Scatter(
-                    x=steps,
-                    y=[h.get("macro_f1") for h in validation],
-                    mode="lines+markers",
-                    line=dict(color="#2ca02c"),
-                    name="validation macro-F1",
-                    yaxis="y2",
+        # The headline validated alongside the loss: macro-F1, or a generation task's overall score.
+        for key, label in (("macro_f1", "macro-F1"), ("overall", "overall (ROUGE, BERTScore)")):
+            if key in validation[0]:
+                fig.add_trace(
+                    go.Scatter(
+                        x=steps,
+                        y=[h.get(key) for h in validation],
+                        mode="lines+markers",
+                        line=dict(color="#2ca02c"),
+                        name=f"validation {label}",
+                        yaxis="y2",
+                    )
                 )
-            )
-            fig.update_layout(yaxis2=dict(title="macro-F1", overlaying="y", side="right", range=[0, 1]))
+                fig.update_layout(yaxis2=dict(title=label, overlaying="y", side="right", range=[0, 1]))
     fig.update_layout(
         title=title,
         xaxis_title="step",

@@ -255,14 +255,14 @@ def search(
     import optuna
 
     from .tasks import get_task
-    from .training import prepare, train
+    from .training import prepare, prepare_next, train
 
     if not trials and not timeout:
         raise LlmftError("give --trials or --time-budget for the search")
     if not base.val_split:
         raise LlmftError("a search chooses on the validation split: val-split must be above 0")
     task = get_task(base.task)
-    metric = task.kind.validation_metric
+    metric = task.kind.selection(base.val_generate)
     direction = "minimize" if metric == "loss" else "maximize"
     space = default_space(base) if space is None else space
     study_name = study_name or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -273,7 +273,8 @@ def search(
     if study.direction.name.lower() != direction:
         raise LlmftError(f"study {study_name} was created to {study.direction.name.lower()}, not {direction}")
     study.set_user_attr("task", task.name)
-    prepare(dataclasses.replace(base, run_name=f"{study_name}-check"))  # data, model and names: fail before trial 1
+    # Data, model and names checked before trial 1; the rows read once serve every trial that keeps them.
+    checked = prepare(dataclasses.replace(base, run_name=f"{study_name}-check"))
 
     def objective(trial):
         params = {}
@@ -290,7 +291,7 @@ def search(
         trial.set_user_attr("run", run_name)
         config = dataclasses.replace(base, **values, run_name=run_name)
         report = _Report(trial, metric)
-        info = train(config, callbacks=[report], show_progress=show_progress, cancel=cancel)
+        info = train(prepare_next(checked, config), callbacks=[report], show_progress=show_progress, cancel=cancel)
         if cancel is not None and cancel.is_set():
             trial.study.stop()
             update_run(Path(info["dir"]), search={"study": study_name, "trial": trial.number, "state": "cancelled"})

@@ -7,7 +7,9 @@ the state.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import math
 import os
 import shlex
@@ -34,6 +36,7 @@ from .data import (
     validation_size,
 )
 from .errors import LlmftError
+from .kinds import tie_broken
 from .models import (
     device_and_dtype,
     dtype_name,
@@ -120,26 +123,7 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
         LlmftError: for anything the user can fix; nothing has been written then.
     """
     task = get_task(config.task)
-    home = runs_home(config.runs_dir)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if config.run_name is None:
-        if world_size > 1:
-            raise LlmftError("give --run-name when training with several processes: they must share one run")
-        config.run_name = new_run_name(task.name)
-    run_dir = home / config.run_name
-    if resume:
-        if not (run_dir / "run.json").is_file():
-            raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
-        live = read_run(run_dir) if int(os.environ.get("RANK", "0")) == 0 else {}
-        if live.get("status") == RUNNING:  # read_run reports a dead trainer's run as failed
-            raise LlmftError(
-                f"run {config.run_name} is still training (pid {live.get('pid')} on {live.get('host')}); "
-                "cancel it before resuming"
-            )
-    elif int(os.environ.get("RANK", "0")) == 0 and run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()  # an empty folder (a start that died before writing anything) does not take the name
-    elif int(os.environ.get("RANK", "0")) == 0 and run_dir.exists():
-        raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
+    run_dir = _claim_run_dir(config, resume)
     model_ref = resolve_model(task, config.model, roots)
     task = task_for_model(task, model_ref)
     if task.labels_from_data:  # a task file without labels: they are the training data's
@@ -157,6 +141,56 @@ def prepare(config: TrainConfig, resume: bool = False, roots: list[Path] | None 
     examples, val_examples, val_source = _validation(task, config, examples)
     dtype = dtype_name(device_and_dtype(config.dtype)[1])
     return PreparedRun(config, task, model_ref, examples, run_dir, dtype, val_examples, val_source)
+
+
+def _claim_run_dir(config: TrainConfig, resume: bool) -> Path:
+    """The run's folder: a new name that is free (filled in when missing), or an existing run to resume."""
+    home = runs_home(config.runs_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.run_name is None:
+        if world_size > 1:
+            raise LlmftError("give --run-name when training with several processes: they must share one run")
+        config.run_name = new_run_name(get_task(config.task).name)
+    run_dir = home / config.run_name
+    if resume:
+        if not (run_dir / "run.json").is_file():
+            raise LlmftError(f"run {config.run_name!r} not found in {home}: nothing to resume")
+        live = read_run(run_dir) if int(os.environ.get("RANK", "0")) == 0 else {}
+        if live.get("status") == RUNNING:  # read_run reports a dead trainer's run as failed
+            raise LlmftError(
+                f"run {config.run_name} is still training (pid {live.get('pid')} on {live.get('host')}); "
+                "cancel it before resuming"
+            )
+    elif int(os.environ.get("RANK", "0")) == 0 and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # an empty folder (a start that died before writing anything) does not take the name
+    elif int(os.environ.get("RANK", "0")) == 0 and run_dir.exists():
+        raise LlmftError(f"run {config.run_name!r} already exists in {home}; choose another --run-name")
+    return run_dir
+
+
+DATA_FIELDS = (
+    "task",
+    "model",
+    "data",
+    "train_samples",
+    "val_split",
+    "seed",
+    "text_column",
+    "target_columns",
+    "label_column",
+    "label_map",
+    "dtype",
+    "runs_dir",
+)
+"""TrainConfig fields that decide the model and which rows train and validate (what `prepare` reads)."""
+
+
+def prepare_next(prepared: PreparedRun, config: TrainConfig) -> PreparedRun:
+    """Another run on the rows `prepared` already read, with other hyperparameters (a search's next trial):
+    only its name is checked; the data is not read again unless `config` changes what `prepare` reads."""
+    if any(getattr(config, name) != getattr(prepared.config, name) for name in DATA_FIELDS):
+        return prepare(config)
+    return dataclasses.replace(prepared, config=config, run_dir=_claim_run_dir(config, resume=False))
 
 
 def _validation(task: TaskSpec, config: TrainConfig, examples: list[Example]):
@@ -297,6 +331,9 @@ def train(
             loss_history=progress_cb.history,
             val_history=progress_cb.val_history,
             **_best(trainer, progress_cb),
+            time_budget=next(
+                (cb.record() for cb in trainer.callback_handler.callbacks if isinstance(cb, _TimeBudget)), None
+            ),
             tokens_seen=progress_cb.tokens,
             train_runtime_s=round(result.metrics["train_runtime"], 3),
             # Real (non-padding) input tokens per second of the training loop itself.
@@ -372,9 +409,19 @@ def _best(trainer, callback) -> dict:
             "metric": callback.selection,
             "value": None if state.best_metric is None else round(float(state.best_metric), 6),
             "kept": bool(checkpoint) and trainer.args.load_best_model_at_end,
-            "early_stopped": state.global_step < state.max_steps and not callback.cancelled,
+            "early_stopped": _early_stopped(trainer),
         }
     }
+
+
+def _early_stopped(trainer) -> bool:
+    """Whether early stopping ended training (not the time budget, a cancel or the planned end)."""
+    from transformers import EarlyStoppingCallback
+
+    return any(
+        isinstance(cb, EarlyStoppingCallback) and cb.early_stopping_patience_counter >= cb.early_stopping_patience
+        for cb in trainer.callback_handler.callbacks
+    )
 
 
 def _build_trainer(
@@ -389,7 +436,7 @@ def _build_trainer(
     )
     from datasets import Dataset
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     lora = task.kind.lora_config(model, targets, config.lora_r, config.lora_alpha, config.lora_dropout)
     collator = task.kind.collator(tokenizer, model)
@@ -419,8 +466,15 @@ def _build_trainer(
             f"save-steps ({save_steps}) must be a multiple of eval-steps ({eval_steps}) so the best validated step "
             "has a checkpoint; or give --val-split 0"
         )
-    selection = task.kind.validation_metric if validating else None
+    selection = task.kind.selection(config.val_generate) if validating else None
     compute_metrics = task.kind.validation_metrics(task) if validating else None
+    generated = (
+        task.kind.validation_generator(
+            task, tokenizer, val_examples[: config.val_generate], max_input, config.max_target_tokens
+        )
+        if validating and config.val_generate
+        else None
+    )
     metric = {}
     if validating:
         metric = dict(
@@ -470,7 +524,8 @@ def _build_trainer(
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     if config.time_budget:
         callbacks.append(_TimeBudget(config.time_budget, config, len(val_rows), total))
-    trainer = Trainer(
+    trainer = _trainer_class()(
+        generated,
         model=model,
         args=args,
         train_dataset=dataset,
@@ -487,6 +542,30 @@ def _build_trainer(
     return trainer, callback
 
 
+@functools.cache
+def _trainer_class():
+    """Trainer whose validation also generates for some validation rows and scores them (`generated`: a kind's
+    `validation_generator`), so a generation task's headline is logged and can pick the kept step. Built on
+    first use: importing Trainer is slow and most importers of this module never train."""
+    from transformers import Trainer
+
+    class GeneratingTrainer(Trainer):
+        def __init__(self, generated, **kwargs):
+            super().__init__(**kwargs)
+            self.generated = generated
+
+        def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+            if self.generated is not None and metric_key_prefix == "eval":
+                # Before Trainer logs the metrics and picks the best step from them.
+                scores = {f"eval_{k}": float(v) for k, v in self.generated(self.model).items()}
+                loss = output.metrics.get("eval_loss", 0.0)
+                output.metrics.update(scores, eval_selection=tie_broken(scores["eval_overall"], loss))
+            return output
+
+    return GeneratingTrainer
+
+
 def _scheduler_type(config) -> str:
     """Trainer's schedule name: `constant` becomes `constant_with_warmup` when there is a warmup."""
     name = config.lr_scheduler or "linear"
@@ -495,8 +574,9 @@ def _scheduler_type(config) -> str:
 
 class _TimeBudget(TrainerCallback):
     """Fits training into `budget` seconds of the training loop: the first steps are timed, then the step count
-    is set to what fits (validations included, at a forward pass a third of a training step), the learning-rate
-    schedule is stretched to it, and training stops there. The planned steps stay an upper bound."""
+    is set to what fits (validations included, at a forward pass a third of a training step: up to five, within
+    a quarter of the budget), the learning-rate schedule is stretched to it, and training stops there. The
+    planned steps stay an upper bound."""
 
     CALIBRATION_STEPS = 3
     RECHECK_STEPS = 10
@@ -506,9 +586,19 @@ class _TimeBudget(TrainerCallback):
         self.began = None
         self.mark = self.first = None
         self.target = self.upper = None
+        self.evals = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.began = time.time()
+
+    def _spread(self, state) -> None:
+        """Space the validations (and checkpoints, on the same steps) the budget chose over the fitted length."""
+        if self.evals:
+            state.eval_steps = state.save_steps = max(1, -(-self.target // self.evals))
+
+    def record(self) -> dict:
+        """run.json's account of the budget: the seconds, the steps planned, and the steps fitted to it."""
+        return {"seconds": self.budget, "planned_steps": self.upper or self.planned, "fitted_steps": self.target}
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         now, step = time.time(), state.global_step
@@ -518,16 +608,17 @@ class _TimeBudget(TrainerCallback):
             per_step = (now - self.mark) / self.CALIBRATION_STEPS
             left = self.budget - (now - self.began)
             validating = self.val_rows > 0
-            # Five validations a run, each a forward pass over the validation rows (~1/3 of a step per batch).
-            batches = -(-self.val_rows // self.config.batch_size) if validating else 0
-            evals_cost = 5 * batches * per_step / 3
-            fits = max(0, int((left - evals_cost) / per_step))
+            # A validation is a forward pass over the validation rows (~1/3 of a step per batch). Up to five a
+            # run, as many as fit in a quarter of the budget (at least the last one, which picks the kept step).
+            per_eval = -(-self.val_rows // self.config.batch_size) * per_step / 3
+            chosen = self.config.eval_steps is None and self.config.save_steps is None
+            evals = (max(1, min(5, int(0.25 * left / per_eval))) if chosen else 5) if validating else 0
+            fits = max(0, int((left - evals * per_eval) / per_step))
             self.upper = state.max_steps
             self.target = max(step + 1, min(self.upper, step + fits))
             state.max_steps = self.target
-            if validating and self.config.eval_steps is None and self.config.save_steps is None:
-                # five validations (and checkpoints) over the fitted length
-                state.eval_steps = state.save_steps = max(1, self.target // 5)
+            self.evals = evals if validating and chosen else 0
+            self._spread(state)
             _stretch_schedule(lr_scheduler, self.config, self.target)
         elif self.target is not None and (step - self.first) % self.RECHECK_STEPS == 0 and step < self.target:
             # Timed again over every step so far (validations included): the first few steps on a busy machine
@@ -537,6 +628,7 @@ class _TimeBudget(TrainerCallback):
             target = max(step + 1, min(self.upper, step + fits))
             if abs(target - self.target) > max(2, 0.05 * self.target):
                 self.target = state.max_steps = target
+                self._spread(state)
                 _stretch_schedule(lr_scheduler, self.config, self.target)
         if self.target is not None and step >= self.target:
             control.should_training_stop = True
@@ -549,7 +641,6 @@ class _TimeBudget(TrainerCallback):
 
 def _stretch_schedule(scheduler, config, total: int) -> None:
     """Point a LambdaLR warmup/decay schedule at `total` steps (the time budget's step count)."""
-    import functools
 
     from transformers import optimization
 

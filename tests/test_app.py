@@ -77,6 +77,7 @@ def form(
         train_samples=train_samples,
         base_dropout=base_dropout,
         val_split=None,
+        val_generate=None,
         eval_steps=None,
         early_stopping=None,
         warmup_ratio=None,

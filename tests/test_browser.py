@@ -281,3 +281,36 @@ def test_a_space_visitor_signs_in_to_train_and_sees_only_their_own_runs(space, p
         context.close()
     finally:
         anonymous.close()
+
+
+def test_a_hyperparameter_search_from_the_browser(page):
+    """Fine-tune's search box: three short trials run as a child process; the trials table, the Optuna figures
+    and the best trial show live, and the best run opens in Evaluate."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Fine-tune").click()
+    field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
+    field("model").fill("minilm")
+    field("max_steps").fill("6")
+    field("time_budget").fill("0")
+    field("train_samples").fill("120")
+    page.get_by_text("Hyperparameter search (Optuna) instead of one run").click()
+    field("trials").fill("3")
+    field("study").fill("browser-search")
+    page.get_by_role("button", name="Start search").click()
+    expect(page.get_by_text("Started search browser-search")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("search browser-search — completed: 3 of 3 trials finished", exact=False)).to_be_visible(
+        timeout=300_000
+    )
+    table = page.locator("#ft-trials-table")
+    expect(table).to_contain_text("(best)", timeout=30_000)
+    for trial in range(3):
+        expect(table).to_contain_text(f"browser-search-t00{trial}")
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+    best = re.search(r"best so far: trial \d+ \((browser-search-t00\d)\)", page.locator("body").inner_text()).group(1)
+
+    page.get_by_role("button", name="Evaluate this run").click()
+    expect(page.get_by_role("tab", name="Evaluate", selected=True)).to_be_visible()
+    expect(page.locator("#ev-run").locator("input").first).to_have_value(best)

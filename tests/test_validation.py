@@ -139,6 +139,15 @@ def test_a_time_budget_is_kept_within_20_percent(tiny_distilbert, runs_dir):
     assert abs(loop - budget) <= 0.2 * budget, (loop, info["step"])
     assert time.time() - started < budget * 3  # model loading and saving on top, not a runaway
     assert info["val_history"] and info["best"]["kept"]
+    # The budget ended it, not early stopping; run.json says what the budget fitted.
+    assert info["best"]["early_stopped"] is False
+    assert info["time_budget"]["seconds"] == budget and info["step"] <= info["time_budget"]["fitted_steps"] < 100_000
+    # Half the budget fits about half the steps: the budget, not the planned length, sets how long it trains.
+    half = train(
+        config(tiny_distilbert, runs_dir, "half", max_steps=100_000, time_budget=budget / 2, eval_steps=None),
+        show_progress=False,
+    )
+    assert 0.3 * info["step"] < half["step"] < 0.75 * info["step"], (half["step"], info["step"])
 
 
 def test_tensorboard_receives_the_losses(tiny_distilbert, runs_dir):
@@ -151,3 +160,57 @@ def test_tensorboard_receives_the_losses(tiny_distilbert, runs_dir):
     acc.Reload()
     assert {"train/loss", "eval/loss"} <= set(acc.Tags()["scalars"])
     assert "--report-to tensorboard" in info["command"]
+
+
+def test_a_generation_task_validates_on_its_headline_and_keeps_that_step(tiny_t5, constant_summaries, runs_dir):
+    """With val-generate, each validation generates summaries for validation rows and scores them as an
+    evaluation does: the headline (`overall`, ROUGE and BERTScore) is logged and picks the kept step, equal
+    headlines ordered by the validation loss."""
+    info = train(
+        TrainConfig(
+            task="dialogue",
+            model=tiny_t5,
+            data=constant_summaries,
+            runs_dir=runs_dir,
+            run_name="gen-val",
+            max_steps=60,
+            eval_steps=20,
+            learning_rate=5e-2,
+            val_split=8,
+            val_generate=4,
+            time_budget=0,
+        ),
+        show_progress=False,
+    )
+    history = info["val_history"]
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert all({"loss", "overall", "rouge1", "rougeL", "bertscore_f1", "selection"} <= set(h) for h in history)
+    # The constant summary is learned: the generated validation summaries come to match it.
+    assert history[0]["rougeL"] < 0.9 < history[-1]["rougeL"]
+    best = info["best"]
+    assert best["metric"] == "selection" and best["kept"] is True
+    top = max(h["overall"] for h in history)
+    chosen = min((h for h in history if h["overall"] == top), key=lambda h: h["loss"])
+    assert best["step"] == chosen["step"] and best["value"] == pytest.approx(chosen["selection"])
+
+
+def test_without_generated_rows_a_generation_task_keeps_the_lowest_validation_loss(
+    tiny_t5, constant_summaries, runs_dir
+):
+    info = train(
+        TrainConfig(
+            task="dialogue",
+            model=tiny_t5,
+            data=constant_summaries,
+            runs_dir=runs_dir,
+            run_name="loss-val",
+            max_steps=6,
+            eval_steps=3,
+            val_split=8,
+            val_generate=0,
+            time_budget=0,
+        ),
+        show_progress=False,
+    )
+    assert info["best"]["metric"] == "loss" and "overall" not in info["val_history"][0]
+    assert info["best"]["value"] == pytest.approx(min(h["loss"] for h in info["val_history"]))

@@ -60,9 +60,18 @@ def caller(ctx, profile: gr.OAuthProfile | None, token: gr.OAuthToken | None) ->
     return ctx.access.user(profile.username if profile else None, token.token if token else None)
 
 
-def with_user(ctx, fn):
+def with_user(ctx, fn, progress: bool = False):
     """`fn(user, *inputs)` as a Gradio handler: Gradio injects the caller's OAuth profile and token (the two
-    annotated parameters), `caller` makes them a `User`, errors show as in `user_errors`."""
+    annotated parameters), `caller` makes them a `User`, errors show as in `user_errors`. With `progress`, fn
+    also takes `progress=` (Gradio's progress tracker)."""
+    if progress:
+
+        def progress_handler(
+            profile: gr.OAuthProfile | None, token: gr.OAuthToken | None, *inputs, progress=gr.Progress()
+        ):
+            return fn(caller(ctx, profile, token), *inputs, progress=progress)
+
+        return user_errors(progress_handler)
     if _is_generator(fn):
 
         def gen_handler(profile: gr.OAuthProfile | None, token: gr.OAuthToken | None, *inputs):

@@ -12,7 +12,7 @@ from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import evaluate, resolve_task
 from ..results import EvalResult
-from .common import caller, completed_runs, for_download, user_errors, with_user, word_diff_html
+from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
 
 
@@ -133,7 +133,12 @@ def build(ctx):
         with gr.Row():
             runs = completed_runs(ctx, User())  # the page as built; each visitor's runs on load
             run = gr.Dropdown(
-                runs, value=runs[0] if runs else None, label="Run", info="a finished run", allow_custom_value=True
+                runs,
+                value=runs[0] if runs else None,
+                label="Run",
+                info="a finished run",
+                allow_custom_value=True,
+                elem_id="ev-run",
             )
             n = gr.Number(
                 0,
@@ -193,23 +198,12 @@ def build(ctx):
             with_user(ctx, lambda user: gr.update(choices=completed_runs(ctx, user))), None, run, api_name=False
         )
 
-        def on_evaluate(
-            profile: gr.OAuthProfile | None,
-            token: gr.OAuthToken | None,
-            run,
-            n,
-            seed,
-            scorer,
-            max_new,
-            *data,
-            progress=gr.Progress(),
-        ):
+        def on_evaluate(user, run, n, seed, scorer, max_new, *data, progress):
             values = dict(zip(picker.names, data))
-            user = caller(ctx, profile, token)
             return run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new, values, progress)
 
         go.click(
-            user_errors(on_evaluate),
+            with_user(ctx, on_evaluate, progress=True),
             [run, n, seed, scorer, max_new, *picker.inputs],
             [head, summary, classes, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
             api_name="evaluate",
