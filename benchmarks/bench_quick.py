@@ -2,6 +2,7 @@
 the summarization quick preset's budget at FLAN-T5-base size.
 
 Run: python -m benchmarks.bench_quick [--sentences FILE] [--budgets 30,60,120] [--trials 10] [--trial-budget 30]
+                                     [--dtype bfloat16 --name quick_bf16]  (--trials 0: no search)
      python -m benchmarks.bench_quick --summarization [--budgets 60,120]
 
 Data: `--sentences FILE` takes labelled sentences (a TSV with a header, `sentence<TAB>label`, label 0 or 1, as
@@ -108,7 +109,12 @@ def test_f1(run: str, runs_dir: str, test_file: str) -> float:
 
 
 def main(
-    budgets=(30, 60, 120), trials: int = 10, trial_budget: float = 30.0, sentences_file: str | None = None
+    budgets=(30, 60, 120),
+    trials: int = 10,
+    trial_budget: float = 30.0,
+    sentences_file: str | None = None,
+    dtype: str = "auto",
+    name: str = "quick",
 ) -> dict:
     from llmft.search import search
     from llmft.training import TrainConfig, train
@@ -137,6 +143,7 @@ def main(
                 runs_dir=runs,
                 run_name=f"quick-{budget}",
                 time_budget=float(budget),
+                dtype=dtype,
             ),
             show_progress=False,
         )
@@ -144,7 +151,7 @@ def main(
         tuned, base = test_f1(info["name"], runs, test_file)
         rows.append(
             {
-                "what": f"quick preset, {budget} s budget",
+                "what": f"quick preset, {budget} s budget" + ("" if dtype == "auto" else f", --dtype {dtype}"),
                 "budget_s": budget,
                 "train_loop_s": info["train_runtime_s"],
                 "wall_s": round(wall, 1),
@@ -158,6 +165,9 @@ def main(
             }
         )
         print(rows[-1], flush=True)
+    if not trials:
+        write_result(name, {"rows": rows, "data": data})
+        return {"rows": rows}
     started = time.time()
     result = search(
         TrainConfig(task="sentiment", model="minilm", data=train_file, runs_dir=runs, time_budget=trial_budget),
@@ -180,7 +190,7 @@ def main(
         }
     )
     print(rows[-1], flush=True)
-    write_result("quick", {"rows": rows, "data": data})
+    write_result(name, {"rows": rows, "data": data})
     return {"rows": rows}
 
 
@@ -226,9 +236,11 @@ if __name__ == "__main__":
     parser.add_argument("--trial-budget", type=float, default=30.0)
     parser.add_argument("--sentences", default=None, help="a sentence<TAB>label file (SST-2's format)")
     parser.add_argument("--summarization", action="store_true")
+    parser.add_argument("--dtype", default="auto", help="the runs' training dtype (evaluation stays auto)")
+    parser.add_argument("--name", default="quick", help="the result file's name in benchmarks/results/")
     args = parser.parse_args()
     if args.summarization:
         summarization(tuple(int(b) for b in (args.budgets or "60,120").split(",")))
     else:
         budgets = tuple(int(b) for b in (args.budgets or "30,60,120").split(","))
-        main(budgets, args.trials, args.trial_budget, args.sentences)
+        main(budgets, args.trials, args.trial_budget, args.sentences, args.dtype, args.name)

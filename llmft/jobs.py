@@ -314,7 +314,12 @@ class Jobs:
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
             check_run_name(f"{study}-t000")
             storage = default_storage(self.ctx.runs_dir)
-            argv = [sys.executable, "-m", "llmft", "search", *cli_args(config), "--study", study, "--no-evaluate"]
+            # The form's time budget is each trial's; the search's own `--time-budget` is `seconds`, for it all.
+            args = cli_args(config)
+            if "--time-budget" in args:
+                del args[args.index("--time-budget") : args.index("--time-budget") + 2]
+            argv = [sys.executable, "-m", "llmft", "search", *args, "--study", study, "--no-evaluate"]
+            argv += ["--trial-time-budget", f"{config.time_budget:g}"] if config.time_budget else []
             argv += ["--trials", str(int(trials))] if trials else []
             argv += ["--time-budget", f"{float(seconds):g}"] if seconds else []
             log = log_path(self.ctx.runs_dir, study)

@@ -11,7 +11,7 @@ from .context import Context
 from .data import describe_source, load_examples, sample_examples, text_hash
 from .errors import LlmftError
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
-from .kinds import CLASSIFICATION, get_kind
+from .kinds import get_kind
 from .models import LoadedModel, check_model_ref, load_model, resolve_model
 from .results import EvalResult
 from .runs import COMPLETED, find_run, free_mb, is_disk_full, read_run
@@ -99,10 +99,10 @@ def selection_note(info: dict) -> str | None:
         return None
     validation = (info.get("validation") or {}).get("source") or "the validation split"
     rank = "the best" if search.get("best") else "one"
+    headline = get_kind(info["kind"]).headline if info.get("kind") else "macro_f1"
     return (
         f"{rank} of {search.get('trials', '?')} trials of search {search.get('study')}, chosen by validation "
-        f"{metric_text(search.get('metric'), get_kind(info.get('kind') or CLASSIFICATION).headline)} on "
-        f"{validation}; the test split was not used in the search"
+        f"{metric_text(search.get('metric'), headline)} on {validation}; the test split was not used in the search"
     )
 
 

@@ -364,15 +364,27 @@ def _mark_best(study, storage: str, metric: str, direction: str, runs_dir) -> Se
     )
 
 
+def _existing_study(optuna, study_name: str, storage: str):
+    """The study, or None while it does not exist yet: a reader (the app's trials table) must not create the
+    storage, nor fail while the search child is creating its schema."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except (KeyError, IntegrityError, OperationalError):  # no such study yet, or its schema is being written
+        return None
+
+
 def trial_rows(study_name: str, storage: str) -> list[dict]:
     """Every trial of a study (running ones too) with its run and whether it is the best so far; [] before the
     study exists."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # not created yet (the search child is starting)
+    study = _existing_study(optuna, study_name, storage)
+    if study is None:
         return []
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -386,7 +398,9 @@ def study_figures(study_name: str, storage: str) -> dict:
     import optuna
     from optuna import visualization as vis
 
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = _existing_study(optuna, study_name, storage)
+    if study is None:
+        return {}
     figures = {"history": vis.plot_optimization_history(study)}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) >= 2:

@@ -283,11 +283,12 @@ def test_a_space_visitor_signs_in_to_train_and_sees_only_their_own_runs(space, p
         anonymous.close()
 
 
-def test_a_hyperparameter_search_from_the_browser(page):
+def test_a_hyperparameter_search_from_the_browser(page, app_url):
     """Fine-tune's search box: three short trials run as a child process; the trials table, the Optuna figures
     and the best trial show live, and the best run opens in Evaluate."""
     from playwright.sync_api import expect
 
+    page.goto(app_url)  # a fresh page of the local app: the walks before left other choices (and a Space) open
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
     field("model").fill("minilm")

@@ -147,6 +147,8 @@ def test_a_search_from_the_app_runs_its_trials_and_offers_the_best(tiny_distilbe
         fields = [values[name] for name in app.llmft_form_fields]
         message, command, *_ = client.predict(2, 0, "app-study", *fields, api_name="/search")
         assert "Started search **app-study**" in message and "python -m llmft search" in command
+        # The form's time budget (the preset's minute) is each trial's, not the whole search's.
+        assert "--trial-time-budget 60" in command and " --time-budget" not in command
         deadline = time.time() + 300
         while time.time() < deadline:
             state = client.predict(api_name="/progress")

@@ -162,24 +162,18 @@ def test_tensorboard_receives_the_losses(tiny_distilbert, runs_dir):
     assert "--report-to tensorboard" in info["command"]
 
 
+def summaries(tiny_t5, data, runs_dir, name, **kwargs):
+    """A dialogue run of the tiny T5 on `data`: 8 validation rows, no time budget."""
+    kwargs = {"learning_rate": 5e-2, "val_split": 8, "time_budget": 0, **kwargs}
+    return TrainConfig(task="dialogue", model=tiny_t5, data=data, runs_dir=runs_dir, run_name=name, **kwargs)
+
+
 def test_a_generation_task_validates_on_its_headline_and_keeps_that_step(tiny_t5, constant_summaries, runs_dir):
     """With val-generate, each validation generates summaries for validation rows and scores them as an
     evaluation does: the headline (`overall`, ROUGE and BERTScore) is logged and picks the kept step, equal
     headlines ordered by the validation loss."""
     info = train(
-        TrainConfig(
-            task="dialogue",
-            model=tiny_t5,
-            data=constant_summaries,
-            runs_dir=runs_dir,
-            run_name="gen-val",
-            max_steps=60,
-            eval_steps=20,
-            learning_rate=5e-2,
-            val_split=8,
-            val_generate=4,
-            time_budget=0,
-        ),
+        summaries(tiny_t5, constant_summaries, runs_dir, "gen-val", max_steps=60, eval_steps=20, val_generate=4),
         show_progress=False,
     )
     history = info["val_history"]
@@ -198,18 +192,7 @@ def test_without_generated_rows_a_generation_task_keeps_the_lowest_validation_lo
     tiny_t5, constant_summaries, runs_dir
 ):
     info = train(
-        TrainConfig(
-            task="dialogue",
-            model=tiny_t5,
-            data=constant_summaries,
-            runs_dir=runs_dir,
-            run_name="loss-val",
-            max_steps=6,
-            eval_steps=3,
-            val_split=8,
-            val_generate=0,
-            time_budget=0,
-        ),
+        summaries(tiny_t5, constant_summaries, runs_dir, "loss-val", max_steps=6, eval_steps=3, val_generate=0),
         show_progress=False,
     )
     assert info["best"]["metric"] == "loss" and "overall" not in info["val_history"][0]

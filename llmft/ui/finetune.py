@@ -400,8 +400,9 @@ def build(ctx, config_cls=TrainConfig):
             trials_table = gr.Dataframe(label="Trials", interactive=False, visible=False, elem_id="ft-trials-table")
             with gr.Row():
                 history_plot = gr.Plot(label="Optimization history", visible=False)
-                parallel_plot = gr.Plot(label="Parallel coordinates", visible=False)
                 importance_plot = gr.Plot(label="Parameter importances", visible=False)
+            # Full width: one axis per searched setting does not fit a third of the page.
+            parallel_plot = gr.Plot(label="Parallel coordinates", visible=False)
         with gr.Row():
             start_btn = gr.Button("Start", variant="primary")
             cancel_btn = gr.Button("Cancel", variant="stop", interactive=False)
