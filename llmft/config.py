@@ -224,9 +224,9 @@ class TrainConfig:
         group="hyper",
     )
     base_dropout: float | None = param(
-        help="dropout inside the frozen base model while training (default: the preset's; the sentiment quick "
-        "preset's is 0, the others keep the model's own, 0.1 in the task models; 0 trains faster on CPU, up to 3x "
-        "for MiniLM at 512 tokens, and regularises less)",
+        help="dropout inside the frozen base model while training (default: the preset's: 0 in the quick presets, "
+        "the model's own in the full ones, 0.1 in the task models; 0 trains faster on CPU, up to 3x for MiniLM at "
+        "512 tokens, and regularises less)",
         bounds=(0, 1),
         interval="[)",
         preset=True,

@@ -291,15 +291,20 @@ def test_a_hyperparameter_search_from_the_browser(page, app_url):
     page.goto(app_url)  # a fresh page of the local app: the walks before left other choices (and a Space) open
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
-    field("model").fill("minilm")
-    field("max_steps").fill("6")
-    field("time_budget").fill("0")
-    field("train_samples").fill("120")
+    # Each value is committed (Tab) and checked before the next: a number field keeps its old value until blur.
+    for name, value in (("model", "minilm"), ("max_steps", "6"), ("time_budget", "0"), ("train_samples", "120")):
+        field(name).fill(value)
+        field(name).press("Tab")
+        expect(field(name)).to_have_value(value)
     page.get_by_text("Hyperparameter search (Optuna) instead of one run").click()
-    field("trials").fill("3")
-    field("study").fill("browser-search")
+    for name, value in (("trials", "3"), ("study", "browser-search")):
+        field(name).fill(value)
+        field(name).press("Tab")
+        expect(field(name)).to_have_value(value)
+    page.wait_for_timeout(500)  # let the last change reach the server before the click reads the form
     page.get_by_role("button", name="Start search").click()
     expect(page.get_by_text("Started search browser-search")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("--trials 3", exact=False)).to_be_visible()  # the three trials asked for
     expect(page.get_by_text("search browser-search — completed: 3 of 3 trials finished", exact=False)).to_be_visible(
         timeout=300_000
     )
