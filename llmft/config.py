@@ -118,13 +118,13 @@ def from_args(cls, args: argparse.Namespace):
     return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
-def cli_args(config) -> list[str]:
-    """The flags that reproduce `config` (None fields and, in an exclusive group, all but the first set one
-    are left out)."""
+def cli_args(config, skip: tuple[str, ...] = ()) -> list[str]:
+    """The flags that reproduce `config` (None fields, the fields in `skip` and, in an exclusive group, all but
+    the first set one are left out)."""
     args, taken = [], set()
     for f in schema(type(config)):
         value, meta = getattr(config, f.name), f.metadata
-        if value is None or (meta["omit_default"] and value == f.default):
+        if value is None or f.name in skip or (meta["omit_default"] and value == f.default):
             continue
         if meta["exclusive"]:
             if meta["exclusive"] in taken:

@@ -315,9 +315,7 @@ class Jobs:
             check_run_name(f"{study}-t000")
             storage = default_storage(self.ctx.runs_dir)
             # The form's time budget is each trial's; the search's own `--time-budget` is `seconds`, for it all.
-            args = cli_args(config)
-            if "--time-budget" in args:
-                del args[args.index("--time-budget") : args.index("--time-budget") + 2]
+            args = cli_args(config, skip=("time_budget",))
             argv = [sys.executable, "-m", "llmft", "search", *args, "--study", study, "--no-evaluate"]
             argv += ["--trial-time-budget", f"{config.time_budget:g}"] if config.time_budget else []
             argv += ["--trials", str(int(trials))] if trials else []

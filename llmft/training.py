@@ -641,7 +641,6 @@ class _TimeBudget(TrainerCallback):
 
 def _stretch_schedule(scheduler, config, total: int) -> None:
     """Point a LambdaLR warmup/decay schedule at `total` steps (the time budget's step count)."""
-
     from transformers import optimization
 
     if scheduler is None or not hasattr(scheduler, "lr_lambdas"):
@@ -676,10 +675,6 @@ class _ProgressCallback(TrainerCallback):
         self.started, self.last_loss, self.tokens = started, None, 0
         self.history, self.val_history = list(info.get("loss_history", [])), list(info.get("val_history") or [])
         self.selection = selection
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics:

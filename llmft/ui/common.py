@@ -96,11 +96,11 @@ def visible_runs(ctx, user: User) -> list[dict]:
     return [r for r in list_runs(ctx.runs_dir) if ctx.access.can_see(user, r)]
 
 
-def completed_runs(ctx, user: User, task: str | None = None) -> list[str]:
-    """Names of the finished runs `user` may see (of `task` only, if given), newest first."""
-    return [
-        r["name"] for r in visible_runs(ctx, user) if r.get("status") == COMPLETED and (not task or r["task"] == task)
-    ]
+def completed_runs(ctx, user: User, task: str | None = None, runs: list[dict] | None = None) -> list[str]:
+    """Names of the finished runs `user` may see (of `task` only, if given), newest first; `runs`: their
+    `visible_runs`, when the caller has them already."""
+    runs = visible_runs(ctx, user) if runs is None else runs
+    return [r["name"] for r in runs if r.get("status") == COMPLETED and (not task or r["task"] == task)]
 
 
 def for_download(ctx, path: str | Path) -> str:

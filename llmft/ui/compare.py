@@ -12,7 +12,6 @@ from ..errors import LlmftError
 from ..evaluation import GenerationSettings
 from ..inference import prompts_of
 from ..pipeline import known_tasks, open_model
-from ..runs import COMPLETED
 from ..tasks import get_task
 from .common import completed_runs, user_errors, visible_runs, with_user
 
@@ -38,7 +37,7 @@ def _open(ctx, user, runs, task, adapter_choice, model):
     typed folder or hub id."""
     if not adapter_choice:
         raise LlmftError("pick a tuned adapter: a finished run, an adapter folder or a hub id")
-    is_run = any(r["name"] == adapter_choice and r.get("status") == COMPLETED and r["task"] == task.name for r in runs)
+    is_run = adapter_choice in completed_runs(ctx, user, task.name, runs)
     for ref in (model, None if is_run else adapter_choice):  # a typed folder must not reach a private run
         ctx.access.check_local_ref(ctx.runs_dir, user, ref)
     loaded, _ = open_model(
