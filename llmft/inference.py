@@ -70,8 +70,7 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
     """`step(encoded batch, adapter selection) -> one value per text` over length-sorted batches of the prompted
     `texts`, by the base (tuned=False) or tuned model; values come back in the order of `texts`.
 
-    Base or tuned is chosen per row (peft's `adapter_names`), never by switching the shared model; peft
-    injects that choice through forward hooks on the shared modules, so each batch holds the model's lock.
+    Base or tuned is chosen for the batch's rows by `LoadedModel.rows`, which holds the model's lock for it.
     """
     prompts = prompts_of(loaded, texts, settings)
     desc = f"{verb} {'tuned' if tuned else 'base'}"
@@ -87,8 +86,8 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
     done = 0
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         enc = _encode(loaded, [prompts[i] for i in batch], settings)
-        with loaded.lock, torch.inference_mode():
-            values = step(enc, loaded.selection([tuned] * len(batch)))
+        with loaded.rows([tuned] * len(batch)) as selection, torch.inference_mode():
+            values = step(enc, selection)
         for i, value in zip(batch, values):
             results[i] = value
         done += len(batch)
@@ -218,11 +217,11 @@ def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSet
 
     def work():
         try:
-            with loaded.lock, torch.inference_mode():
+            with loaded.rows([False, True]) as selection, torch.inference_mode():
                 loaded.model.generate(
                     **enc,
                     **_generate_kwargs(loaded, settings, 1),
-                    **loaded.selection([False, True]),
+                    **selection,
                     streamer=_Streamer(),
                 )
         except Exception as err:  # surfaced to the caller below
@@ -256,18 +255,21 @@ def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSet
 
 
 def classify_pair(loaded: LoadedModel, text: str, settings: GenerationSettings) -> dict:
-    """Base and tuned class probabilities for one text, in one batch of two rows (base and tuned per row)."""
+    """Base and tuned class probabilities for one text: one batch of two rows (base and tuned per row), or two
+    batches of one for a head peft cannot mix (`LoadedModel.mixes_rows`)."""
     import time
 
     start = time.perf_counter()
     prompt, tokens, truncated = _input_stats(loaded, text, settings)
-    enc = _encode(loaded, [prompt, prompt], settings)
-    with loaded.lock, torch.inference_mode():
-        probs = torch.softmax(loaded.model(**enc, **loaded.selection([False, True])).logits.float(), dim=-1)
+    probs = []
+    for sides in [[False, True]] if loaded.mixes_rows else [[False], [True]]:
+        enc = _encode(loaded, [prompt] * len(sides), settings)
+        with loaded.rows(sides) as selection, torch.inference_mode():
+            probs += torch.softmax(loaded.model(**enc, **selection).logits.float(), dim=-1).tolist()
     elapsed = time.perf_counter() - start
     return {
         side: {
-            "probs": dict(zip(loaded.task.labels, probs[k].tolist())),
+            "probs": dict(zip(loaded.task.labels, probs[k])),
             "elapsed_s": elapsed,
             "tokens": tokens,
             "truncated": truncated,

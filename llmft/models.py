@@ -1,7 +1,8 @@
 """Resolve and load base models and adapters.
 
 One model instance serves base and tuned: the tuned model is the base wrapped by peft, and each row of a batch
-says which it wants (peft's `adapter_names`, `__base__` for the base), so nothing is switched globally.
+says which it wants (peft's `adapter_names`, `__base__` for the base). A batch holds the model's lock
+(`LoadedModel.rows`), so nothing another thread runs sees a half-switched model.
 Loading is safetensors-only and never runs remote code.
 """
 
@@ -13,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -190,13 +192,39 @@ class LoadedModel:
     """Held for each batch: peft selects base or tuned per row through forward hooks on the shared modules,
     so two batches must not run through one model at once."""
 
-    def selection(self, tuned: list[bool]) -> dict:
-        """The keyword that selects base or tuned for each row of a batch (peft's `adapter_names`)."""
-        if self.adapter is None:
-            if any(tuned):
-                raise LlmftError("no adapter is attached: nothing to compare against the base model")
-            return {}
-        return {"adapter_names": [ADAPTER_NAME if t else BASE_ROW for t in tuned]}
+    @functools.cached_property
+    def mixes_rows(self) -> bool:
+        """Whether peft can give base and tuned rows one batch: only when every module the adapter trains in full
+        is one of its mixable types (BERT's and DistilBERT's Linear classifier). RoBERTa's, XLM-R's and
+        ELECTRA's classification heads are modules of their own (dense, dropout, out_proj), which peft refuses
+        to mix."""
+        from peft.utils.other import ModulesToSaveWrapper
+
+        mixable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+        return all(
+            isinstance(m.original_module, mixable) for m in self.model.modules() if isinstance(m, ModulesToSaveWrapper)
+        )
+
+    @contextmanager
+    def rows(self, tuned: list[bool]):
+        """Hold the model for one batch and yield the forward/generate keywords that make row i tuned when
+        `tuned[i]`, else base: peft's `adapter_names`, or, for a model whose head peft cannot mix, the adapter
+        left on (all tuned) or disabled for the batch (all base)."""
+        if self.adapter is None and any(tuned):
+            raise LlmftError("no adapter is attached: nothing to compare against the base model")
+        with self.lock:
+            if self.adapter is None or (all(tuned) and not self.mixes_rows):
+                yield {}
+            elif self.mixes_rows:
+                yield {"adapter_names": [ADAPTER_NAME if t else BASE_ROW for t in tuned]}
+            elif not any(tuned):
+                with self.model.disable_adapter():
+                    yield {}
+            else:
+                raise LlmftError(
+                    f"{self.model_ref}: peft cannot run base and tuned rows in one batch through this model's "
+                    "head; run them in separate batches"
+                )
 
 
 ADAPTER_NAME = "default"

@@ -112,6 +112,25 @@ def build_distilbert(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
     return _save(DistilBertModel, config, tokenizer, out_dir, seed)
 
 
+def build_roberta(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a tiny RoBERTa-architecture encoder (random weights) with the MiniLM tokenizer into `out_dir`. Its
+    classification head, unlike BERT's and DistilBERT's single Linear, is a module of its own (dense, dropout,
+    out_proj), as XLM-R's and ELECTRA's are."""
+    from transformers import RobertaConfig, RobertaModel
+
+    tokenizer = _tokenizer()
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=tokenizer.model_max_length + tokenizer.pad_token_id + 2,  # positions start past pad
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+    )
+    return _save(RobertaModel, config, tokenizer, out_dir, seed)
+
+
 def _save(model_class, config, tokenizer, out_dir, seed: int) -> Path:
     """Initialise `model_class(config)` with `seed` and save it with the tokenizer (safetensors) into `out_dir`."""
     torch.manual_seed(seed)

@@ -73,8 +73,8 @@ class Regression(Kind):
 
     def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
         enc = loaded.tokenizer([loaded.task.format_prompt(t) for t in texts], padding=True, return_tensors="pt")
-        with loaded.lock, torch.inference_mode():
-            return loaded.model(**enc, **loaded.selection([tuned] * len(texts))).logits[:, 0].float().tolist()
+        with loaded.rows([tuned] * len(texts)) as selection, torch.inference_mode():
+            return loaded.model(**enc, **selection).logits[:, 0].float().tolist()
 
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
         from llmft.stats import paired_comparison

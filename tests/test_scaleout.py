@@ -114,7 +114,8 @@ def test_merged_classifier_equals_base_plus_adapter(sentiment_run, tmp_path):
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         expected = loaded.model(**batch).logits
-        base = loaded.model(**batch, **loaded.selection([False] * len(texts))).logits
+        with loaded.rows([False] * len(texts)) as selection:
+            base = loaded.model(**batch, **selection).logits
         got = merged(**batch).logits
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, base, atol=1e-3)  # the adapter changed something worth merging

@@ -114,6 +114,38 @@ def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
     assert sum(map(sum, result.confusion_matrix["tuned"])) == 80
 
 
+def test_a_head_peft_cannot_mix_per_row_still_compares_base_and_tuned(runs_dir, tmp_path):
+    """RoBERTa's classification head (dense, dropout, out_proj) is not a Linear, so peft refuses to mix base and
+    tuned rows in one batch through it: evaluation, the Compare pair and the base rows must still be right."""
+    from llmft.inference import classify, classify_pair
+    from llmft.synthetic import build_roberta
+
+    task = get_task("sentiment")
+    model = str(build_roberta(tmp_path / "roberta"))
+    info = train(
+        TrainConfig(task="sentiment", model=model, runs_dir=runs_dir, max_steps=20, learning_rate=1e-2, val_split=0),
+        show_progress=False,
+    )
+    loaded = load_model(task, model, info["dir"], head_seed=info["head_seed"])
+    assert not loaded.mixes_rows
+    texts = [ex.text for ex in load_examples(task, None, "test")[:12]]
+    settings = GenerationSettings()
+    base = classify(loaded, texts, settings, tuned=False, progress=False)
+    tuned = classify(loaded, texts, settings, tuned=True, progress=False)
+    alone = classify(
+        load_model(task, model, head_seed=info["head_seed"]), texts, settings, tuned=False, progress=False
+    )
+    assert torch.allclose(torch.tensor(base), torch.tensor(alone), atol=1e-6)  # the base rows are the base model's
+    assert not torch.allclose(torch.tensor(tuned), torch.tensor(base), atol=1e-3)  # and the tuned rows are not
+    pair = classify_pair(loaded, texts[0], settings)
+    assert list(pair["base"]["probs"].values()) == pytest.approx(base[0], abs=1e-6)
+    assert list(pair["tuned"]["probs"].values()) == pytest.approx(tuned[0], abs=1e-6)
+    result = evaluate_pair(
+        loaded, load_examples(task, None, "test")[:16], settings, progress=False, cache_dir=tmp_path
+    )
+    assert sum(map(sum, result.confusion_matrix["base"])) == sum(map(sum, result.confusion_matrix["tuned"])) == 16
+
+
 def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):
     # The classifier head is initialised fresh; the recorded seed must reproduce it exactly.
     task = get_task("sentiment")
