@@ -1,12 +1,16 @@
 """The quick preset's time budget and a search against it: validation F1 and wall time on 2 CPU cores; and
 the summarization quick preset's budget at FLAN-T5-base size.
 
-Run: python -m benchmarks.bench_quick [--sentences FILE] [--budgets 30,60,120] [--trials 10] [--trial-budget 30]
-                                     [--dtype bfloat16 --name quick_bf16]  (--trials 0: no search)
+Run: python -m benchmarks.bench_quick [--sentences FILE] [--budgets 30,60,120] [--seeds 42,0,1,2]
+                                     [--trials 10] [--trial-budget 30] [--dtype bfloat16 --name quick_bf16]
+     (--trials 0: no search)
      python -m benchmarks.bench_quick --summarization [--budgets 60,120]
 
 Data: `--sentences FILE` takes labelled sentences (a TSV with a header, `sentence<TAB>label`, label 0 or 1, as
 GLUE's SST-2 files are): shuffled with seed 0, the first 1,000 train and the next 500 are the unseen test set.
+Each budget is run with each of `--seeds` (training seeds, 42 being train's default: they set the validation
+rows carved, the head and the batch order). One run's F1 moved by ±0.02 between seeds on the dev set, so a
+budget is reported as the seeds' mean and spread.
 Without it the set is built here, SST-2-like: one-sentence movie reviews with negation ("not bad"), contrast
 ("although the plot was thin, ..."), intensifiers and hedges; the test sentences use other openers, other
 adjectives and other templates than the training ones. Choices are made on the validation split carved from
@@ -23,11 +27,12 @@ import argparse
 import hashlib
 import json
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import write_result
+from benchmarks.common import gemm_gflops, write_result
 
 GOOD = {
     "train": ["wonderful", "moving", "brilliant", "charming", "gripping", "delightful", "superb", "heartfelt"],
@@ -115,6 +120,7 @@ def main(
     sentences_file: str | None = None,
     dtype: str = "auto",
     name: str = "quick",
+    seeds: tuple[int, ...] = (42,),
 ) -> dict:
     from llmft.search import search
     from llmft.training import TrainConfig, train
@@ -132,41 +138,58 @@ def main(
     train_file = write(train_rows, work / "train.jsonl")
     test_file = write(test_rows, work / "test.jsonl")
     runs = str(work / "runs")
-    rows = []
+    rows, summary = [], []
     for budget in budgets:
-        started = time.time()
-        info = train(
-            TrainConfig(
-                task="sentiment",
-                model="minilm",
-                data=train_file,
-                runs_dir=runs,
-                run_name=f"quick-{budget}",
-                time_budget=float(budget),
-                dtype=dtype,
-            ),
-            show_progress=False,
-        )
-        wall = time.time() - started
-        tuned, base = test_f1(info["name"], runs, test_file)
-        rows.append(
+        scores = []
+        for seed in seeds:
+            started = time.time()
+            info = train(
+                TrainConfig(
+                    task="sentiment",
+                    model="minilm",
+                    data=train_file,
+                    runs_dir=runs,
+                    run_name=f"quick-{budget}-seed{seed}",
+                    time_budget=float(budget),
+                    dtype=dtype,
+                    seed=seed,
+                ),
+                show_progress=False,
+            )
+            wall = time.time() - started
+            tuned, base = test_f1(info["name"], runs, test_file)
+            scores.append(tuned)
+            rows.append(
+                {
+                    "what": f"quick preset, {budget} s budget" + ("" if dtype == "auto" else f", --dtype {dtype}"),
+                    "budget_s": budget,
+                    "seed": seed,
+                    "train_loop_s": info["train_runtime_s"],
+                    "wall_s": round(wall, 1),
+                    "steps": info["step"],
+                    "epochs": info["epochs"],
+                    "train_rows": info["train_examples"],
+                    "val_f1": info["best"]["value"],
+                    "best_step": info["best"]["step"],
+                    "test_f1": round(tuned, 4),
+                    "base_test_f1": round(base, 4),
+                }
+            )
+            print(rows[-1], flush=True)
+        summary.append(
             {
-                "what": f"quick preset, {budget} s budget" + ("" if dtype == "auto" else f", --dtype {dtype}"),
                 "budget_s": budget,
-                "train_loop_s": info["train_runtime_s"],
-                "wall_s": round(wall, 1),
-                "steps": info["step"],
-                "epochs": info["epochs"],
-                "train_rows": info["train_examples"],
-                "val_f1": info["best"]["value"],
-                "best_step": info["best"]["step"],
-                "test_f1": round(tuned, 4),
-                "base_test_f1": round(base, 4),
+                "seeds": list(seeds),
+                "test_f1_mean": round(statistics.mean(scores), 4),
+                "test_f1_sd": round(statistics.stdev(scores), 4) if len(seeds) > 1 else None,
+                "test_f1_min": round(min(scores), 4),
+                "test_f1_max": round(max(scores), 4),
             }
         )
-        print(rows[-1], flush=True)
+        print(summary[-1], flush=True)
+    facts = {"data": data, "summary": summary, "gemm_fp32_gflops": round(gemm_gflops(), 1)}
     if not trials:
-        write_result(name, {"rows": rows, "data": data})
+        write_result(name, {"rows": rows, **facts})
         return {"rows": rows}
     started = time.time()
     result = search(
@@ -190,7 +213,7 @@ def main(
         }
     )
     print(rows[-1], flush=True)
-    write_result(name, {"rows": rows, "data": data})
+    write_result(name, {"rows": rows, **facts})
     return {"rows": rows}
 
 
@@ -238,9 +261,11 @@ if __name__ == "__main__":
     parser.add_argument("--summarization", action="store_true")
     parser.add_argument("--dtype", default="auto", help="the runs' training dtype (evaluation stays auto)")
     parser.add_argument("--name", default="quick", help="the result file's name in benchmarks/results/")
+    parser.add_argument("--seeds", default="42,0,1,2", help="a run per budget and seed (42 is train's default)")
     args = parser.parse_args()
     if args.summarization:
         summarization(tuple(int(b) for b in (args.budgets or "60,120").split(",")))
     else:
         budgets = tuple(int(b) for b in (args.budgets or "30,60,120").split(","))
-        main(budgets, args.trials, args.trial_budget, args.sentences, args.dtype, args.name)
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+        main(budgets, args.trials, args.trial_budget, args.sentences, args.dtype, args.name, seeds)

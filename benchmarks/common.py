@@ -19,8 +19,22 @@ CACHE = HERE / ".cache"
 RESULTS = HERE / "results"
 
 
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def machine() -> dict:
+    from llmft.models import native_cpu_bf16
+
     return {
+        "cpu": cpu_model(),
+        "native_cpu_bf16": native_cpu_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -45,6 +45,7 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
         "## Training",
         f"- data: `{info.get('data')}` ({info.get('train_examples')} examples)",
         f"- LoRA target modules: {', '.join(info.get('lora_target_modules_resolved', []))}",
+        f"- trained in full (head, modules the checkpoint lacked): {', '.join(info.get('trained_in_full') or ['-'])}",
         f"- steps: {info.get('step')}, final loss {info.get('final_loss')}, duration {info.get('duration_s')} s",
         f"- library versions: {info.get('versions')}",
         "",

@@ -370,17 +370,24 @@ class Classification(Kind):
     def load_model(self, spec, model_ref, **kwargs):
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
             model_ref,
             num_labels=len(spec.labels),
             id2label=dict(enumerate(spec.labels)),
             label2id={name: i for i, name in enumerate(spec.labels)},
+            output_loading_info=True,
             **kwargs,
         )
+        model.llmft_fresh_modules = sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
+        return model
 
     def modules_to_save(self, model):
+        """The head, and any other module the checkpoint had no weights for (a BERT saved without its pooler,
+        DeBERTa's ContextPooler): from_pretrained initialised them at random, and frozen they would stay so."""
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        return [h for h in self.HEAD_MODULES if h in names]
+        heads = [h for h in self.HEAD_MODULES if h in names]
+        fresh = getattr(model, "llmft_fresh_modules", [])
+        return heads + [m for m in fresh if not set(m.split(".")) & set(self.HEAD_MODULES)]
 
     def collator(self, tokenizer, model):
         from transformers import DataCollatorWithPadding

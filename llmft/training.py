@@ -267,6 +267,7 @@ def train(
         "validation": {"source": prepared.val_source, "examples": len(prepared.val_examples)},
         "config": asdict(config),
         "lora_target_modules_resolved": targets,
+        "trained_in_full": task.kind.modules_to_save(model),
         **task.kind.run_info(tokenizer),
         "head_seed": config.seed,
         "dtype": prepared.dtype,

@@ -146,6 +146,35 @@ def test_a_head_peft_cannot_mix_per_row_still_compares_base_and_tuned(runs_dir, 
     assert sum(map(sum, result.confusion_matrix["base"])) == sum(map(sum, result.confusion_matrix["tuned"])) == 16
 
 
+def test_a_module_the_checkpoint_lacks_is_trained_in_full(runs_dir, tmp_path):
+    """A BERT saved without its pooler (as sentence-transformers exports can be): from_pretrained initialises the
+    pooler at random, so it must train with the head, or the classifier reads a frozen random projection."""
+    from transformers import BertConfig, BertModel
+
+    from llmft.synthetic import _tokenizer
+
+    tokenizer = _tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    )
+    folder = tmp_path / "bert-no-pooler"
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    info = train(
+        TrainConfig(
+            task="sentiment", model=str(folder), runs_dir=runs_dir, max_steps=10, learning_rate=1e-2, val_split=0
+        ),
+        show_progress=False,
+    )
+    assert info["trained_in_full"] == ["classifier", "bert.pooler.dense"]
+    saved = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
+    trained = next(v for k, v in saved.items() if k.endswith("pooler.dense.weight"))
+    base, _ = load_base(get_task("sentiment"), str(folder), head_seed=info["head_seed"])
+    assert not torch.allclose(trained, base.bert.pooler.dense.weight, atol=1e-4)  # it moved from its random init
+    minilm, _ = load_base(get_task("sentiment"), str(minilm_path()))
+    assert minilm.llmft_fresh_modules == ["classifier"]  # the packaged MiniLM has its pooler
+
+
 def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):
     # The classifier head is initialised fresh; the recorded seed must reproduce it exactly.
     task = get_task("sentiment")
