@@ -34,9 +34,10 @@ MINILM = "minilm"
 
 # Names the same projection has in the architectures we meet: LoRA targets given for one map to the others.
 EQUIVALENT_MODULES = [
-    ("q", "q_lin", "query", "q_proj", "c_attn"),  # GPT-2 projects q, k and v together in c_attn
-    ("k", "k_lin", "key", "k_proj", "c_attn"),
-    ("v", "v_lin", "value", "v_proj", "c_attn"),
+    # GPT-2 projects q, k and v together in c_attn, ModernBERT in Wqkv; DeBERTa-v2/v3 names them query_proj...
+    ("q", "q_lin", "query", "q_proj", "query_proj", "c_attn", "Wqkv"),
+    ("k", "k_lin", "key", "k_proj", "key_proj", "c_attn", "Wqkv"),
+    ("v", "v_lin", "value", "v_proj", "value_proj", "c_attn", "Wqkv"),
     ("o", "out_lin", "o_proj", "out_proj"),
 ]
 

@@ -245,6 +245,19 @@ def test_target_modules_map_to_the_architecture_or_fail(tiny_distilbert):
     assert resolve_target_modules(model, ["query", "v"]) == ["q_lin", "v_lin"]
     with pytest.raises(LlmftError, match="match no linear layer"):
         resolve_target_modules(model, ["not_a_layer"])
+    # The presets' DistilBERT names on DeBERTa-v2/v3 (query_proj...) and on ModernBERT (one fused Wqkv).
+    from transformers import (
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
+    )
+
+    tiny = dict(vocab_size=64, pad_token_id=0, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    deberta = DebertaV2ForSequenceClassification(DebertaV2Config(**tiny))
+    assert resolve_target_modules(deberta, ["q_lin", "v_lin"]) == ["query_proj", "value_proj"]
+    modernbert = ModernBertForSequenceClassification(ModernBertConfig(**tiny))
+    assert resolve_target_modules(modernbert, ["q_lin", "v_lin"]) == ["Wqkv"]
 
 
 def test_cancel_stops_within_a_step_and_marks_the_run(tiny_distilbert, runs_dir):
