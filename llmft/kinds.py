@@ -383,7 +383,8 @@ class Classification(Kind):
 
     def modules_to_save(self, model):
         """The head, and any other module the checkpoint had no weights for (a BERT saved without its pooler,
-        DeBERTa's ContextPooler): from_pretrained initialised them at random, and frozen they would stay so."""
+        DeBERTa's ContextPooler, BART's classification_head): from_pretrained initialised them at random, and
+        frozen they would stay so."""
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         heads = [h for h in self.HEAD_MODULES if h in names]
         fresh = getattr(model, "llmft_fresh_modules", [])

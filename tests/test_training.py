@@ -146,19 +146,49 @@ def test_a_head_peft_cannot_mix_per_row_still_compares_base_and_tuned(runs_dir, 
     assert sum(map(sum, result.confusion_matrix["base"])) == sum(map(sum, result.confusion_matrix["tuned"])) == 16
 
 
-def test_a_module_the_checkpoint_lacks_is_trained_in_full(runs_dir, tmp_path):
-    """A BERT saved without its pooler (as sentence-transformers exports can be): from_pretrained initialises the
-    pooler at random, so it must train with the head, or the classifier reads a frozen random projection."""
+def _bert_without_pooler(tokenizer):
     from transformers import BertConfig, BertModel
 
-    from llmft.synthetic import _tokenizer
-
-    tokenizer = _tokenizer()
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
     )
-    folder = tmp_path / "bert-no-pooler"
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return BertModel(config, add_pooling_layer=False)
+
+
+def _bart(tokenizer):
+    from transformers import BartConfig, BartModel
+
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+    )
+    return BartModel(config)
+
+
+@pytest.mark.parametrize(
+    "build, fresh",
+    [
+        (_bert_without_pooler, ["classifier", "bert.pooler.dense"]),  # as sentence-transformers exports can be
+        (_bart, ["classification_head.dense", "classification_head.out_proj"]),  # a head not named classifier
+    ],
+)
+def test_modules_the_checkpoint_lacks_are_trained_in_full(build, fresh, runs_dir, tmp_path):
+    """from_pretrained initialises what the checkpoint has no weights for at random (a BERT's missing pooler,
+    BART's classification head): it must train with the head, or the classifier reads a frozen random projection."""
+    from llmft.synthetic import _tokenizer
+
+    tokenizer = _tokenizer()
+    folder = tmp_path / "model"
+    build(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     info = train(
         TrainConfig(
@@ -166,13 +196,18 @@ def test_a_module_the_checkpoint_lacks_is_trained_in_full(runs_dir, tmp_path):
         ),
         show_progress=False,
     )
-    assert info["trained_in_full"] == ["classifier", "bert.pooler.dense"]
+    assert info["trained_in_full"] == fresh
     saved = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
-    trained = next(v for k, v in saved.items() if k.endswith("pooler.dense.weight"))
-    base, _ = load_base(get_task("sentiment"), str(folder), head_seed=info["head_seed"])
-    assert not torch.allclose(trained, base.bert.pooler.dense.weight, atol=1e-4)  # it moved from its random init
+    base = dict(load_base(get_task("sentiment"), str(folder), head_seed=info["head_seed"])[0].named_parameters())
+    for module in fresh:
+        name = f"{module}.weight"
+        trained = next(v for k, v in saved.items() if k.endswith(name))
+        assert not torch.allclose(trained, base[name], atol=1e-4), module  # it moved from its random init
+
+
+def test_the_packaged_minilm_trains_only_its_head_in_full():
     minilm, _ = load_base(get_task("sentiment"), str(minilm_path()))
-    assert minilm.llmft_fresh_modules == ["classifier"]  # the packaged MiniLM has its pooler
+    assert minilm.llmft_fresh_modules == ["classifier"]  # it has its pooler
 
 
 def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):
