@@ -110,6 +110,7 @@ def details(ctx, user, name):
             "train_examples",
             "config",
             "lora_target_modules_resolved",
+            "trained_in_full",
             "command",
             "started_at",
             "finished_at",
