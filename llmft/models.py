@@ -201,6 +201,7 @@ class LoadedModel:
         to mix."""
         from peft.utils.other import ModulesToSaveWrapper
 
+        # peft's own list (ModulesToSaveWrapper._mixed_batch_forward keeps it local; no constant to import).
         mixable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
         return all(
             isinstance(m.original_module, mixable) for m in self.model.modules() if isinstance(m, ModulesToSaveWrapper)
@@ -214,10 +215,12 @@ class LoadedModel:
         if self.adapter is None and any(tuned):
             raise LlmftError("no adapter is attached: nothing to compare against the base model")
         with self.lock:
-            if self.adapter is None or (all(tuned) and not self.mixes_rows):
+            if self.adapter is None:
                 yield {}
             elif self.mixes_rows:
                 yield {"adapter_names": [ADAPTER_NAME if t else BASE_ROW for t in tuned]}
+            elif all(tuned):
+                yield {}
             elif not any(tuned):
                 with self.model.disable_adapter():
                     yield {}
