@@ -13,7 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 if Path("/data").is_dir() and os.access("/data", os.W_OK):
     os.environ.setdefault("HF_HOME", "/data/.huggingface")
 
-from llmft.models import DTYPES  # noqa: E402
+from llmft.schema import DTYPES  # noqa: E402
 from llmft.ui import build_app, launch  # noqa: E402
 
 

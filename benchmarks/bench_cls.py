@@ -29,7 +29,8 @@ from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
 from llmft.inference import classify
-from llmft.models import load_model, minilm_path
+from llmft.loading import load_model
+from llmft.refs import minilm_path
 from llmft.tasks import get_task
 from llmft.training import TrainConfig, train
 

@@ -28,7 +28,8 @@ from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
 from llmft.inference import generate
-from llmft.models import MINILM, load_model, minilm_path
+from llmft.loading import load_model
+from llmft.refs import MINILM, minilm_path
 from llmft.tasks import get_task
 
 

@@ -40,7 +40,7 @@ def child(way: str, model_path: str, adapter: str) -> dict:
     text = "#Person1#: Shall we meet on Friday?\n#Person2#: Yes, at noon by the station."
     if way in ("one", "one_bf16"):
         from llmft.inference import GenerationSettings, generate
-        from llmft.models import load_model
+        from llmft.loading import load_model
         from llmft.tasks import get_task
 
         settings = GenerationSettings(max_new_tokens=8, min_new_tokens=8, batch_size=1)

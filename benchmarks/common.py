@@ -84,7 +84,7 @@ def bench_model(size: str, model: str | None = None) -> str:
     real FLAN-T5-base where the hub or its local cache has it; else the same architecture with random
     weights (built here from its config). Generation lengths are fixed, so both ways do the same work
     whichever it is."""
-    from llmft.models import check_model_ref, hub_reachable, in_hub_cache
+    from llmft.refs import check_model_ref, hub_reachable, in_hub_cache
 
     if model:
         return check_model_ref(model)

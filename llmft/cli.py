@@ -108,9 +108,7 @@ def cmd_train(args) -> None:
     from .training import train
 
     keep_freed_memory()  # one job per process: trade returning memory to the OS for fewer page faults
-    if not args.resume:  # a resumed run keeps its own task: its name is enough, the file may be gone
-        get_task(args.task)
-    if args.resume:
+    if args.resume:  # a resumed run keeps its own task: its name is enough, the file may be gone
         if not args.run_name:
             raise LlmftError("--resume needs --run-name of the run to continue")
         saved = read_run(find_run(args.run_name, args.runs_dir))
@@ -141,8 +139,6 @@ def cmd_train(args) -> None:
 
 
 def cmd_search(args) -> None:
-    import dataclasses
-
     from .allocator import keep_freed_memory
     from .config import EvalConfig, TrainConfig, check_bounds, from_args
     from .context import Context
@@ -157,7 +153,7 @@ def cmd_search(args) -> None:
     timeout = args.time_budget
     if timeout is not None and timeout <= 0:
         raise LlmftError(f"time-budget must be above 0 seconds, got {timeout}")
-    base = dataclasses.replace(from_args(TrainConfig, args), time_budget=args.trial_time_budget or 0)
+    base = from_args(TrainConfig, args).replace(time_budget=args.trial_time_budget or 0)
     check_bounds(base)
     space = load_space(args.space, base)
 
@@ -178,7 +174,7 @@ def cmd_search(args) -> None:
     done = len(result.trials)
     from .pipeline import metric_text
 
-    chosen = metric_text(result.metric, get_task(base.task).kind.headline)
+    chosen = metric_text(result.metric, base.task_spec.kind.headline)
     print(f"study {result.study} ({result.storage}): {done} trials finished, chosen by validation {chosen}")
     if result.best is None:
         print("no trial completed: nothing to evaluate")
@@ -188,10 +184,31 @@ def cmd_search(args) -> None:
     if args.no_evaluate or cancel.is_set():
         return
     config = EvalConfig(task=base.task, run=best["run"], runs_dir=base.runs_dir, dtype=base.dtype)
-    evaluation, written = evaluate(Context.create(config.runs_dir, config.dtype), config)
+    evaluation, written = evaluate(Context.create(config.runs_dir, config.dtype), config, on_progress=_stages())
     print(evaluation.text_report())
     for paths in written:
         print(f"wrote {Path(paths['summary']).parent}")
+
+
+def _stages():
+    """An evaluation's `on_progress` for the terminal: a line as each scoring stage starts, with the time the
+    previous one took (tqdm draws the generation bars; bert_score's own bar reports nonsense timings)."""
+    import time
+
+    last = {"stage": None, "at": 0.0}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage == last["stage"]:
+            return
+        now = time.perf_counter()
+        if last["stage"]:
+            print(f" {now - last['at']:.1f} s", file=sys.stderr)
+        scoring = stage.startswith("scoring")
+        if scoring:
+            print(f"{stage}...", end="", file=sys.stderr, flush=True)
+        last.update(stage=stage if scoring else None, at=now)
+
+    return report
 
 
 def cmd_evaluate(args) -> None:
@@ -202,7 +219,7 @@ def cmd_evaluate(args) -> None:
 
     keep_freed_memory()
     config = from_args(EvalConfig, args)
-    result, written = evaluate(Context.create(config.runs_dir, config.dtype), config)
+    result, written = evaluate(Context.create(config.runs_dir, config.dtype), config, on_progress=_stages())
     print(result.text_report())
     for paths in written:
         print(f"wrote {Path(paths['summary']).parent}")

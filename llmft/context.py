@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .access import Access
+from .models import device_and_dtype
 from .refs import resolve_roots
+from .runs import runs_home
 
 
 class ModelCache:
@@ -52,21 +54,10 @@ class Context:
     access: Access = field(default_factory=Access)
     """Who may do what (local: the one owner may do everything; see `access`)."""
     model_cache: ModelCache = field(default_factory=lambda: ModelCache(int(os.environ.get("LLMFT_MODEL_CACHE", "2"))))
-    _jobs: object = field(default=None, repr=False)
+    jobs: object = field(default=None, repr=False)
+    """The training jobs of a server (`jobs.Jobs`, which attaches itself here); None where nothing trains."""
 
     @classmethod
     def create(cls, runs_dir=None, dtype: str = "auto", allowed_roots=None, access: Access | None = None) -> Context:
-        from .models import device_and_dtype
-        from .runs import runs_home
-
         device_and_dtype(dtype)  # an unknown dtype fails here, not at the first request
         return cls(runs_home(runs_dir), dtype, resolve_roots(allowed_roots), access or Access())
-
-    @property
-    def jobs(self):
-        """The training jobs this server started or found running (created on first use)."""
-        if self._jobs is None:
-            from .jobs import Jobs
-
-            self._jobs = Jobs(self)
-        return self._jobs

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LlmftError, first_line
+from .examples import Example, normalize_label
 from .refs import parse_ref
 from .tasks import MAX_LABELS, TaskSpec
 
@@ -57,16 +58,6 @@ class _Counter:
                 f"{self.path} holds more than {self.limits.max_bytes / 2**20:.0f} MB of text, the limit "
                 "(LLMFT_MAX_DECODED_MB)"
             )
-
-
-@dataclass(frozen=True)
-class Example:
-    """One input with its reference summaries (seq2seq) or label id (classification)."""
-
-    id: str
-    text: str
-    references: tuple[str, ...] = ()
-    label: int | None = None
 
 
 def bundled_path(task: TaskSpec, split: str) -> Path:
@@ -163,13 +154,6 @@ def infer_labels(task: TaskSpec, source: str | None, split: str, label_column: s
     return tuple(sorted(values))
 
 
-def text_hash(text: str) -> str:
-    """A short fingerprint of an input text (whitespace-normalised), to find test rows that were trained on."""
-    import hashlib
-
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
-
-
 def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     """A deterministic sample of `n` examples (all when n is None or larger), kept in source order."""
     if n is None or n >= len(examples):
@@ -235,35 +219,6 @@ def normalize_text(text: str | None, max_chars: int = MAX_TEXT_CHARS) -> tuple[s
     if len(text) > max_chars:
         return text[:max_chars], f"text cut to its first {max_chars:,} characters (of {len(text):,})"
     return text, None
-
-
-def normalize_label(value, labels: tuple[str, ...]) -> int:
-    """Map a label given as a name ("positive", "Negative", or "3" when the labels are "1", "2", "3") or an id
-    (0, "1", 1.0) to its id. A name wins over an id: labels read from a column of ratings are names."""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int | str):
-        named = [i for i, name in enumerate(labels) if name.lower() == str(value).strip().lower()]
-        if len(named) == 1:
-            return named[0]
-    if isinstance(value, int):
-        if 0 <= value < len(labels):
-            return value
-    elif isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"[+-]?[0-9]+", text) and 0 <= int(text) < len(labels):  # not "¹": isdigit() but no int
-            return int(text)
-        lowered = [name.lower() for name in labels]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
-        # A unique prefix of at least three letters ("pos", "neg") names its label.
-        starts = [i for i, name in enumerate(lowered) if len(text) >= 3 and name.startswith(text.lower())]
-        if len(starts) == 1:
-            return starts[0]
-    allowed = ", ".join([*map(str, range(len(labels))), *labels])
-    raise LlmftError(f"unknown label {value!r}; expected one of {allowed}")
 
 
 def read_rows(path: Path, name: str | None = None, limits: Limits | None = None) -> list[tuple[int, dict]]:

@@ -13,12 +13,12 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .data import Example
 from .errors import LlmftError
+from .examples import Example
+from .files import write_json_atomic
 from .inference import GenerationSettings, ProgressFn
 from .models import LoadedModel
 from .results import EvalResult
-from .runs import write_json_atomic
 
 __all__ = ["EvalResult", "GenerationSettings", "base_cache_key", "evaluate_pair"]
 
@@ -104,6 +104,8 @@ def evaluate_pair(
     scored = task.kind.score(
         task, examples, base_out, tuned_out, scorer, seed, progress=progress, on_progress=on_progress
     )
+    if on_progress:
+        on_progress("scored", 2 * len(examples), 2 * len(examples))
     result = EvalResult(
         task=task.name,
         kind=task.kind.name,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from .config import TrainConfig, hyperparameters
 from .errors import LlmftError, first_line
-from .models import load_model, resolve_model
+from .loading import load_model, resolve_model
 from .refs import is_hub_id
-from .results import EvalResult
-from .runs import COMPLETED, find_run, latest_evaluation, read_run
+from .results import EvalResult, latest_evaluation
+from .runs import COMPLETED, find_run, read_run
 from .tasks import task_of_run
 
 

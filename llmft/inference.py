@@ -1,5 +1,6 @@
 """Batched and streamed inference on one loaded model: length-sorted batches, greedy generation, class
-probabilities. Kind-agnostic: `kinds.py` decides which of these a task uses and how to format its prompts.
+probabilities. Task-agnostic: it takes finished prompts (and whether the tokenizer adds special tokens to
+them, and the class names) as arguments; `kinds.py` decides which of these a task uses and builds its prompts.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ def _length_sorted_batches(tokenizer, texts, batch_size, max_len, max_batch_toke
     return batches + [current] if current else batches
 
 
-def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_progress=None) -> list:
-    """`step(encoded batch, adapter selection) -> one value per text` over length-sorted batches of the prompted
-    `texts`, by the base (tuned=False) or tuned model; values come back in the order of `texts`.
+def run_batches(
+    loaded, prompts, settings, tuned, step, verb, special_tokens=True, progress=True, on_progress=None
+) -> list:
+    """`step(encoded batch, adapter selection) -> one value per prompt` over length-sorted batches of `prompts`,
+    by the base (tuned=False) or tuned model; values come back in the order of `prompts`.
 
     Base or tuned is chosen for the batch's rows by `LoadedModel.rows`, which holds the model's lock for it.
     """
-    prompts = prompts_of(loaded, texts, settings)
     desc = f"{verb} {'tuned' if tuned else 'base'}"
     results = [None] * len(prompts)
     batches = _length_sorted_batches(
@@ -81,11 +83,11 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
         settings.batch_size,
         input_limit(loaded.tokenizer, settings.max_input_tokens),
         settings.max_batch_tokens,
-        loaded.task.kind.special_tokens(loaded.tokenizer),
+        special_tokens,
     )
     done = 0
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-        enc = _encode(loaded, [prompts[i] for i in batch], settings)
+        enc = _encode(loaded, [prompts[i] for i in batch], settings, special_tokens)
         with loaded.rows([tuned] * len(batch)) as selection, torch.inference_mode():
             values = step(enc, selection)
         for i, value in zip(batch, values):
@@ -96,20 +98,14 @@ def run_batches(loaded, texts, settings, tuned, step, verb, progress=True, on_pr
     return results
 
 
-def prompts_of(loaded, texts, settings) -> list[str]:
-    """The prompts the model reads for `texts`, as its kind builds them (task template, chat template)."""
-    limit = input_limit(loaded.tokenizer, settings.max_input_tokens)
-    return loaded.task.kind.prompts(loaded.task, loaded.tokenizer, list(texts), limit)
-
-
-def _encode(loaded, prompts, settings):
+def _encode(loaded, prompts, settings, special_tokens: bool):
     return loaded.tokenizer(
         prompts,
         padding=True,
         truncation=True,
         max_length=input_limit(loaded.tokenizer, settings.max_input_tokens),
         return_tensors="pt",
-        add_special_tokens=loaded.task.kind.special_tokens(loaded.tokenizer),
+        add_special_tokens=special_tokens,
     ).to(loaded.device)
 
 
@@ -146,8 +142,10 @@ def _new_tokens(loaded, enc, out):
     return out[:, enc["input_ids"].shape[1] :]
 
 
-def generate(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bool, **progress) -> list[str]:
-    """Greedy (or beam) outputs for `texts` by the base (tuned=False) or tuned model; `progress` and
+def generate(
+    loaded: LoadedModel, prompts, settings: GenerationSettings, tuned: bool, special_tokens=True, **progress
+) -> list[str]:
+    """Greedy (or beam) outputs for `prompts` by the base (tuned=False) or tuned model; `progress` and
     `on_progress` as in `run_batches`."""
 
     def step(enc, selection):
@@ -155,31 +153,32 @@ def generate(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bo
         new = _new_tokens(loaded, enc, out)
         return [s.strip() for s in loaded.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-    return run_batches(loaded, texts, settings, tuned, step, "generating", **progress)
+    return run_batches(loaded, prompts, settings, tuned, step, "generating", special_tokens, **progress)
 
 
-def classify(loaded: LoadedModel, texts, settings: GenerationSettings, tuned: bool, **progress) -> list[list[float]]:
-    """Class probabilities for `texts` from the base or tuned classifier."""
+def classify(
+    loaded: LoadedModel, prompts, settings: GenerationSettings, tuned: bool, special_tokens=True, **progress
+) -> list[list[float]]:
+    """Class probabilities for `prompts` from the base or tuned classifier."""
 
     def step(enc, selection):
         return torch.softmax(loaded.model(**enc, **selection).logits.float(), dim=-1).tolist()
 
-    return run_batches(loaded, texts, settings, tuned, step, "classifying", **progress)
+    return run_batches(loaded, prompts, settings, tuned, step, "classifying", special_tokens, **progress)
 
 
 SIDES = ("base", "tuned")
 
 
-def _input_stats(loaded, text: str, settings) -> tuple[str, int, bool]:
-    prompt = prompts_of(loaded, [text], settings)[0]
-    special = loaded.task.kind.special_tokens(loaded.tokenizer)
-    n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special)["input_ids"])
+def _input_stats(loaded, prompt: str, settings, special_tokens: bool) -> tuple[int, bool]:
+    """(tokens the model reads of `prompt`, whether it was cut to the input limit)."""
+    n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"])
     limit = input_limit(loaded.tokenizer, settings.max_input_tokens)
-    return prompt, min(n_tokens, limit), n_tokens > limit
+    return min(n_tokens, limit), n_tokens > limit
 
 
-def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSettings):
-    """Generate base and tuned outputs for one text together, token by token: one batch of two rows, base
+def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationSettings, special_tokens=True):
+    """Generate base and tuned outputs for one prompt together, token by token: one batch of two rows, base
     and tuned selected per row, so both sides stream at once.
 
     Yields:
@@ -193,8 +192,8 @@ def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSet
     from transformers.generation.streamers import BaseStreamer
 
     updates: queue.Queue = queue.Queue()
-    prompt, _, truncated = _input_stats(loaded, text, settings)
-    enc = _model_inputs(_encode(loaded, [prompt, prompt], settings))
+    _, truncated = _input_stats(loaded, prompt, settings, special_tokens)
+    enc = _model_inputs(_encode(loaded, [prompt, prompt], settings, special_tokens))
     stops = {*stop_tokens(loaded), loaded.tokenizer.pad_token_id}
 
     class _Streamer(BaseStreamer):
@@ -254,22 +253,22 @@ def stream_generate_pair(loaded: LoadedModel, text: str, settings: GenerationSet
     yield view()
 
 
-def classify_pair(loaded: LoadedModel, text: str, settings: GenerationSettings) -> dict:
-    """Base and tuned class probabilities for one text: one batch of two rows (base and tuned per row), or two
-    batches of one for a head peft cannot mix (`LoadedModel.mixes_rows`)."""
+def classify_pair(loaded: LoadedModel, prompt: str, settings: GenerationSettings, labels, special_tokens=True) -> dict:
+    """Base and tuned class probabilities (by class name in `labels`) for one prompt: one batch of two rows (base
+    and tuned per row), or two batches of one for a head peft cannot mix (`LoadedModel.mixes_rows`)."""
     import time
 
     start = time.perf_counter()
-    prompt, tokens, truncated = _input_stats(loaded, text, settings)
+    tokens, truncated = _input_stats(loaded, prompt, settings, special_tokens)
     probs = []
     for sides in [[False, True]] if loaded.mixes_rows else [[False], [True]]:
-        enc = _encode(loaded, [prompt] * len(sides), settings)
+        enc = _encode(loaded, [prompt] * len(sides), settings, special_tokens)
         with loaded.rows(sides) as selection, torch.inference_mode():
             probs += torch.softmax(loaded.model(**enc, **selection).logits.float(), dim=-1).tolist()
     elapsed = time.perf_counter() - start
     return {
         side: {
-            "probs": dict(zip(loaded.task.labels, probs[k])),
+            "probs": dict(zip(labels, probs[k])),
             "elapsed_s": elapsed,
             "tokens": tokens,
             "truncated": truncated,

@@ -22,7 +22,7 @@ from pathlib import Path
 from .access import env_number
 from .config import TrainConfig, cli_args
 from .errors import LlmftError, first_line
-from .models import resolve_model
+from .loading import resolve_model
 from .runs import (
     CANCELLED,
     FAILED,
@@ -34,7 +34,6 @@ from .runs import (
     read_run,
     update_run,
 )
-from .tasks import get_task
 
 LOG_TAIL_LINES = 12
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -196,7 +195,9 @@ class Jobs:
     dispatch_every_s = 0.5
 
     def __init__(self, ctx, grace_s: float = 30.0, start_wait_s: float = 30.0, slots: int | None = None):
+        """The jobs of server context `ctx`; they attach themselves as `ctx.jobs`."""
         self.ctx, self.grace_s, self.start_wait_s = ctx, grace_s, start_wait_s
+        ctx.jobs = self
         self.slots = training_slots() if slots is None else slots
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
@@ -264,7 +265,7 @@ class Jobs:
         """
         with self._lock:
             self.check_one_per_owner(config.owner)
-            task = get_task(config.task)
+            task = config.task_spec
             resolve_model(task, config.model, self.ctx.allowed_roots)  # the child has no folder restriction
             config.runs_dir = str(self.ctx.runs_dir)
             config.dtype = self.ctx.dtype
@@ -308,7 +309,7 @@ class Jobs:
                 raise LlmftError("the server is training; a search starts when no run is in progress")
             if not trials and not seconds:
                 raise LlmftError("give a number of trials or a time budget for the search")
-            task = get_task(config.task)
+            task = config.task_spec
             resolve_model(task, config.model, self.ctx.allowed_roots)
             config.runs_dir, config.dtype, config.run_name = str(self.ctx.runs_dir), self.ctx.dtype, None
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"

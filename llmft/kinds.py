@@ -1,18 +1,27 @@
 """Task kinds as objects: everything that differs between generating text and classifying it lives here.
 
-A kind knows its model class, peft task type and the modules LoRA must train in full, its collator, how a
-data row becomes an `Example`, how examples become training features, how it predicts (batched and for
-one text), how outputs are scored against references, and its headline metric. `TaskSpec.kind` holds one;
-no other module tests a kind's name. A new kind subclasses `Kind` and calls `register_kind`.
+A kind's core is what loading, training and evaluation need: its model class, peft task type and the modules
+LoRA must train in full, its collator, how a data row becomes an `Example`, how examples become training
+features, how it predicts, how outputs are scored against references, and its headline metric. Prompting,
+validation and display in Compare are optional roles with working defaults (`Prompting`, `Validating`,
+`Display`). `TaskSpec.kind` holds one; no other module tests a kind's name. A new kind subclasses `Kind`,
+implements the abstract methods, and calls `register_kind`.
+
+Kinds are strategies above the mechanisms they call (`models`, `inference`, `metrics`, `stats`); those are
+imported where they are used, because they pull in torch, numpy and scipy, and `import llmft.tasks` (the CLI's
+`tasks`, the app's first page) must stay light: measured, torch alone takes about 1 s to import here.
 """
 
 from __future__ import annotations
 
+import abc
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import LlmftError
+from .examples import normalize_label
 from .registry import Registry
 
 
@@ -33,10 +42,6 @@ class Scored:
     """Why the tuned model must not be called better whatever the interval says (None: no such reason)."""
 
 
-ALL_LINEAR = "all-linear"
-"""peft's LoRA target for every linear layer but the output head."""
-
-
 def tie_broken(headline: float, loss: float) -> float:
     """The validation score that picks the kept step: the headline, equal headlines ordered by the lower
     validation loss (with a small or easy validation set many steps reach the same headline, and the first of
@@ -45,27 +50,43 @@ def tie_broken(headline: float, loss: float) -> float:
     return headline - 1e-5 * min(loss, 10.0)
 
 
-class Kind:
-    """The interface every task kind implements."""
+SIDES = ("base", "tuned")
 
-    name: str = ""
-    """Stored in run.json and summary.json; also the tag on exported models."""
-    peft_task_type: str = ""
-    headline: str = ""
-    """The metric a verdict and the Runs table quote."""
-    example_metric: str = ""
-    """The per-example metric that the scatter plot and the examples table sort by."""
-    column_fields: tuple[str, ...] = ("text_column",)
-    """TrainConfig / EvalConfig column fields that apply to this kind."""
-    fresh_head: bool = False
-    """from_pretrained initialises new weights (a seeded head): the seed is part of the base model."""
-    shows_probabilities: bool = False
-    """Compare shows class probabilities rather than streamed text."""
-    generates: bool = False
-    """Outputs are generated text (max new tokens applies)."""
-    family: str = ""
-    """What a task asks for, whatever the model: `generate` or `classify` (a task file's `type`). Kinds of one
-    family are interchangeable for a task; the model's architecture picks one (`for_model`)."""
+
+def prompt_limit(loaded, settings) -> int:
+    """Input tokens a prompt may take: the settings' limit, within the model's."""
+    from .models import input_limit  # deferred: torch
+
+    return input_limit(loaded.tokenizer, settings.max_input_tokens)
+
+
+def prompt_of(loaded, text: str, settings) -> str:
+    """The prompt the model reads for `text`, as its task's kind builds it (task template, chat template)."""
+    return loaded.task.kind.prompts(loaded.task, loaded.tokenizer, [text], prompt_limit(loaded, settings))[0]
+
+
+class Prompting:
+    """Optional role: how a text becomes the prompt a model reads. The default fills in the task's template."""
+
+    def prompts(self, spec, tokenizer, texts, max_input_tokens: int) -> list[str]:
+        """The prompts the model reads for `texts` (the task's template filled in; a chat template applied)."""
+        return [spec.format_prompt(t) for t in texts]
+
+    def special_tokens(self, tokenizer) -> bool:
+        """`add_special_tokens` when tokenizing a prompt."""
+        return True
+
+    def run_info(self, tokenizer) -> dict:
+        """What run.json records about how prompts were built."""
+        return {}
+
+    def prepare_tokenizer(self, tokenizer) -> None:
+        """Set what this kind needs of a freshly loaded tokenizer (padding side...)."""
+
+
+class Validating:
+    """Optional role: what validation measures while training. The default: the validation loss only."""
+
     validation_metric: str = "loss"
     """What picks the kept step during training when nothing is generated: the validation loss, or
     (classification) the headline metric."""
@@ -84,36 +105,109 @@ class Kind:
         scores the outputs as an evaluation does (generation kinds)."""
         return None
 
+
+class Display:
+    """Optional role: how Compare and `predict` show outputs. The defaults work for any kind: both sides
+    predicted (not streamed), outputs and references as text, no per-output score against a typed reference."""
+
+    shows_probabilities: bool = False
+    """Compare shows class probabilities rather than streamed text."""
+
+    def stream(self, loaded, text: str, settings) -> Iterator[dict]:
+        """Base and tuned outputs for one text as they grow: {"base": update, "tuned": update}, each update a
+        dict with `text`, `tokens`, `elapsed_s`, `truncated`, and maybe `ttft_s` or `probs`.
+
+        Default: both sides predicted whole, one update; `tokens` counts the prompt's."""
+        start = time.perf_counter()
+        prompt = prompt_of(loaded, text, settings)
+        n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=self.special_tokens(loaded.tokenizer))["input_ids"])
+        limit = prompt_limit(loaded, settings)
+        outputs = {side: self.predict(loaded, [text], settings, side == "tuned", progress=False)[0] for side in SIDES}
+        elapsed = time.perf_counter() - start
+        update = {"tokens": min(n_tokens, limit), "elapsed_s": elapsed, "truncated": n_tokens > limit}
+        yield {side: {**update, "text": self.output_text(loaded.task, out)} for side, out in outputs.items()}
+
+    def output_text(self, spec, output) -> str:
+        """One output as a person reads it."""
+        return str(output)
+
+    def reference_text(self, spec, example) -> str:
+        """An example's reference as a person reads it (its first reference, else its label)."""
+        return example.references[0] if example.references else str(example.label)
+
+    def score_reference(self, spec, outputs: list[str], reference: str) -> list[tuple[str, list]]:
+        """Per-output scores of a few outputs against one typed reference: [(metric, [score or mark per output])];
+        none by default."""
+        return []
+
+
+class Kind(Prompting, Validating, Display, abc.ABC):
+    """A task kind. The core, which every kind implements, is what loading, training and evaluation need (the
+    abstract methods below); prompting, validation and display are optional roles with working defaults."""
+
+    name: str = ""
+    """Stored in run.json and summary.json; also the tag on exported models."""
+    peft_task_type: str = ""
+    headline: str = ""
+    """The metric a verdict and the Runs table quote."""
+    example_metric: str = ""
+    """The per-example metric that the scatter plot and the examples table sort by."""
+    column_fields: tuple[str, ...] = ("text_column",)
+    """TrainConfig / EvalConfig column fields that apply to this kind."""
+    fresh_head: bool = False
+    """from_pretrained initialises new weights (a seeded head): the seed is part of the base model, and the
+    modules the checkpoint had no weights for train in full (`trained_in_full`)."""
+    generates: bool = False
+    """Outputs are generated text (max new tokens applies)."""
+    family: str = ""
+    """What a task asks for, whatever the model: `generate` or `classify` (a task file's `type`). Kinds of one
+    family are interchangeable for a task; the model's architecture picks one (`for_model`)."""
+
     def __str__(self) -> str:
         return self.name
+
+    # --- core: the task and its data -----------------------------------------------------------------------
 
     def validate(self, spec) -> None:
         """Raise ValueError when `spec` lacks what this kind needs."""
 
-    def load_model(self, spec, model_ref: str, **kwargs):
-        raise NotImplementedError
+    def columns(self, spec, present: set[str], overrides: dict) -> dict[str, list[str]]:
+        """The columns each role reads: {"text": [...], ...}, with the user's overrides applied."""
+        return {"text": list(spec.input_columns) or [overrides.get("text_column") or spec.text_column]}
+
+    @abc.abstractmethod
+    def parse_row(self, spec, row: dict, columns: dict[str, list[str]], overrides: dict) -> dict:
+        """The kind's fields of one `Example` (references or label) from a data row (`overrides`: the user's
+        column choices and label mapping)."""
+
+    # --- core: loading and training ------------------------------------------------------------------------
 
     def for_model(self, config) -> Kind:
         """The kind of this family that fits a model with this transformers config (default: this one)."""
         return self
 
-    def prompts(self, spec, tokenizer, texts, max_input_tokens: int) -> list[str]:
-        """The prompts the model reads for `texts` (the task's template filled in; a chat template applied)."""
-        return [spec.format_prompt(t) for t in texts]
+    @abc.abstractmethod
+    def load_model(self, spec, model_ref: str, **kwargs):
+        """`from_pretrained` of this kind's model class with `kwargs` passed on. They include
+        `output_loading_info=True`, so it returns (model, loading info), as from_pretrained does."""
 
-    def special_tokens(self, tokenizer) -> bool:
-        """`add_special_tokens` when tokenizing a prompt."""
-        return True
+    def modules_to_save(self, model) -> list[str]:
+        """Modules of `model` LoRA trains in full (a classification head)."""
+        return []
 
-    def run_info(self, tokenizer) -> dict:
-        """What run.json records about how prompts were built."""
-        return {}
+    def trained_in_full(self, model, fresh_modules=()) -> list[str]:
+        """`modules_to_save`, and for a kind with a fresh head the other modules the checkpoint had no weights
+        for (a BERT saved without its pooler, DeBERTa's ContextPooler): from_pretrained initialised them at
+        random, and frozen they would stay so."""
+        save = self.modules_to_save(model)
+        if not self.fresh_head:
+            return save
+        return save + [m for m in fresh_modules if not set(m.split(".")) & set(save)]
 
-    def prepare_tokenizer(self, tokenizer) -> None:
-        """Set what this kind needs of a freshly loaded tokenizer (padding side...)."""
-
-    def lora_config(self, model, targets: list[str], r: int, alpha: int, dropout: float):
+    def lora_config(self, model, targets: list[str], r: int, alpha: int, dropout: float, fresh_modules=()):
         from peft import LoraConfig
+
+        from .models import ALL_LINEAR  # deferred: torch
 
         return LoraConfig(
             task_type=self.peft_task_type,
@@ -121,50 +215,27 @@ class Kind:
             lora_alpha=alpha,
             lora_dropout=dropout,
             target_modules=ALL_LINEAR if list(targets) == [ALL_LINEAR] else targets,
-            modules_to_save=self.modules_to_save(model) or None,
+            modules_to_save=self.trained_in_full(model, fresh_modules) or None,
         )
 
-    def modules_to_save(self, model) -> list[str]:
-        return []
-
+    @abc.abstractmethod
     def collator(self, tokenizer, model):
-        raise NotImplementedError
+        """The Trainer's data collator."""
 
-    def columns(self, spec, present: set[str], overrides: dict) -> dict[str, list[str]]:
-        """The columns each role reads: {"text": [...], ...}, with the user's overrides applied."""
-        return {"text": list(spec.input_columns) or [overrides.get("text_column") or spec.text_column]}
-
-    def parse_row(self, spec, row: dict, columns: dict[str, list[str]], overrides: dict) -> dict:
-        """The kind's fields of one `Example` (references or label) from a data row (`overrides`: the user's
-        column choices and label mapping)."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def features(self, spec, tokenizer, examples, max_input_tokens: int, max_target_tokens: int) -> list[dict]:
         """Unpadded training features: input ids, attention mask, labels."""
-        raise NotImplementedError
 
+    # --- core: evaluation ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
     def predict(self, loaded, texts, settings, tuned: bool, progress=True, on_progress=None) -> list:
         """Batched outputs (JSON-serialisable: they are cached on disk)."""
-        raise NotImplementedError
 
-    def stream(self, loaded, text: str, settings) -> Iterator[dict]:
-        """Base and tuned outputs for one text as they grow: {"base": update, "tuned": update}, each update a
-        dict with `text`, `tokens`, `elapsed_s`, `truncated`, and maybe `ttft_s` or `probs`."""
-        raise NotImplementedError
-
-    def output_text(self, spec, output) -> str:
-        """One output as a person reads it."""
-        return str(output)
-
-    def reference_text(self, spec, example) -> str:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None) -> Scored:
-        raise NotImplementedError
-
-    def score_reference(self, spec, outputs: list[str], reference: str) -> list[tuple[str, list]]:
-        """Per-output scores of a few outputs against one typed reference: [(metric, [score or mark per output])]."""
-        raise NotImplementedError
+        """Paired statistics and per-example rows of base and tuned outputs. Reports through `on_progress`
+        only: a kind never prints or writes files."""
 
 
 KINDS = Registry("kind")
@@ -178,17 +249,6 @@ def register_kind(kind: Kind) -> Kind:
 def get_kind(kind: str | Kind) -> Kind:
     """`kind` itself, or the registered kind of that name."""
     return kind if isinstance(kind, Kind) else KINDS.lookup(kind, ValueError)
-
-
-def _from_pretrained_error(err, model_ref, kind_name):
-    from .errors import first_line
-
-    text = str(err)
-    if "trust_remote_code" in text:
-        return LlmftError(f"model {model_ref} needs custom code; llmft never runs remote code")
-    if "safetensors" in text.lower():
-        return LlmftError(f"model {model_ref} has no safetensors weights; pickle weights are refused")
-    return LlmftError(f"cannot load {kind_name} model {model_ref}: {first_line(err)}")
 
 
 class Seq2Seq(Kind):
@@ -213,7 +273,7 @@ class Seq2Seq(Kind):
         return "selection" if val_generate else "loss"
 
     def validation_generator(self, spec, tokenizer, examples, max_input_tokens, max_new_tokens):
-        from .inference import GenerationSettings, generate
+        from .inference import GenerationSettings  # deferred: torch
         from .metrics import resolve_scorer, summary_scores
         from .models import LoadedModel
 
@@ -227,7 +287,7 @@ class Seq2Seq(Kind):
             device = next(model.parameters()).device
             # The model as it trains (its adapter active): the "base" side of a LoadedModel with no adapter.
             loaded = LoadedModel(model, tokenizer, spec, "", None, device, 0)
-            outputs = generate(loaded, texts, settings, tuned=False, progress=False)
+            outputs = self.predict(loaded, texts, settings, tuned=False, progress=False)
             return {name: sum(v) / len(v) for name, v in summary_scores(outputs, refs, scorer, spec.metrics).items()}
 
         return scores
@@ -270,39 +330,31 @@ class Seq2Seq(Kind):
         return rows
 
     def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
-        from .inference import generate
+        from .inference import generate  # deferred: torch
 
-        return generate(loaded, texts, settings, tuned, progress=progress, on_progress=on_progress)
+        special = self.special_tokens(loaded.tokenizer)
+        prompts = self.prompts(loaded.task, loaded.tokenizer, list(texts), prompt_limit(loaded, settings))
+        return generate(loaded, prompts, settings, tuned, special, progress=progress, on_progress=on_progress)
 
     def stream(self, loaded, text, settings):
-        from .inference import stream_generate_pair
+        from .inference import stream_generate_pair  # deferred: torch
 
-        return stream_generate_pair(loaded, text, settings)
-
-    def reference_text(self, spec, example):
-        return example.references[0]
+        return stream_generate_pair(
+            loaded, prompt_of(loaded, text, settings), settings, self.special_tokens(loaded.tokenizer)
+        )
 
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
-        import sys
-        import time
-
-        from .metrics import resolve_scorer, scorer_record, summary_scores
+        from .metrics import resolve_scorer, scorer_record, summary_scores  # deferred: numpy, bert_score
         from .stats import paired_comparison
 
         scorer = resolve_scorer(scorer) if "bertscore" in spec.metrics else None
         refs = [ex.references for ex in examples]
+        names = ", ".join(m if m != "bertscore" else f"bertscore with {scorer_record(scorer)}" for m in spec.metrics)
         scores = []
         for done, (side, outputs) in enumerate((("base", base_out), ("tuned", tuned_out))):
             if on_progress:
-                on_progress(f"scoring {side}", done * len(examples), 2 * len(examples))
-            # bert_score's own verbose bar reports nonsense timings (0.3.13), so llmft says what it is doing.
-            if progress:
-                names = ", ".join(m if m != "bertscore" else f"bertscore with {scorer}" for m in spec.metrics)
-                print(f"scoring {side} outputs ({names})...", end="", file=sys.stderr)
-            started = time.perf_counter()
+                on_progress(f"scoring {side} ({names})", done * len(examples), 2 * len(examples))
             scores.append(summary_scores(outputs, refs, scorer, spec.metrics))
-            if progress:
-                print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
         base_scores, tuned_scores = scores
         metrics = {m: paired_comparison(base_scores[m], tuned_scores[m], "permutation", seed) for m in base_scores}
         width = max(len(r) for r in refs)
@@ -370,25 +422,18 @@ class Classification(Kind):
     def load_model(self, spec, model_ref, **kwargs):
         from transformers import AutoModelForSequenceClassification
 
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
+        return AutoModelForSequenceClassification.from_pretrained(
             model_ref,
             num_labels=len(spec.labels),
             id2label=dict(enumerate(spec.labels)),
             label2id={name: i for i, name in enumerate(spec.labels)},
-            output_loading_info=True,
             **kwargs,
         )
-        model.llmft_fresh_modules = sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
-        return model
 
     def modules_to_save(self, model):
-        """The head, and any other module the checkpoint had no weights for (a BERT saved without its pooler,
-        DeBERTa's ContextPooler, BART's classification_head): from_pretrained initialised them at random, and
-        frozen they would stay so."""
+        """The head (from_pretrained initialises it fresh; `trained_in_full` adds the other fresh modules)."""
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        heads = [h for h in self.HEAD_MODULES if h in names]
-        fresh = getattr(model, "llmft_fresh_modules", [])
-        return heads + [m for m in fresh if not set(m.split(".")) & set(self.HEAD_MODULES)]
+        return [h for h in self.HEAD_MODULES if h in names]
 
     def collator(self, tokenizer, model):
         from transformers import DataCollatorWithPadding
@@ -400,8 +445,6 @@ class Classification(Kind):
         return {**super().columns(spec, present, overrides), "label": [label]}
 
     def parse_row(self, spec, row, columns, overrides):
-        from .data import normalize_label
-
         value = row.get(columns["label"][0])
         mapped = (overrides.get("label_map") or {}).get(str(value).strip().lower())
         return {"label": mapped if mapped is not None else normalize_label(value, spec.labels)}
@@ -413,14 +456,17 @@ class Classification(Kind):
         return rows
 
     def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
-        from .inference import classify
+        from .inference import classify  # deferred: torch
 
-        return classify(loaded, texts, settings, tuned, progress=progress, on_progress=on_progress)
+        special = self.special_tokens(loaded.tokenizer)
+        prompts = self.prompts(loaded.task, loaded.tokenizer, list(texts), prompt_limit(loaded, settings))
+        return classify(loaded, prompts, settings, tuned, special, progress=progress, on_progress=on_progress)
 
     def stream(self, loaded, text, settings):
-        from .inference import classify_pair
+        from .inference import classify_pair  # deferred: torch
 
-        pair = classify_pair(loaded, text, settings)
+        prompt, special = prompt_of(loaded, text, settings), self.special_tokens(loaded.tokenizer)
+        pair = classify_pair(loaded, prompt, settings, loaded.task.labels, special)
         yield {side: {**u, "text": max(u["probs"], key=u["probs"].get)} for side, u in pair.items()}
 
     def output_text(self, spec, output):
@@ -488,8 +534,6 @@ class Classification(Kind):
         return Scored(metrics, rows, ["correct", "p_true_label"], extra, warnings, not_better)
 
     def score_reference(self, spec, outputs, reference):
-        from .data import normalize_label
-
         truth = spec.labels[normalize_label(reference, spec.labels)]
         return [("correct", ["✓" if out == truth else "✗" for out in outputs])]
 

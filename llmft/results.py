@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .files import write_json_atomic
+
 FORMAT_VERSION = 2
 """1: the unversioned summary.json of llmft 0.1; 2: adds format_version, kind, headline, verdict, warnings."""
 BETTER, WORSE, UNCLEAR = "better", "worse", "no clear difference"
@@ -243,8 +245,6 @@ class EvalResult:
         """Write examples.csv, summary.json, boxplot.html and scatter.html into `out_dir`."""
         import pandas as pd
 
-        from .runs import write_json_atomic
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"examples": out / "examples.csv", "summary": out / "summary.json"}
@@ -279,3 +279,14 @@ def _proportions(pair: tuple[list[float], list[float]]) -> dict[str, tuple[float
         ci = binomtest(k, n).proportion_ci(method="wilson")
         out[side] = (k / n, float(ci.low), float(ci.high))
     return out
+
+
+def latest_evaluation(run_dir: Path) -> EvalResult | None:
+    """The newest evaluation of a run as an `EvalResult` (summary only, no per-example rows), or None."""
+    evals = sorted((Path(run_dir) / "evaluations").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(evals):
+        try:
+            return EvalResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError, KeyError):
+            continue  # a damaged summary is skipped, not fatal to the Runs table
+    return None

@@ -14,13 +14,15 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 from .errors import LlmftError
+from .files import write_json_atomic
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
+TRAIN_HASHES = "train_texts.json"
+"""Fingerprints of a run's training and validation inputs (`examples.text_hash`), kept beside run.json."""
 RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # whole name: fullmatch (no trailing newline)
 
 
@@ -48,22 +50,6 @@ def check_run_name(name: str) -> str:
     if not isinstance(name, str) or not RUN_NAME_RE.fullmatch(name):
         raise LlmftError(f"invalid run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
     return name
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_run(run_dir: Path) -> dict:
@@ -111,29 +97,6 @@ def mark_failed_on_full_disk(run_dir: Path, **fields) -> bool:
         return False
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """Whether `err` (or what caused it) is a full disk: OSError ENOSPC, or torch's RuntimeError from its
-    file writer ("PytorchStreamWriter failed writing file", "No space left on device")."""
-    import errno
-
-    seen = 0
-    while err is not None and seen < 10:
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        text = str(err)
-        if "No space left on device" in text or "PytorchStreamWriter failed writing" in text:
-            return True
-        err, seen = err.__cause__ or err.__context__, seen + 1
-    return False
-
-
-def free_mb(folder: Path) -> float:
-    try:
-        return shutil.disk_usage(folder).free / 2**20
-    except OSError:
-        return float("nan")
-
-
 def find_run(name: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The directory of run `name` (or `name` itself when it is a run directory)."""
     if Path(name).expanduser().is_dir() and (Path(name).expanduser() / "run.json").is_file():
@@ -157,19 +120,6 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[dict]:
             continue
         runs.append({**info, "dir": str(child)})
     return sorted(runs, key=lambda r: r.get("started_at", ""), reverse=True)
-
-
-def latest_evaluation(run_dir: Path):
-    """The newest evaluation of a run as an `EvalResult` (summary only, no per-example rows), or None."""
-    from .results import EvalResult
-
-    evals = sorted((Path(run_dir) / "evaluations").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(evals):
-        try:
-            return EvalResult.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError, KeyError):
-            continue  # a damaged summary is skipped, not fatal to the Runs table
-    return None
 
 
 def delete_run(run_dir: Path) -> None:

@@ -11,7 +11,6 @@ The default storage is an SQLite file in the runs home (`<runs>/.search/studies.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -20,9 +19,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .config import TrainConfig, field_type, schema
-from .errors import LlmftError
+from .config import TrainConfig
+from .errors import LlmftError, first_line
 from .runs import check_run_name, runs_home, update_run
+from .schema import bound_error, field_type, flag_of, schema
+from .training import prepare, prepare_next, train
 
 SEARCHABLE = {f.name for f in schema(TrainConfig) if f.metadata["group"] == "hyper"} - {"time_budget"}
 """The TrainConfig fields a search space may name."""
@@ -133,24 +134,18 @@ def _range(name: str, spec: dict, where: str) -> Dimension:
 
 
 def _check_value(name: str, value, where: str) -> None:
-    """A value the field accepts: its type, bounds and choices (TrainConfig's own check, one line)."""
-    from .config import check_bounds
-
-    probe = TrainConfig.__new__(TrainConfig)
-    for f in schema(TrainConfig):
-        setattr(probe, f.name, None)
-    base = field_type(TrainConfig, _field(name))
+    """A value the field accepts: its type, bounds and choices (TrainConfig's own, one line)."""
+    f = _field(name)
+    base = field_type(TrainConfig, f)
     if base is list:
         value = [v.strip() for v in str(value).split(",") if v.strip()]
     elif base is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise LlmftError(f"{where}: {value!r} is not a whole number")
     elif base is float and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise LlmftError(f"{where}: {value!r} is not a number")
-    setattr(probe, name, value)
-    try:
-        check_bounds(probe)
-    except LlmftError as err:
-        raise LlmftError(f"{where}: {err}") from None
+    problem = bound_error(TrainConfig, f, value)
+    if problem:
+        raise LlmftError(f"{where}: {flag_of(f).lstrip('-')} {problem}")
 
 
 class _Report(TrainerCallback):
@@ -203,8 +198,6 @@ def _open_study(optuna, storage: str, study_name: str, direction: str, seed: int
     loser of a race tries again (up to 5 times) instead of failing."""
     import random
 
-    from .errors import first_line
-
     for attempt in range(5):
         try:
             rdb = storage
@@ -254,14 +247,11 @@ def search(
     """
     import optuna
 
-    from .tasks import get_task
-    from .training import prepare, prepare_next, train
-
     if not trials and not timeout:
         raise LlmftError("give --trials or --time-budget for the search")
     if not base.val_split:
         raise LlmftError("a search chooses on the validation split: val-split must be above 0")
-    task = get_task(base.task)
+    task = base.task_spec
     metric = task.kind.selection(base.val_generate)
     direction = "minimize" if metric == "loss" else "maximize"
     space = default_space(base) if space is None else space
@@ -274,7 +264,7 @@ def search(
         raise LlmftError(f"study {study_name} was created to {study.direction.name.lower()}, not {direction}")
     study.set_user_attr("task", task.name)
     # Data, model and names checked before trial 1; the rows read once serve every trial that keeps them.
-    checked = prepare(dataclasses.replace(base, run_name=f"{study_name}-check"))
+    checked = prepare(base.replace(run_name=f"{study_name}-check"))
 
     def objective(trial):
         params = {}
@@ -289,7 +279,7 @@ def search(
             values["max_steps"] = None
         run_name = f"{study_name}-t{trial.number:03d}"
         trial.set_user_attr("run", run_name)
-        config = dataclasses.replace(base, **values, run_name=run_name)
+        config = base.replace(**values, run_name=run_name)
         report = _Report(trial, metric)
         info = train(prepare_next(checked, config), callbacks=[report], show_progress=show_progress, cancel=cancel)
         if cancel is not None and cancel.is_set():

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import LR_SCHEDULERS
 from .errors import LlmftError
 from .kinds import CLASSIFICATION, SEQ2SEQ, Kind, get_kind
 from .registry import Registry
+from .schema import LR_SCHEDULERS, bound_error, field_type, param
 
 __all__ = [
     "CLASSIFICATION",
@@ -35,49 +36,63 @@ GENERATION_METRICS = ("rouge", "bertscore", "exact_match", "chrf")
 
 @dataclass(frozen=True)
 class Preset:
-    """Training and evaluation defaults for one task at one size."""
+    """Training and evaluation defaults for one task at one size.
 
-    lora_r: int
-    """LoRA rank."""
-    lora_alpha: int
-    """LoRA scaling numerator (scale = alpha / r)."""
-    lora_dropout: float
-    """Dropout on the LoRA input."""
-    target_modules: tuple[str, ...]
-    """Module names LoRA adapts; mapped to the loaded architecture's names (q -> q_lin / query / q_proj)."""
-    learning_rate: float
-    """Peak AdamW learning rate."""
-    max_steps: int | None
-    """Optimizer steps; None means train for `epochs`."""
-    epochs: float = 1.0
-    """Epochs when `max_steps` is None."""
-    batch_size: int = 8
-    """Per-device train batch size."""
-    train_samples: int | None = None
-    """Training examples drawn from the train split (None = all)."""
-    eval_n: int = 50
-    """Test examples evaluated."""
-    val_split: float = 0.1
-    """Validation rows carved from the training data by seed: a fraction below 1, a count from 1, 0 for none
-    (a hub dataset's own validation split is used instead when it has one)."""
-    val_generate: int = 0
-    """Validation rows a generation task generates and scores at each validation (its headline picks the kept
-    step); 0: the validation loss picks it."""
-    early_stopping: int | None = None
-    """Stop after this many validations without improvement (None: train to the end, keep the best)."""
-    warmup_ratio: float = 0.0
-    """Share of the steps over which the learning rate rises from 0."""
-    lr_scheduler: str = "linear"
-    """Learning-rate schedule after warmup: linear, cosine or constant."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    grad_accum: int = 1
-    """Batches accumulated into one optimizer step."""
-    base_dropout: float | None = None
-    """Dropout inside the frozen base model while training (None: the model's own)."""
-    time_budget: float | None = None
-    """Seconds of training: steps are set to fit after timing the first ones (the length is then an upper
-    bound). None or 0: train the full length."""
+    The bounds declared here are the only ones: `TrainConfig`'s field of the same name takes them
+    (`schema.limits_of`), and a task file's preset settings are checked against them.
+    """
+
+    lora_r: int = param(help="LoRA rank", required=True, bounds=(1, 1024))
+    lora_alpha: int = param(
+        help="LoRA scaling numerator (scale = alpha / r)", required=True, bounds=(0, 4096), interval="(]"
+    )
+    lora_dropout: float = param(help="dropout on the LoRA input", required=True, bounds=(0, 1), interval="[)")
+    target_modules: tuple[str, ...] = param(
+        help="module names LoRA adapts; mapped to the loaded architecture's names (q -> q_lin / query / q_proj)",
+        required=True,
+    )
+    learning_rate: float = param(help="peak AdamW learning rate", required=True, bounds=(0, 1), interval="(]")
+    max_steps: int | None = param(
+        help="optimizer steps; None means train for `epochs`", required=True, bounds=(1, 1_000_000)
+    )
+    epochs: float = param(1.0, "epochs when `max_steps` is None", bounds=(0, 1000), interval="(]")
+    batch_size: int = param(8, "per-device train batch size", bounds=(1, 1024))
+    train_samples: int | None = param(
+        help="training examples drawn from the train split (None or 0 = all)", bounds=(0, 10_000_000)
+    )
+    eval_n: int = param(50, "test examples evaluated", bounds=(1, 1_000_000))
+    val_split: float = param(
+        0.1,
+        "validation rows carved from the training data by seed: a fraction below 1, a count from 1, 0 for none "
+        "(a hub dataset's own validation split is used instead when it has one)",
+        bounds=(0, 10_000_000),
+    )
+    val_generate: int = param(
+        0,
+        "validation rows a generation task generates and scores at each validation (its headline picks the kept "
+        "step); 0: the validation loss picks it",
+        bounds=(0, 100_000),
+    )
+    early_stopping: int | None = param(
+        help="stop after this many validations without improvement (None: train to the end, keep the best)",
+        bounds=(1, 1000),
+    )
+    warmup_ratio: float = param(
+        0.0, "share of the steps over which the learning rate rises from 0", bounds=(0, 1), interval="[)"
+    )
+    lr_scheduler: str = param("linear", "learning-rate schedule after warmup", choices=LR_SCHEDULERS)
+    weight_decay: float = param(0.0, "AdamW weight decay", bounds=(0, 1))
+    grad_accum: int = param(1, "batches accumulated into one optimizer step", bounds=(1, 1024))
+    base_dropout: float | None = param(
+        help="dropout inside the frozen base model while training (None: the model's own)",
+        bounds=(0, 1),
+        interval="[)",
+    )
+    time_budget: float | None = param(
+        help="seconds of training: steps are set to fit after timing the first ones (the length is then an upper "
+        "bound). None or 0: train the full length",
+        bounds=(0, 604_800),
+    )
 
 
 @dataclass(frozen=True)
@@ -440,54 +455,26 @@ def _file_presets(value, base: TaskSpec, where: str) -> dict:
     return presets
 
 
-PRESET_INTS = {
-    "lora_r": 1,
-    "lora_alpha": 1,
-    "batch_size": 1,
-    "max_steps": 1,
-    "train_samples": 1,
-    "eval_n": 1,
-    "early_stopping": 1,
-    "grad_accum": 1,
-    "val_generate": 0,
-}
-"""Whole-number preset settings and their least value (`max_steps`, `train_samples` and `early_stopping` may be
-null)."""
-PRESET_FLOATS = {
-    "lora_dropout": (0.0, 0.999),
-    "learning_rate": (1e-8, 1.0),
-    "epochs": (0.01, 1000.0),
-    "val_split": (0.0, 1e7),
-    "warmup_ratio": (0.0, 0.999),
-    "weight_decay": (0.0, 1.0),
-    "time_budget": (0.0, 604_800.0),
-    "base_dropout": (0.0, 0.999),
-}
-
-
 def _preset_value(key: str, value, where: str):
-    """A task file's preset setting, checked for type and range."""
-    if key == "target_modules":
+    """A task file's preset setting, checked for type and against the bounds of its `Preset` field."""
+    f = Preset.__dataclass_fields__[key]
+    kind = field_type(Preset, f)
+    if kind is list:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
-            raise LlmftError(f"{where}: target_modules must be module names, e.g. [q, v] or all-linear")
+            raise LlmftError(f"{where}: {key} must be module names, e.g. [q, v] or all-linear")
         return tuple(v.strip() for v in items)
-    if key == "lr_scheduler":
-        if value not in LR_SCHEDULERS:
-            raise LlmftError(f"{where}: lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {value!r}")
-        return value
-    if key in PRESET_INTS:
-        if value is None and key in ("max_steps", "train_samples", "early_stopping"):
-            return None
-        if not isinstance(value, int) or isinstance(value, bool) or not PRESET_INTS[key] <= value <= 10**7:
-            raise LlmftError(f"{where}: {key} must be a whole number of at least {PRESET_INTS[key]}, got {value!r}")
-        return value
-    if value is None and key in ("time_budget", "base_dropout"):
+    if value is None and type(None) in typing.get_args(typing.get_type_hints(Preset)[key]):
         return None
-    low, high = PRESET_FLOATS[key]
-    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
-        raise LlmftError(f"{where}: {key} must be a number from {low:g} to {high:g}, got {value!r}")
-    return float(value)
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise LlmftError(f"{where}: {key} must be a whole number, got {value!r}")
+    if kind is float and (not isinstance(value, int | float) or isinstance(value, bool)):
+        raise LlmftError(f"{where}: {key} must be a number, got {value!r}")
+    value = float(value) if kind is float else value
+    problem = bound_error(Preset, f, value)
+    if problem:
+        raise LlmftError(f"{where}: {key} {problem}")
+    return value
 
 
 def task_names() -> list[str]:

@@ -103,7 +103,7 @@ def test_an_app_restarted_while_a_child_trains_reattaches_and_can_cancel_it(tiny
 def test_a_child_that_ignores_cancel_is_killed_after_the_grace_period(tiny_distilbert, tmp_path):
     runs = tmp_path / "runs"
     ctx = Context.create(runs)
-    ctx._jobs = Jobs(ctx, grace_s=1.0)
+    Jobs(ctx, grace_s=1.0)
     job = ctx.jobs.start(long_run(tiny_distilbert, runs, "stubborn"))
     wait_until(lambda: training_step(runs, "stubborn"), what="the child's first steps")
     os.kill(job.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGTERM; SIGKILL still ends it
@@ -119,6 +119,7 @@ def test_a_child_that_fails_while_preparing_reports_one_line_and_leaves_nothing(
     bad = tmp_path / "bad.csv"
     bad.write_text("review,label\ngood,1\n")
     ctx = Context.create(runs)
+    Jobs(ctx)
     with pytest.raises(LlmftError, match="^column 'text' not found in .*bad.csv; columns are: label, review$"):
         ctx.jobs.start(TrainConfig(task="sentiment", model="minilm", data=str(bad), run_name="bad"))
     assert not (runs / "bad").exists()

@@ -13,9 +13,9 @@ from llmft.context import Context
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings
 from llmft.export import export_run
-from llmft.inference import generate
 from llmft.kinds import CAUSAL_LM, CLASSIFICATION, SEQ2SEQ
-from llmft.models import load_model, model_config, resolve_target_modules, task_for_model
+from llmft.loading import load_model, task_for_model
+from llmft.models import model_config, resolve_target_modules
 from llmft.pipeline import evaluate
 from llmft.runs import read_run
 from llmft.synthetic import build_causal
@@ -29,6 +29,11 @@ TEXTS = [
     "a much longer conversation about rivers, clouds and the garden behind the old stone house by the hill",
     "#Person1#: hello there. #Person2#: hi, how are you today?",
 ]
+
+
+def _generate(loaded, texts, settings, **kwargs):
+    """The kind's batched outputs for `texts` (prompts built as training and evaluation build them)."""
+    return loaded.task.kind.predict(loaded, texts, settings, **kwargs)
 
 
 def _constant_rows(path, n, length, seed):
@@ -109,14 +114,14 @@ def test_plain_prompt_without_a_chat_template(tmp_path):
 def test_batched_generation_equals_one_at_a_time_and_never_repeats_the_prompt(arch, request):
     loaded = load_model(get_task("dialogue"), request.getfixturevalue(arch))
     settings = GenerationSettings(max_new_tokens=10, batch_size=8)
-    batched = generate(loaded, TEXTS, settings, tuned=False, progress=False)
-    single = [generate(loaded, [t], settings, tuned=False, progress=False)[0] for t in TEXTS]
+    batched = _generate(loaded, TEXTS, settings, tuned=False, progress=False)
+    single = [_generate(loaded, [t], settings, tuned=False, progress=False)[0] for t in TEXTS]
     assert batched == single
     for out in batched:
         assert out and "summarize the following" not in out.lower() and "<|im_start|>" not in out
     # What makes it hold: left padding. Padded on the right, the short rows continue after pad tokens.
     loaded.tokenizer.padding_side = "right"
-    assert generate(loaded, TEXTS, settings, tuned=False, progress=False) != single
+    assert _generate(loaded, TEXTS, settings, tuned=False, progress=False) != single
 
 
 def test_lora_targets_map_onto_decoder_architectures(tiny_llama, tiny_gpt2):
@@ -154,8 +159,8 @@ def test_lora_learns_a_constant_answer_and_the_merged_export_reloads_in_plain_tr
     loaded = load_model(task, model, info["dir"])
     texts = [ex.text for ex in load_examples(task, held_out)]
     settings = GenerationSettings(max_new_tokens=12)
-    base = generate(loaded, texts, settings, tuned=False, progress=False)
-    tuned = generate(loaded, texts, settings, tuned=True, progress=False)
+    base = _generate(loaded, texts, settings, tuned=False, progress=False)
+    tuned = _generate(loaded, texts, settings, tuned=True, progress=False)
     assert tuned == [ANSWER] * len(texts)  # learned, and stopped at EOS
     assert all(b != ANSWER for b in base)
     # The evaluation pipeline (base-output cache, scoring, verdict) sees the same outputs.
@@ -170,7 +175,7 @@ def test_lora_learns_a_constant_answer_and_the_merged_export_reloads_in_plain_tr
     *_, last = loaded.task.kind.stream(loaded, texts[0], GenerationSettings(max_new_tokens=12, batch_size=1))
     assert (last["base"]["text"], last["tuned"]["text"]) == (base[0], ANSWER)
     # Base weights untouched: the base rows of the same model give what a fresh base model gives.
-    assert generate(load_model(task, model), texts, settings, tuned=False, progress=False) == base
+    assert _generate(load_model(task, model), texts, settings, tuned=False, progress=False) == base
 
     out = export_run(arch, tmp_path / "merged", merge=True, runs_dir=runs_dir)
     plain = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -189,7 +194,7 @@ def test_lora_learns_a_constant_answer_and_the_merged_export_reloads_in_plain_tr
 def test_bfloat16_generation_on_a_decoder(tiny_llama):
     loaded = load_model(get_task("dialogue"), tiny_llama, dtype="bfloat16")
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
-    out = generate(loaded, TEXTS, GenerationSettings(max_new_tokens=6), tuned=False, progress=False)
+    out = _generate(loaded, TEXTS, GenerationSettings(max_new_tokens=6), tuned=False, progress=False)
     assert len(out) == 3 and all(isinstance(o, str) for o in out)
 
 

@@ -17,7 +17,9 @@ from llmft import LlmftError, get_task
 from llmft import data as data_module
 from llmft.context import Context
 from llmft.data import load_examples, normalize_label, normalize_text, read_rows
-from llmft.models import adapter_dir, check_model_ref, load_model
+from llmft.jobs import Jobs
+from llmft.loading import load_model
+from llmft.refs import adapter_dir, check_model_ref
 from llmft.results import EvalResult
 from llmft.runs import read_run
 from llmft.training import TrainConfig, complete_checkpoints, train
@@ -330,7 +332,7 @@ def test_disk_full_while_saving_is_a_clear_error_and_keeps_old_artifacts(tiny_di
 # 7. Concurrency ------------------------------------------------------------------------------------------
 def test_two_simultaneous_starts_run_exactly_one(tiny_distilbert, tmp_path):
     barrier, outcomes = threading.Barrier(2), []
-    jobs = Context.create(tmp_path).jobs
+    jobs = Jobs(Context.create(tmp_path))
 
     def start(name):
         barrier.wait()

@@ -15,7 +15,7 @@ from llmft.config import EvalConfig
 from llmft.context import Context
 from llmft.data import load_examples
 from llmft.export import export_run, push_run
-from llmft.models import load_model
+from llmft.loading import load_model
 from llmft.pipeline import evaluate
 from llmft.training import TrainConfig, train
 from tests.conftest import free_port

@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 from llmft import LlmftError, get_task
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
-from llmft.models import MINILM, load_base, load_model, minilm_path, resolve_target_modules
+from llmft.loading import load_base, load_model
+from llmft.models import resolve_target_modules
+from llmft.refs import MINILM, minilm_path
 from llmft.runs import list_runs, read_run, update_run
 from llmft.training import TrainConfig, train
 
@@ -117,7 +119,6 @@ def test_classification_fine_tune_beats_base_on_the_bundled_sample(runs_dir):
 def test_a_head_peft_cannot_mix_per_row_still_compares_base_and_tuned(runs_dir, tmp_path):
     """RoBERTa's classification head (dense, dropout, out_proj) is not a Linear, so peft refuses to mix base and
     tuned rows in one batch through it: evaluation, the Compare pair and the base rows must still be right."""
-    from llmft.inference import classify, classify_pair
     from llmft.synthetic import build_roberta
 
     task = get_task("sentiment")
@@ -130,14 +131,14 @@ def test_a_head_peft_cannot_mix_per_row_still_compares_base_and_tuned(runs_dir, 
     assert not loaded.mixes_rows
     texts = [ex.text for ex in load_examples(task, None, "test")[:12]]
     settings = GenerationSettings()
-    base = classify(loaded, texts, settings, tuned=False, progress=False)
-    tuned = classify(loaded, texts, settings, tuned=True, progress=False)
-    alone = classify(
+    base = task.kind.predict(loaded, texts, settings, tuned=False, progress=False)
+    tuned = task.kind.predict(loaded, texts, settings, tuned=True, progress=False)
+    alone = task.kind.predict(
         load_model(task, model, head_seed=info["head_seed"]), texts, settings, tuned=False, progress=False
     )
     assert torch.allclose(torch.tensor(base), torch.tensor(alone), atol=1e-6)  # the base rows are the base model's
     assert not torch.allclose(torch.tensor(tuned), torch.tensor(base), atol=1e-3)  # and the tuned rows are not
-    pair = classify_pair(loaded, texts[0], settings)
+    pair = next(task.kind.stream(loaded, texts[0], settings))  # Compare's pair
     assert list(pair["base"]["probs"].values()) == pytest.approx(base[0], abs=1e-6)
     assert list(pair["tuned"]["probs"].values()) == pytest.approx(tuned[0], abs=1e-6)
     result = evaluate_pair(
@@ -198,7 +199,7 @@ def test_modules_the_checkpoint_lacks_are_trained_in_full(build, fresh, runs_dir
     )
     assert info["trained_in_full"] == fresh
     saved = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
-    base = dict(load_base(get_task("sentiment"), str(folder), head_seed=info["head_seed"])[0].named_parameters())
+    base = dict(load_base(get_task("sentiment"), str(folder), head_seed=info["head_seed"]).model.named_parameters())
     for module in fresh:
         name = f"{module}.weight"
         trained = next(v for k, v in saved.items() if k.endswith(name))
@@ -206,16 +207,16 @@ def test_modules_the_checkpoint_lacks_are_trained_in_full(build, fresh, runs_dir
 
 
 def test_the_packaged_minilm_trains_only_its_head_in_full():
-    minilm, _ = load_base(get_task("sentiment"), str(minilm_path()))
+    minilm = load_base(get_task("sentiment"), str(minilm_path())).model
     assert minilm.llmft_fresh_modules == ["classifier"]  # it has its pooler
 
 
 def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):
     # The classifier head is initialised fresh; the recorded seed must reproduce it exactly.
     task = get_task("sentiment")
-    a, _ = load_base(task, tiny_distilbert, head_seed=7)
-    b, _ = load_base(task, tiny_distilbert, head_seed=7)
-    c, _ = load_base(task, tiny_distilbert, head_seed=8)
+    a = load_base(task, tiny_distilbert, head_seed=7).model
+    b = load_base(task, tiny_distilbert, head_seed=7).model
+    c = load_base(task, tiny_distilbert, head_seed=8).model
     assert torch.equal(a.classifier.weight, b.classifier.weight)
     assert not torch.equal(a.classifier.weight, c.classifier.weight)
 
@@ -263,7 +264,7 @@ def test_base_dropout_zero_makes_training_forward_passes_deterministic(task_name
         enc["decoder_input_ids"] = torch.tensor([[0, 2023, 2003]])
 
     def two_training_passes(dropout):
-        net, _ = load_base(task, model, dropout=dropout)
+        net = load_base(task, model, dropout=dropout).model
         net.train()
         with torch.no_grad():
             return net(**enc).logits, net(**enc).logits, net.config
@@ -276,7 +277,7 @@ def test_base_dropout_zero_makes_training_forward_passes_deterministic(task_name
 
 
 def test_target_modules_map_to_the_architecture_or_fail(tiny_distilbert):
-    model, _ = load_base(get_task("sentiment"), tiny_distilbert)
+    model = load_base(get_task("sentiment"), tiny_distilbert).model
     assert resolve_target_modules(model, ["query", "v"]) == ["q_lin", "v_lin"]
     with pytest.raises(LlmftError, match="match no linear layer"):
         resolve_target_modules(model, ["not_a_layer"])

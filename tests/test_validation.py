@@ -11,9 +11,11 @@ import pytest
 from safetensors.torch import load_file
 
 from llmft import LlmftError
-from llmft.data import load_examples, text_hash
+from llmft.data import load_examples
+from llmft.examples import text_hash
+from llmft.runs import TRAIN_HASHES
 from llmft.tasks import get_task
-from llmft.training import TRAIN_HASHES, TrainConfig, prepare, train
+from llmft.training import TrainConfig, prepare, train
 
 
 def config(tiny_distilbert, runs_dir, name, **kwargs):

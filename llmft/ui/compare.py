@@ -10,7 +10,7 @@ from ..access import User
 from ..data import bundled_path, load_examples, normalize_text
 from ..errors import LlmftError
 from ..evaluation import GenerationSettings
-from ..inference import prompts_of
+from ..kinds import prompt_of
 from ..pipeline import known_tasks, open_model
 from ..tasks import get_task
 from .common import completed_runs, user_errors, visible_runs, with_user
@@ -77,7 +77,8 @@ def compare(ctx, user, task_name, model, adapter_choice, text, reference, max_ne
     )
     view = {side: {"text": "", "stats": "", "probs": None} for side in ("base", "tuned")}
 
-    prompt = prompts_of(loaded, [text], settings)[0]  # as the model reads it (task and chat templates)
+    task = loaded.task  # as the model and run decide it: a decoder's kind, a file task's stored labels
+    prompt = prompt_of(loaded, text, settings)  # as the model reads it (task and chat templates)
 
     def outputs(scores=""):
         b, t = view["base"], view["tuned"]

@@ -15,10 +15,10 @@ from ..access import owner_of
 from ..config import TrainConfig, hyperparameters
 from ..errors import LlmftError
 from ..jobs import log_path, log_tail
-from ..models import minilm_path
 from ..plots import loss_curve
-from ..results import data_label
-from ..runs import FAILED, RUNNING, delete_run, latest_evaluation, update_run
+from ..refs import minilm_path
+from ..results import data_label, latest_evaluation
+from ..runs import FAILED, RUNNING, delete_run, update_run
 from .common import visible_runs, with_user, zip_for_download
 
 

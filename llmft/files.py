@@ -1,0 +1,55 @@
+"""Files written so that nothing half-written is ever read: atomic JSON and text writes, and what a full disk looks
+like (ground floor: no llmft module but `errors` below it)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, write) -> None:
+    """Write a file through `write(f)` (a text file object) so that readers see the old file or the new one,
+    never half of one; the file is world-readable, like run.json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files are meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON atomically (`write_text_atomic`)."""
+    write_text_atomic(path, lambda f: json.dump(data, f, indent=2, default=str))
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) is a full disk: OSError ENOSPC, or torch's RuntimeError from its
+    file writer ("PytorchStreamWriter failed writing file", "No space left on device")."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err)
+        if "No space left on device" in text or "PytorchStreamWriter failed writing" in text:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def free_mb(folder: Path) -> float:
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return float("nan")
