@@ -30,7 +30,7 @@ from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
 from llmft.inference import classify
 from llmft.loading import load_model
-from llmft.refs import minilm_path
+from llmft.packaged import minilm_path
 from llmft.tasks import get_task
 from llmft.training import TrainConfig, train
 

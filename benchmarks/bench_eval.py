@@ -29,7 +29,7 @@ from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
 from llmft.inference import generate
 from llmft.loading import load_model
-from llmft.refs import MINILM, minilm_path
+from llmft.packaged import MINILM, minilm_path
 from llmft.tasks import get_task
 
 

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--run", required=True)
     x.add_argument("--out", required=True)
     x.add_argument("--merge", action="store_true", help="merge the adapter into the base model")
+    x.add_argument(
+        "--gguf",
+        action="store_true",
+        help="also write the merged model as GGUF (model-f16.gguf, model-q8_0.gguf) with an Ollama Modelfile "
+        "(Llama-architecture models: SmolLM2, Llama)",
+    )
     x.add_argument("--runs-dir")
 
     u = sub.add_parser("push", help="export a run and upload it to the Hugging Face hub")
@@ -229,7 +235,7 @@ def cmd_predict(args) -> None:
     from .context import Context
     from .data import normalize_text
     from .evaluation import GenerationSettings
-    from .pipeline import open_model, resolve_task
+    from .pipeline import generation_cap, open_model, resolve_task
 
     try:
         text, notice = normalize_text(args.text)
@@ -238,7 +244,7 @@ def cmd_predict(args) -> None:
     if notice:
         print(f"note: {notice}", file=sys.stderr)
     ctx = Context.create(args.runs_dir, args.dtype)
-    loaded, _ = open_model(ctx, resolve_task(ctx, args.task, args.run), args.run, args.adapter, args.model)
+    loaded, run_info = open_model(ctx, resolve_task(ctx, args.task, args.run), args.run, args.adapter, args.model)
     task = loaded.task  # as the model and run decide it: a decoder's kind, a file task's stored labels
     if task.input_columns:
         print(
@@ -247,7 +253,7 @@ def cmd_predict(args) -> None:
             file=sys.stderr,
         )
     settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens or task.max_target_tokens,
+        max_new_tokens=generation_cap(task, run_info, args.max_new_tokens)[0],
         batch_size=1,
         max_input_tokens=task.max_input_tokens,
     )
@@ -259,8 +265,9 @@ def cmd_predict(args) -> None:
 def cmd_export(args) -> None:
     from .export import export_run
 
-    out = export_run(args.run, args.out, merge=args.merge, runs_dir=args.runs_dir)
-    print(f"exported {'merged model' if args.merge else 'adapter'} of run {args.run} to {out}")
+    out = export_run(args.run, args.out, merge=args.merge, runs_dir=args.runs_dir, gguf=args.gguf)
+    what = "merged model and GGUF files" if args.gguf else "merged model" if args.merge else "adapter"
+    print(f"exported {what} of run {args.run} to {out}")
 
 
 def cmd_push(args) -> None:

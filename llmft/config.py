@@ -44,7 +44,8 @@ class TrainConfig:
     )
     preset: str = param("quick", "quick (CPU-sized) or full (the origin's settings)", choices=PRESETS, group="task")
     model: str | None = param(
-        help="base model: hub id, local folder, or 'minilm' (default: the task's; offline fallback applies)",
+        help="base model: hub id, local folder, 'minilm' (packaged all-MiniLM-L6-v2) or 'smollm2' (packaged "
+        "SmolLM2-135M-Instruct chat LLM); default: the task's",
         group="task",
         label="Base model",
     )
@@ -241,7 +242,11 @@ class EvalConfig:
     scorer: str | None = param(
         help="BERTScore scorer (default roberta-large; offline the packaged MiniLM)", flag="--bertscore-model"
     )
-    max_new_tokens: int | None = param(help="generated tokens at most (default: the task's)", bounds=(1, 4096))
+    max_new_tokens: int | None = param(
+        help="generated tokens at most, for base and tuned alike (default: fitted to the run's training "
+        "references, else the task's)",
+        bounds=(1, 4096),
+    )
     batch_size: int = param(32, "texts per inference batch", bounds=(1, 1024))
     out: str | None = param(help="also write examples.csv, summary.json and the plots here (a new or empty folder)")
     overwrite: bool = param(False, "replace the results in a non-empty --out folder")

@@ -10,22 +10,42 @@ from pathlib import Path
 from .config import TrainConfig, hyperparameters
 from .errors import LlmftError, first_line
 from .loading import load_model, resolve_model
+from .packaged import SMOLLM2
 from .refs import is_hub_id
 from .results import EvalResult, latest_evaluation
 from .runs import COMPLETED, find_run, read_run
 from .tasks import task_of_run
 
 
-def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
+def model_card(info: dict, evaluation: EvalResult | None, merged: bool, gguf: bool = False) -> str:
     """README.md for an exported run: what it is, how it was made, and its latest evaluation."""
     task = task_of_run(info)
     cfg = info.get("config", {})
     rows = "\n".join(f"| {k} | {v} |" for k, v in hyperparameters(TrainConfig, cfg))
     library = "transformers" if merged else "peft"
+    source = info.get("base_model_source") or {}
+    base = source.get("model") or info["base_model"]  # a packaged model by its hub id, not this machine's path
+    weights = (
+        [
+            f"- base weights: `{source['gguf_file']}` from `{source['package']}` ({source['quantization']}), "
+            f"{source['converted']}"
+        ]
+        if source
+        else []
+    )
+    files = (
+        [
+            "",
+            "GGUF files for llama.cpp and Ollama: `model-f16.gguf`, `model-q8_0.gguf` (`ollama create NAME -f "
+            "Modelfile`).",
+        ]
+        if gguf
+        else []
+    )
     lines = [
         "---",
         f"library_name: {library}",
-        f"base_model: {info['base_model']}",
+        f"base_model: {base}",
         "tags:",
         "- llmft",
         "- lora",
@@ -34,15 +54,17 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
         "",
         f"# {info['name']}",
         "",
-        f"A LoRA fine-tune of `{info['base_model']}` for **{task.name}**: {task.description}",
+        f"A LoRA fine-tune of `{base}` for **{task.name}**: {task.description}",
         "This folder holds "
         + (
             "the base model with the adapter merged in (plain transformers, safetensors)."
             if merged
             else "the LoRA adapter (load it with peft on top of the base model)."
         ),
+        *files,
         "",
         "## Training",
+        *weights,
         f"- data: `{info.get('data')}` ({info.get('train_examples')} examples)",
         f"- LoRA target modules: {', '.join(info.get('lora_target_modules_resolved', []))}",
         f"- trained in full (head, modules the checkpoint lacked): {', '.join(info.get('trained_in_full') or ['-'])}",
@@ -79,11 +101,15 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_run(run: str, out: str | os.PathLike, merge: bool = False, runs_dir: str | None = None) -> Path:
-    """Write run `run`'s adapter (or the merged model when `merge`) and a model card into `out`.
+def export_run(
+    run: str, out: str | os.PathLike, merge: bool = False, runs_dir: str | None = None, gguf: bool = False
+) -> Path:
+    """Write run `run`'s adapter (or the merged model when `merge`) and a model card into `out`; with `gguf`,
+    the merged model also as GGUF files (f16, q8_0) with an Ollama `Modelfile`.
 
     The folder is assembled next to `out` and renamed into place, so a failed export leaves nothing behind.
     """
+    merge = merge or gguf
     run_dir = find_run(run, runs_dir)
     info = read_run(run_dir)
     if info.get("status") != COMPLETED or not (run_dir / "adapter").is_dir():
@@ -107,9 +133,12 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, runs_dir: 
             merged = loaded.model.merge_and_unload()
             merged.save_pretrained(staging, safe_serialization=True)
             loaded.tokenizer.save_pretrained(staging)
+            if gguf:
+                _write_gguf(merged, loaded.tokenizer, staging, info)
         else:
             shutil.copytree(run_dir / "adapter", staging, dirs_exist_ok=True)
-        (staging / "README.md").write_text(model_card(info, latest_evaluation(run_dir), merge), encoding="utf-8")
+        card = model_card(info, latest_evaluation(run_dir), merge, gguf)
+        (staging / "README.md").write_text(card, encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -117,6 +146,18 @@ def export_run(run: str, out: str | os.PathLike, merge: bool = False, runs_dir: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _write_gguf(merged, tokenizer, folder: Path, info: dict) -> None:
+    """The merged model as GGUF files and an Ollama Modelfile for the smaller one."""
+    from .gguf_export import modelfile, write_gguf
+
+    source = info.get("base_model_source") or {}
+    pre = "smollm" if source.get("alias") == SMOLLM2 else "default"  # llama.cpp's pre-tokenizer name
+    written = write_gguf(merged, tokenizer, folder, name=info["name"], pre=pre)
+    stops = list(dict.fromkeys(t for t in (tokenizer.eos_token, "<|im_end|>") if t and t in tokenizer.get_vocab()))
+    text = modelfile(written[-1].name, tokenizer, stops)
+    (folder / "Modelfile").write_text(f"# ollama create {info['name']} -f Modelfile\n" + text, encoding="utf-8")
 
 
 def push_run(

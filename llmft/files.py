@@ -11,6 +11,16 @@ import tempfile
 from pathlib import Path
 
 
+def llmft_home() -> Path:
+    """Where llmft keeps what it makes: $LLMFT_HOME, else /data/llmft on a Space with storage, else
+    ~/.cache/llmft (runs, converted models)."""
+    if os.environ.get("LLMFT_HOME"):
+        return Path(os.environ["LLMFT_HOME"]).expanduser()
+    if Path("/data").is_dir() and os.access("/data", os.W_OK):
+        return Path("/data/llmft")
+    return Path("~/.cache/llmft").expanduser()
+
+
 def write_text_atomic(path: Path, write) -> None:
     """Write a file through `write(f)` (a text file object) so that readers see the old file or the new one,
     never half of one; the file is world-readable, like run.json."""

@@ -15,6 +15,7 @@ imported where they are used, because they pull in torch, numpy and scipy, and `
 from __future__ import annotations
 
 import abc
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -232,6 +233,11 @@ class Kind(Prompting, Validating, Display, abc.ABC):
     def predict(self, loaded, texts, settings, tuned: bool, progress=True, on_progress=None) -> list:
         """Batched outputs (JSON-serialisable: they are cached on disk)."""
 
+    def fitted_max_new_tokens(self, tokenizer, examples, max_target_tokens: int) -> dict | None:
+        """The generation cap fitted to a task's training references (run.json `max_new_tokens`): None for a
+        kind that does not generate."""
+        return None
+
     @abc.abstractmethod
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None) -> Scored:
         """Paired statistics and per-example rows of base and tuned outputs. Reports through `on_progress`
@@ -342,6 +348,23 @@ class Seq2Seq(Kind):
         return stream_generate_pair(
             loaded, prompt_of(loaded, text, settings), settings, self.special_tokens(loaded.tokenizer)
         )
+
+    def fitted_max_new_tokens(self, tokenizer, examples, max_target_tokens):
+        """The 95th percentile of the training references' token lengths, plus a quarter and 4 tokens, within
+        `max_target_tokens`: a base model that rambles stops near where a reference would (measured on the real
+        SmolLM2: a 128-token cap let the base write 60 words against references of about 20)."""
+        if not examples:
+            return None
+        targets = [ex.references[0] for ex in examples]
+        lengths = sorted(len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"])
+        p95 = lengths[max(0, math.ceil(0.95 * len(lengths)) - 1)]
+        value = int(min(max_target_tokens, max(8, math.ceil(1.25 * p95) + 4)))
+        return {
+            "value": value,
+            "reference_tokens_p95": p95,
+            "references": len(lengths),
+            "rule": "95th percentile of the training references' tokens, +25% +4, within max_target_tokens",
+        }
 
     def score(self, spec, examples, base_out, tuned_out, scorer, seed, progress=True, on_progress=None):
         from .metrics import resolve_scorer, scorer_record, summary_scores  # deferred: numpy, bert_score

@@ -23,7 +23,8 @@ from .models import (
     from_pretrained_error,
     model_config,
 )
-from .refs import MINILM, adapter_dir, check_model_ref, hub_reachable, in_hub_cache, parse_ref
+from .packaged import MINILM, PACKAGED, SMOLLM2
+from .refs import adapter_dir, check_model_ref, hub_reachable, in_hub_cache, parse_ref
 from .tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,32 @@ def resolve_model(task: TaskSpec, model: str | None, roots: list[Path] | None = 
     if task.offline_model:
         log.warning("hub unreachable: using the packaged %s instead of %s", task.offline_model, task.model)
         return check_model_ref(task.offline_model)
+    alias = offline_model(task)
     raise LlmftError(
-        f"task {task.name!r} needs a {task.kind} model: {task.model} is not cached and the hub is unreachable; "
-        "pass --model /path/to/local/model (a folder with config.json and model.safetensors)"
+        f"task {task.name!r} needs a {task.kind.family or task.kind} model: {task.model} is not cached and the hub "
+        f"is unreachable; pass --model {alias} ({PACKAGED_NAMES[alias]}, installed with llmft) or --model "
+        "/path/to/local/model (a folder with config.json and model.safetensors)"
     )
+
+
+PACKAGED_NAMES = {MINILM: "the packaged all-MiniLM-L6-v2", SMOLLM2: "the packaged SmolLM2-135M-Instruct chat LLM"}
+
+
+def offline_model(task: TaskSpec) -> str:
+    """The packaged model that can stand in for `task`'s default offline: SmolLM2 for a generation task, the
+    task's own fallback (MiniLM) for a classifier."""
+    return SMOLLM2 if task.kind.generates else (task.offline_model or MINILM)
+
+
+def offline_choice(task: TaskSpec) -> tuple[str | None, str]:
+    """(the model a form should preselect, a one-line note) when `task`'s default model cannot load here (the hub
+    unreachable, the model not in its cache); (None, "") when it can."""
+    if task.offline_model or task.model in PACKAGED or parse_ref(task.model, "model").local:
+        return None, ""  # a task with its own offline fallback, or a packaged or local default
+    if hub_reachable() or in_hub_cache(task.model):
+        return None, ""
+    alias = offline_model(task)
+    return alias, f"Offline: {task.model} is not reachable or cached here, so {PACKAGED_NAMES[alias]} is preselected."
 
 
 def task_for_model(task: TaskSpec, model_ref: str, config=None) -> TaskSpec:

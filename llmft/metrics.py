@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LlmftError
-from .refs import MINILM, check_model_ref, hub_reachable, in_hub_cache
+from .packaged import MINILM
+from .refs import check_model_ref, hub_reachable, in_hub_cache
 from .registry import Registry
 
 log = logging.getLogger(__name__)

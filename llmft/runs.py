@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .errors import LlmftError
-from .files import write_json_atomic
+from .files import llmft_home, write_json_atomic
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
 TRAIN_HASHES = "train_texts.json"
@@ -29,14 +29,7 @@ RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # whole name: full
 def runs_home(runs_dir: str | os.PathLike | None = None) -> Path:
     """`runs_dir` if given, else $LLMFT_HOME/runs, else /data/llmft/runs on a Space with storage, else
     ~/.cache/llmft/runs."""
-    if runs_dir:
-        home = Path(runs_dir).expanduser()
-    elif os.environ.get("LLMFT_HOME"):
-        home = Path(os.environ["LLMFT_HOME"]).expanduser() / "runs"
-    elif Path("/data").is_dir() and os.access("/data", os.W_OK):
-        home = Path("/data/llmft/runs")
-    else:
-        home = Path("~/.cache/llmft/runs").expanduser()
+    home = Path(runs_dir).expanduser() if runs_dir else llmft_home() / "runs"
     if home.exists() and not home.is_dir():
         raise LlmftError(f"the runs home {home} is a file, not a folder; pass another --runs-dir")
     try:

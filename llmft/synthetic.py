@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .refs import minilm_path
+from .packaged import minilm_path
 
 # google/flan-t5-base's architecture; "tiny" shrinks widths and depth as trl's tests do.
 T5_SIZES = {

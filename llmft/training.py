@@ -38,6 +38,7 @@ from .files import free_mb, is_disk_full, write_json_atomic
 from .kinds import tie_broken
 from .loading import load_base, resolve_model, task_for_model
 from .models import device_and_dtype, dtype_name, input_limit, model_config, resolve_target_modules
+from .packaged import model_source
 from .runs import (
     CANCELLED,
     COMPLETED,
@@ -238,6 +239,10 @@ def train(
         info["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     else:
         info = _new_record(prepared, base.tokenizer, targets, trained_in_full, world_size)
+        # The generation cap for validation, evaluation and predict: fitted to the training references.
+        info["max_new_tokens"] = task.kind.fitted_max_new_tokens(
+            base.tokenizer, prepared.examples, config.max_target_tokens
+        )
 
     def record(**fields) -> dict:
         """Write fields into run.json (main process); other processes only keep their local copy."""
@@ -282,6 +287,7 @@ def _new_record(prepared: PreparedRun, tokenizer, targets, trained_in_full, worl
         "task_def": task.definition,
         "kind": task.kind.name,
         "base_model": prepared.model_ref,
+        "base_model_source": model_source(prepared.model_ref),  # a packaged model: its file and conversion
         "data": describe_source(config.data),
         "train_examples": len(prepared.examples),
         "validation": {"source": prepared.val_source, "examples": len(prepared.val_examples)},
@@ -539,9 +545,8 @@ def _build_trainer(prepared: PreparedRun, base, targets, on_progress, cancel, sh
     compute_metrics = kind.validation_metrics(task) if validating else None
     generated = None
     if validating and config.val_generate:
-        generated = kind.validation_generator(
-            task, tokenizer, val_examples[: config.val_generate], max_input, config.max_target_tokens
-        )
+        cap = (info.get("max_new_tokens") or {}).get("value") or config.max_target_tokens
+        generated = kind.validation_generator(task, tokenizer, val_examples[: config.val_generate], max_input, cap)
     args = _training_arguments(prepared, schedule, compute_metrics is not None, show_progress)
     callback = ProgressCallback(
         prepared.run_dir, schedule.total, on_progress, cancel, started, info, schedule.selection

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmft.refs import MINILM
+from llmft.packaged import MINILM
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 from tests.conftest import free_port

@@ -134,6 +134,26 @@ def test_a_kind_defined_outside_llmft_trains_and_evaluates(toy_task, tiny_distil
     assert "abs_error" in result.text_table() and set(result.figures()) == {"boxplot", "scatter"}
 
 
+def test_a_kind_without_display_methods_works_in_compare(toy_task, tiny_distilbert, tmp_path):
+    """Compare and `predict` need no display methods: the optional roles' defaults serve a kind that has none."""
+    from llmft.access import User
+    from llmft.kinds import Display
+    from llmft.ui.compare import compare
+
+    assert not {"stream", "output_text", "reference_text", "score_reference"} & set(vars(Regression))
+    spec, data, held_out = toy_task
+    runs = tmp_path / "runs"
+    config = TrainConfig(task="toy", model=tiny_distilbert, data=data, runs_dir=str(runs), run_name="toy-cmp")
+    train(config.replace(max_steps=20), show_progress=False)
+    ctx = Context.create(runs)
+    *_, last = compare(ctx, User(), "toy", "", "toy-cmp", "apple river cloud stone", "3.0", 8)
+    base, tuned, base_stats, tuned_stats, base_probs, tuned_probs, scores, prompt = last
+    assert float(tuned) != float(base) and abs(float(tuned) - 3.0) < abs(float(base) - 3.0)  # the tuned side learned
+    assert "tokens" in base_stats and base_probs is None and prompt == "apple river cloud stone"
+    assert "| metric | base | tuned |" in scores  # a typed reference with no per-output scores: an empty table
+    assert Regression.stream is Display.stream
+
+
 def test_no_module_but_kinds_tests_a_kind():
     pattern = re.compile(r"kind(\.name)?\s*(==|!=|\bin\b)|\b(SEQ2SEQ|CLASSIFICATION)\b")
     offenders = [

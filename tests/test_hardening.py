@@ -167,7 +167,7 @@ def test_upload_paths_that_are_urls_are_refused():
 
 def test_the_bertscore_scorer_cache_is_bounded():
     from llmft.metrics import BertScorer
-    from llmft.refs import minilm_path
+    from llmft.packaged import minilm_path
 
     BertScorer._cache.clear()
     names = ["minilm", minilm_path(), minilm_path() + "/"]  # three names, three scorers

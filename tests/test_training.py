@@ -13,7 +13,7 @@ from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
 from llmft.loading import load_base, load_model
 from llmft.models import resolve_target_modules
-from llmft.refs import MINILM, minilm_path
+from llmft.packaged import MINILM, minilm_path
 from llmft.runs import list_runs, read_run, update_run
 from llmft.training import TrainConfig, train
 
@@ -207,8 +207,10 @@ def test_modules_the_checkpoint_lacks_are_trained_in_full(build, fresh, runs_dir
 
 
 def test_the_packaged_minilm_trains_only_its_head_in_full():
-    minilm = load_base(get_task("sentiment"), str(minilm_path())).model
-    assert minilm.llmft_fresh_modules == ["classifier"]  # it has its pooler
+    minilm = load_base(get_task("sentiment"), str(minilm_path()))
+    assert minilm.fresh_modules == ["classifier"]  # it has its pooler
+    assert get_task("sentiment").kind.trained_in_full(minilm.model, minilm.fresh_modules) == ["classifier"]
+    assert not hasattr(minilm.model, "llmft_fresh_modules")  # nothing stashed on the model
 
 
 def test_base_model_is_the_same_at_training_and_evaluation(runs_dir, tiny_distilbert):

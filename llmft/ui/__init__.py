@@ -10,8 +10,8 @@ from ..access import Access
 from ..config import TrainConfig
 from ..context import Context
 from ..jobs import Jobs
+from ..packaged import minilm_path, smollm2_dir
 from ..pipeline import known_tasks
-from ..refs import minilm_path
 from ..runs import clean_storage, runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, visible_runs, with_user
@@ -43,7 +43,8 @@ def build_app(
     if model_dirs is None:
         model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
     access = access or Access.from_env()
-    ctx = Context.create(home, dtype, allowed_roots=[home, minilm_path(), *model_dirs], access=access)
+    roots = [home, minilm_path(), smollm2_dir(), *model_dirs]  # the packaged models: by alias, and as runs name them
+    ctx = Context.create(home, dtype, allowed_roots=roots, access=access)
     Jobs(ctx)  # the trainings this server starts (and the ones it finds running)
     clean_storage(home, DOWNLOADS)  # uploads no run uses and downloads past their age, from earlier sessions
     # Gradio's own cache of uploads and outputs: swept hourly, files older than a day removed.

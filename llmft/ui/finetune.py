@@ -12,6 +12,7 @@ import pandas as pd
 from ..config import TrainConfig, field_type, form_fields, label_of, schema
 from ..errors import LlmftError
 from ..jobs import ANY, Job, SearchJob, Waiting
+from ..loading import offline_choice
 from ..plots import loss_curve
 from ..runs import list_runs
 from ..tasks import builtin_task_names, get_task, task_names
@@ -340,6 +341,93 @@ def waiting_status(ctx, waiting):
     return f"<p>{text}</p>", None, "", "", cancel, gr.update(), gr.Timer(active=live), waiting.run_name if live else ""
 
 
+def _form(ctx, config_cls):
+    """The task row, the own-task box, the data picker and the hyperparameter fields: (widgets by field name,
+    own-task widgets, own-task box, data picker)."""
+    widgets: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        for f in form_fields(config_cls, "task"):
+            default = "sentiment" if f.name == "task" else f.default
+            widgets[f.name] = _widget(config_cls, f, default, ctx.access.space)
+    with gr.Group(visible=False) as own_box:
+        gr.Markdown(
+            "**Your own task**: name it, say whether it labels texts or writes an answer, and write the prompt "
+            "(`{text}` is the text column; or name your columns, `{question}`, `{context}`). Upload your data "
+            "below and pick its columns. The task is saved as a task file beside the run."
+        )
+        with gr.Row():
+            own = {
+                "own_name": gr.Textbox(label="Task name", placeholder="my-topics", elem_id="ft-own_name"),
+                "own_type": gr.Radio(["classify", "generate"], value="classify", label="Type", elem_id="ft-own_type"),
+                "own_prompt": gr.Textbox("{text}", label="Prompt", elem_id="ft-own_prompt"),
+                "own_labels": gr.Textbox(
+                    label="Labels (blank: read from the data)",
+                    placeholder="Food, Sports, Tech",
+                    elem_id="ft-own_labels",
+                ),
+            }
+    picker = DataPicker(ctx, "Training data", ("bundled sample", "hub dataset", "upload"), "ft")
+    hyper = form_fields(config_cls, "hyper")
+    with gr.Accordion("Hyperparameters (blank = the preset's)", open=True):
+        defaults = preset_values("sentiment", "quick", config_cls)
+        for start in range(0, len(hyper), 4):
+            with gr.Row():
+                for f, value in zip(hyper[start : start + 4], defaults[start : start + 4]):
+                    widgets[f.name] = _widget(config_cls, f, value)
+        with gr.Row():
+            for f in form_fields(config_cls, "run"):
+                widgets[f.name] = _widget(config_cls, f, f.default)
+    return widgets, own, own_box, picker
+
+
+def _search_panel() -> dict:
+    """The search accordion: its settings, its Start button, the trials table and Optuna's figures."""
+    with gr.Accordion("Hyperparameter search (Optuna) instead of one run", open=False):
+        gr.Markdown(
+            "Several runs with sampled learning rate, LoRA r, alpha, dropout, targets and length (TPE; poor "
+            "trials pruned early). Each trial is a run, scored on the validation split; the test split is never "
+            "used to choose. The settings above are where every trial starts. When it ends, evaluate the best."
+        )
+        with gr.Row():
+            panel = {
+                "trials": gr.Number(8, label="Trials", minimum=1, maximum=200, precision=0, elem_id="ft-trials"),
+                "seconds": gr.Number(
+                    0, label="Time budget, s (0 = none)", minimum=0, maximum=86_400, elem_id="ft-search-seconds"
+                ),
+                "study": gr.Textbox(
+                    label="Study (blank: task and time; a study that exists is resumed)", elem_id="ft-study"
+                ),
+                "start": gr.Button("Start search", variant="secondary"),
+            }
+        panel["table"] = gr.Dataframe(label="Trials", interactive=False, visible=False, elem_id="ft-trials-table")
+        with gr.Row():
+            panel["history"] = gr.Plot(label="Optimization history", visible=False)
+            panel["importance"] = gr.Plot(label="Parameter importances", visible=False)
+        # Full width: one axis per searched setting does not fit a third of the page.
+        panel["parallel"] = gr.Plot(label="Parallel coordinates", visible=False)
+    return panel
+
+
+def _status_area() -> dict:
+    """Start and Cancel, the messages, the live progress, loss chart and log, and the hidden job state."""
+    with gr.Row():
+        area = {
+            "start": gr.Button("Start", variant="primary"),
+            "cancel": gr.Button("Cancel", variant="stop", interactive=False),
+        }
+    area["message"], area["command"], area["progress"] = gr.Markdown(), gr.Markdown(), gr.HTML()
+    with gr.Row():
+        area["loss"] = gr.Plot(label="Loss")
+        area["log"] = gr.Textbox(label="Log (last steps)", lines=12, interactive=False)
+    area["finished"] = gr.Textbox(visible=False)
+    area["job_name"] = gr.Textbox("", visible=False, label="run")  # the run Cancel stops (API: blank = your own)
+    # Ticks only while a run is live (started here, or found running when the page loads): an idle tab sends
+    # nothing.
+    area["timer"] = gr.Timer(1.0, active=False)
+    area["evaluate"] = gr.Button("Evaluate this run", visible=False)
+    return area
+
+
 def build(ctx, config_cls=TrainConfig):
     with gr.Tab("Fine-tune", id="finetune"):
         gr.Markdown(
@@ -347,151 +435,64 @@ def build(ctx, config_cls=TrainConfig):
             "restart the app, and it is still here. One run per user at a time; when the server is busy, yours "
             "waits in line and starts by itself."
         )
-        widgets: dict[str, gr.components.Component] = {}
-        with gr.Row():
-            for f in form_fields(config_cls, "task"):
-                default = "sentiment" if f.name == "task" else f.default
-                widgets[f.name] = _widget(config_cls, f, default, ctx.access.space)
-        with gr.Group(visible=False) as own_box:
-            gr.Markdown(
-                "**Your own task**: name it, say whether it labels texts or writes an answer, and write the prompt "
-                "(`{text}` is the text column; or name your columns, `{question}`, `{context}`). Upload your data "
-                "below and pick its columns. The task is saved as a task file beside the run."
-            )
-            with gr.Row():
-                own = {
-                    "own_name": gr.Textbox(label="Task name", placeholder="my-topics", elem_id="ft-own_name"),
-                    "own_type": gr.Radio(
-                        ["classify", "generate"], value="classify", label="Type", elem_id="ft-own_type"
-                    ),
-                    "own_prompt": gr.Textbox("{text}", label="Prompt", elem_id="ft-own_prompt"),
-                    "own_labels": gr.Textbox(
-                        label="Labels (blank: read from the data)",
-                        placeholder="Food, Sports, Tech",
-                        elem_id="ft-own_labels",
-                    ),
-                }
-        picker = DataPicker(ctx, "Training data", ("bundled sample", "hub dataset", "upload"), "ft")
-        hyper = form_fields(config_cls, "hyper")
-        with gr.Accordion("Hyperparameters (blank = the preset's)", open=True):
-            defaults = preset_values("sentiment", "quick", config_cls)
-            for start in range(0, len(hyper), 4):
-                with gr.Row():
-                    for f, value in zip(hyper[start : start + 4], defaults[start : start + 4]):
-                        widgets[f.name] = _widget(config_cls, f, value)
-            with gr.Row():
-                for f in form_fields(config_cls, "run"):
-                    widgets[f.name] = _widget(config_cls, f, f.default)
-        with gr.Accordion("Hyperparameter search (Optuna) instead of one run", open=False):
-            gr.Markdown(
-                "Several runs with sampled learning rate, LoRA r, alpha, dropout, targets and length (TPE; poor "
-                "trials pruned early). Each trial is a run, scored on the validation split; the test split is never "
-                "used to choose. The settings above are where every trial starts. When it ends, evaluate the best."
-            )
-            with gr.Row():
-                search_trials = gr.Number(8, label="Trials", minimum=1, maximum=200, precision=0, elem_id="ft-trials")
-                search_seconds = gr.Number(
-                    0, label="Time budget, s (0 = none)", minimum=0, maximum=86_400, elem_id="ft-search-seconds"
-                )
-                study_name = gr.Textbox(
-                    label="Study (blank: task and time; a study that exists is resumed)", elem_id="ft-study"
-                )
-                search_btn = gr.Button("Start search", variant="secondary")
-            trials_table = gr.Dataframe(label="Trials", interactive=False, visible=False, elem_id="ft-trials-table")
-            with gr.Row():
-                history_plot = gr.Plot(label="Optimization history", visible=False)
-                importance_plot = gr.Plot(label="Parameter importances", visible=False)
-            # Full width: one axis per searched setting does not fit a third of the page.
-            parallel_plot = gr.Plot(label="Parallel coordinates", visible=False)
-        with gr.Row():
-            start_btn = gr.Button("Start", variant="primary")
-            cancel_btn = gr.Button("Cancel", variant="stop", interactive=False)
-        message = gr.Markdown()
-        command = gr.Markdown()
-        progress = gr.HTML()
-        with gr.Row():
-            loss = gr.Plot(label="Loss")
-            log = gr.Textbox(label="Log (last steps)", lines=12, interactive=False)
-        finished = gr.Textbox(visible=False)
-        job_name = gr.Textbox("", visible=False, label="run")  # the run Cancel stops (API: blank = your own)
-        # Ticks only while a run is live (started here, or found running when the page loads): an idle tab
-        # sends nothing.
-        timer = gr.Timer(1.0, active=False)
-        evaluate_btn = gr.Button("Evaluate this run", visible=False)
-
+        widgets, own, own_box, picker = _form(ctx, config_cls)
+        panel = _search_panel()
+        area = _status_area()
         names = [*widgets, *own, *picker.names]
         inputs = [*widgets.values(), *own.values(), *picker.inputs]
-        hyper_widgets = [widgets[f.name] for f in hyper]
+        started_outputs = [area["message"], area["command"], area["cancel"], area["timer"], area["job_name"]]
+
+        def shown(job, what: str) -> tuple:
+            """The page once a run or search started (its command), or a run waits in line."""
+            if isinstance(job, Waiting):
+                return waiting_text(ctx, job), "", gr.update(interactive=True), gr.Timer(active=True), job.run_name
+            command = f"```\n{job.command}\n```"
+            return f"Started {what}.", command, gr.update(interactive=True), gr.Timer(active=True), job.run_name
 
         def start(user, *values):
             job = start_training(ctx, user, picker, names, list(values), config_cls)
-            if isinstance(job, Waiting):
-                message = waiting_text(ctx, job)
-                return message, "", gr.update(interactive=True), gr.Timer(active=True), job.run_name
-            started = f"Started run **{job.run_name}**."
-            return (
-                started,
-                f"```\n{job.command}\n```",
-                gr.update(interactive=True),
-                gr.Timer(active=True),
-                job.run_name,
-            )
+            return shown(job, f"run **{job.run_name}**")
+
+        def start_search(user, trials, seconds, study, *values):
+            job = start_search_job(ctx, user, picker, names, list(values), trials, seconds, study, config_cls)
+            return shown(job, f"search **{job.study}**")
 
         def on_preset(task_name, preset_name, own_type):
             return preset_values(task_name, preset_name, config_cls, own_type)
 
+        hyper_widgets = [widgets[f.name] for f in form_fields(config_cls, "hyper")]
         preset_inputs = [widgets["task"], widgets["preset"], own["own_type"]]
         for trigger in (widgets["task"].change, widgets["preset"].change, own["own_type"].change):
             trigger(user_errors(on_preset), preset_inputs, hyper_widgets, api_name=False)
         widgets["task"].change(lambda t: gr.update(visible=t == OWN), widgets["task"], own_box, api_name=False)
+        model_help = widgets["model"].info
+
+        def on_task_model(task_name):
+            """Offline, a generation task's default model cannot load: preselect the packaged chat LLM, and say so."""
+            model, note = offline_choice(get_task(task_name)) if task_name in task_names() else (None, "")
+            return gr.update(value=model or "", info=f"{note} {model_help}" if note else model_help)
+
+        # On a pick (not a page restore, which sets the task and its run's model together).
+        widgets["task"].input(user_errors(on_task_model), widgets["task"], widgets["model"], api_name=False)
         picker.wire(widgets["task"], own["own_type"])
-        start_btn.click(
-            with_user(ctx, start),
-            inputs,
-            [message, command, cancel_btn, timer, job_name],
-            api_name="train",
-            show_progress_on=[message],
+        area["start"].click(
+            with_user(ctx, start), inputs, started_outputs, api_name="train", show_progress_on=[area["message"]]
         )
-        cancel_btn.click(
-            with_user(ctx, lambda user, name: cancel(ctx, user, name)), job_name, message, api_name="cancel"
+        area["cancel"].click(
+            with_user(ctx, lambda user, name: cancel(ctx, user, name)),
+            area["job_name"],
+            area["message"],
+            api_name="cancel",
         )
-
-        def start_search(user, trials, seconds, study, *values):
-            job = start_search_job(ctx, user, picker, names, list(values), trials, seconds, study, config_cls)
-            started = f"Started search **{job.study}**."
-            return (
-                started,
-                f"```\n{job.command}\n```",
-                gr.update(interactive=True),
-                gr.Timer(active=True),
-                job.run_name,
-            )
-
-        search_btn.click(
+        panel["start"].click(
             with_user(ctx, start_search),
-            [search_trials, search_seconds, study_name, *inputs],
-            [message, command, cancel_btn, timer, job_name],
+            [panel["trials"], panel["seconds"], panel["study"], *inputs],
+            started_outputs,
             api_name="search",
-            show_progress_on=[message],
+            show_progress_on=[area["message"]],
         )
-        search_outputs = [trials_table, history_plot, parallel_plot, importance_plot]
-        timer.tick(
-            with_user(ctx, lambda user: search_view(ctx, user)),
-            None,
-            search_outputs,
-            api_name=False,
-            show_progress="hidden",
-        )
-
-        timer.tick(
-            with_user(ctx, lambda user: poll(ctx, user)),
-            None,
-            [progress, loss, log, finished, cancel_btn, message, timer, job_name],
-            api_name="progress",
-            show_progress="hidden",
-        )
-        finished.change(lambda name: gr.update(visible=bool(name)), finished, evaluate_btn, api_name=False)
-        restored = [*widgets.values(), *own.values(), *picker.inputs, command, timer, progress]
+        _wire_polling(ctx, area, panel)
+        restored = [*widgets.values(), *own.values(), *picker.inputs, area["command"], area["timer"], area["progress"]]
 
         def on_page_load(user):
             job = ctx.jobs.current(owner_key(ctx, user)) if user.signed_in else None
@@ -501,11 +502,34 @@ def build(ctx, config_cls=TrainConfig):
 
         on_load = (with_user(ctx, on_page_load), restored)
     return {
-        "evaluate_btn": evaluate_btn,
-        "finished": finished,
+        "evaluate_btn": area["evaluate"],
+        "finished": area["finished"],
         "task": widgets["task"],
         "fields": names,
         "picker": picker,
         "own_type": own["own_type"],
         "on_load": on_load,
     }
+
+
+def _wire_polling(ctx, area: dict, panel: dict) -> None:
+    """While a run or search is live, each tick refreshes the search's table and figures and the run's progress."""
+    timer = area["timer"]
+    timer.tick(
+        with_user(ctx, lambda user: search_view(ctx, user)),
+        None,
+        [panel["table"], panel["history"], panel["parallel"], panel["importance"]],
+        api_name=False,
+        show_progress="hidden",
+    )
+    polled = ["progress", "loss", "log", "finished", "cancel", "message", "timer", "job_name"]
+    timer.tick(
+        with_user(ctx, lambda user: poll(ctx, user)),
+        None,
+        [area[name] for name in polled],
+        api_name="progress",
+        show_progress="hidden",
+    )
+    area["finished"].change(
+        lambda name: gr.update(visible=bool(name)), area["finished"], area["evaluate"], api_name=False
+    )

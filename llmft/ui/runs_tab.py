@@ -15,8 +15,8 @@ from ..access import owner_of
 from ..config import TrainConfig, hyperparameters
 from ..errors import LlmftError
 from ..jobs import log_path, log_tail
+from ..packaged import minilm_path, smollm2_dir
 from ..plots import loss_curve
-from ..refs import minilm_path
 from ..results import data_label, latest_evaluation
 from ..runs import FAILED, RUNNING, delete_run, update_run
 from .common import visible_runs, with_user, zip_for_download
@@ -29,6 +29,8 @@ def model_label(ref: str) -> str:
         return ref
     if path == Path(minilm_path()):
         return "all-MiniLM-L6-v2 (packaged)"
+    if path == smollm2_dir():
+        return "SmolLM2-135M-Instruct (packaged)"
     return "/".join(path.parts[-2:])
 
 
