@@ -4,7 +4,7 @@ Run: python assets/generate_samples.py
 
 Sentences and dialogues are composed from hand-written phrase banks with a fixed seed, so the files are
 reproducible and contain no third-party text. Slots (names, days, places, numbers) vary per example, which
-makes the summaries learnable from the inputs rather than memorisable.
+makes the summaries learnable from the inputs rather than memorisable. No test input is also a training input.
 """
 
 import json
@@ -395,5 +395,16 @@ if __name__ == "__main__":
         ("dialogue", dialogue, 180, 60),
         ("document", document, 180, 60),
     ]:
-        write(task, "train", make(random.Random(f"{task}-train"), n_train))
-        write(task, "test", make(random.Random(f"{task}-test"), n_test))
+        train = make(random.Random(f"{task}-train"), n_train)
+        test = make(random.Random(f"{task}-test"), n_test)
+        column = {"sentiment": "text"}.get(task, task)
+        seen = {row[column] for row in train}
+        if any(row[column] in seen for row in test) or len({row[column] for row in test}) < n_test:
+            # Held out means held out: no test input is a training input (or another test input).
+            test = []
+            for row in make(random.Random(f"{task}-test"), 4 * n_test):
+                if row[column] not in seen and len(test) < n_test:
+                    test.append(row)
+                    seen.add(row[column])
+        write(task, "train", train)
+        write(task, "test", test)
