@@ -108,7 +108,8 @@ def test_the_prompt_is_the_same_token_for_token_in_training_evaluation_compare_p
     trained = row["input_ids"][: row["labels"].count(-100)]
     # Evaluation and predict build prompts with the kind's `prompts`; Compare with `prompt_of`.
     special = kind.special_tokens(tokenizer)
-    evaluated = tokenizer(kind.prompts(task, tokenizer, [example.text], task.max_input_tokens), add_special_tokens=special)
+    prompts = kind.prompts(task, tokenizer, [example.text], task.max_input_tokens)
+    evaluated = tokenizer(prompts, add_special_tokens=special)
     compared = tokenizer(prompt_of(loaded, example.text, settings), add_special_tokens=special)
     assert trained == evaluated["input_ids"][0] == compared["input_ids"]
     # The exported folder's own chat template around the task prompt gives the same tokens.
@@ -119,7 +120,8 @@ def test_the_prompt_is_the_same_token_for_token_in_training_evaluation_compare_p
     messages = [{"role": "user", "content": task.format_prompt(example.text)}]
     assert exported.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"] == trained
     # predict on the CLI answers for the same text.
-    assert main(["predict", "--task", "dialogue", "--run", "real", "--runs-dir", str(runs), "--text", example.text]) == 0
+    argv = ["predict", "--task", "dialogue", "--run", "real", "--runs-dir", str(runs), "--text", example.text]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("base: ") and "\ntuned: " in printed
 
