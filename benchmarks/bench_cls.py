@@ -28,7 +28,6 @@ from benchmarks.common import gemm_gflops, in_fresh_process, origin_training, ta
 from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
-from llmft.inference import classify
 from llmft.loading import load_model
 from llmft.packaged import minilm_path
 from llmft.tasks import get_task
@@ -146,7 +145,7 @@ def llmft_eval(model_path, adapter, test_file, seed):
     eval_s = time.perf_counter() - start
     texts = [ex.text for ex in examples]
     start = time.perf_counter()
-    classify(loaded, texts, GenerationSettings(), tuned=True, progress=False)
+    loaded.task.kind.predict(loaded, texts, GenerationSettings(), tuned=True, progress=False)
     infer_s = time.perf_counter() - start
     lengths = [len(ids) for ids in loaded.tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
     return {

@@ -27,7 +27,6 @@ from benchmarks.common import (
 from llmft.allocator import keep_freed_memory
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings, evaluate_pair
-from llmft.inference import generate
 from llmft.loading import load_model
 from llmft.packaged import MINILM, minilm_path
 from llmft.tasks import get_task
@@ -77,9 +76,9 @@ def inference_flops(model_path, adapter, n, tokens, batch_size) -> dict:
     loaded = load_model(get_task("dialogue"), model_path, adapter)
     settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, batch_size=batch_size)
     texts = [ex.text for ex in examples]
-    generate(loaded, texts[:2], settings, tuned=True, progress=False)  # warm-up
+    loaded.task.kind.predict(loaded, texts[:2], settings, tuned=True, progress=False)  # warm-up
     start = time.perf_counter()
-    generate(loaded, texts, settings, tuned=True, progress=False)
+    loaded.task.kind.predict(loaded, texts, settings, tuned=True, progress=False)
     seconds = time.perf_counter() - start
     prompts = [loaded.task.format_prompt(t) for t in texts]
     input_tokens = sum(len(ids) for ids in loaded.tokenizer(prompts, truncation=True, max_length=512)["input_ids"])

@@ -39,15 +39,15 @@ def child(way: str, model_path: str, adapter: str) -> dict:
     before = peak_rss_mb()
     text = "#Person1#: Shall we meet on Friday?\n#Person2#: Yes, at noon by the station."
     if way in ("one", "one_bf16"):
-        from llmft.inference import GenerationSettings, generate
+        from llmft.inference import GenerationSettings
         from llmft.loading import load_model
         from llmft.tasks import get_task
 
         settings = GenerationSettings(max_new_tokens=8, min_new_tokens=8, batch_size=1)
         dtype = "bfloat16" if way == "one_bf16" else "auto"
         loaded = load_model(get_task("dialogue"), model_path, adapter, dtype=dtype)
-        generate(loaded, [text], settings, tuned=False, progress=False)
-        generate(loaded, [text], settings, tuned=True, progress=False)
+        loaded.task.kind.predict(loaded, [text], settings, tuned=False, progress=False)
+        loaded.task.kind.predict(loaded, [text], settings, tuned=True, progress=False)
     elif way == "floor":
         # The least any one-instance server can hold: the libraries, one copy, the adapter, nothing else.
         from peft import PeftModel

@@ -63,7 +63,7 @@ def prompt_limit(loaded, settings) -> int:
 
 def prompt_of(loaded, text: str, settings) -> str:
     """The prompt the model reads for `text`, as its task's kind builds it (task template, chat template)."""
-    return loaded.task.kind.prompts(loaded.task, loaded.tokenizer, [text], prompt_limit(loaded, settings))[0]
+    return loaded.task.kind.prompted(loaded, [text], settings)[0][0]
 
 
 class Prompting:
@@ -76,6 +76,11 @@ class Prompting:
     def special_tokens(self, tokenizer) -> bool:
         """`add_special_tokens` when tokenizing a prompt."""
         return True
+
+    def prompted(self, loaded, texts, settings) -> tuple[list[str], bool]:
+        """The prompts `loaded` reads for `texts` within the input limit, and `add_special_tokens` for them."""
+        prompts = self.prompts(loaded.task, loaded.tokenizer, list(texts), prompt_limit(loaded, settings))
+        return prompts, self.special_tokens(loaded.tokenizer)
 
     def run_info(self, tokenizer) -> dict:
         """What run.json records about how prompts were built."""
@@ -120,8 +125,8 @@ class Display:
 
         Default: both sides predicted whole, one update; `tokens` counts the prompt's."""
         start = time.perf_counter()
-        prompt = prompt_of(loaded, text, settings)
-        n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=self.special_tokens(loaded.tokenizer))["input_ids"])
+        (prompt,), special = self.prompted(loaded, [text], settings)
+        n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special)["input_ids"])
         limit = prompt_limit(loaded, settings)
         outputs = {side: self.predict(loaded, [text], settings, side == "tuned", progress=False)[0] for side in SIDES}
         elapsed = time.perf_counter() - start
@@ -338,16 +343,14 @@ class Seq2Seq(Kind):
     def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
         from .inference import generate  # deferred: torch
 
-        special = self.special_tokens(loaded.tokenizer)
-        prompts = self.prompts(loaded.task, loaded.tokenizer, list(texts), prompt_limit(loaded, settings))
+        prompts, special = self.prompted(loaded, texts, settings)
         return generate(loaded, prompts, settings, tuned, special, progress=progress, on_progress=on_progress)
 
     def stream(self, loaded, text, settings):
         from .inference import stream_generate_pair  # deferred: torch
 
-        return stream_generate_pair(
-            loaded, prompt_of(loaded, text, settings), settings, self.special_tokens(loaded.tokenizer)
-        )
+        (prompt,), special = self.prompted(loaded, [text], settings)
+        return stream_generate_pair(loaded, prompt, settings, special)
 
     def fitted_max_new_tokens(self, tokenizer, examples, max_target_tokens):
         """The 95th percentile of the training references' token lengths, plus a quarter and 4 tokens, within
@@ -481,14 +484,13 @@ class Classification(Kind):
     def predict(self, loaded, texts, settings, tuned, progress=True, on_progress=None):
         from .inference import classify  # deferred: torch
 
-        special = self.special_tokens(loaded.tokenizer)
-        prompts = self.prompts(loaded.task, loaded.tokenizer, list(texts), prompt_limit(loaded, settings))
+        prompts, special = self.prompted(loaded, texts, settings)
         return classify(loaded, prompts, settings, tuned, special, progress=progress, on_progress=on_progress)
 
     def stream(self, loaded, text, settings):
         from .inference import classify_pair  # deferred: torch
 
-        prompt, special = prompt_of(loaded, text, settings), self.special_tokens(loaded.tokenizer)
+        (prompt,), special = self.prompted(loaded, [text], settings)
         pair = classify_pair(loaded, prompt, settings, loaded.task.labels, special)
         yield {side: {**u, "text": max(u["probs"], key=u["probs"].get)} for side, u in pair.items()}
 
