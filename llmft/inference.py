@@ -86,6 +86,8 @@ def run_batches(
         special_tokens,
     )
     done = 0
+    if on_progress:  # the stage shows at once, not after its first batch (one batch can take seconds)
+        on_progress(desc, 0, len(prompts))
     for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         enc = _encode(loaded, [prompts[i] for i in batch], settings, special_tokens)
         with loaded.rows([tuned] * len(batch)) as selection, torch.inference_mode():

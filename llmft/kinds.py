@@ -277,7 +277,15 @@ class Seq2Seq(Kind):
             raise ValueError(f"seq2seq task {spec.name!r} needs target_columns")
 
     def for_model(self, config):
-        return CAUSAL_LM if is_decoder_only(config) else SEQ2SEQ
+        if is_decoder_only(config):
+            return CAUSAL_LM
+        if getattr(config, "is_encoder_decoder", False):
+            return SEQ2SEQ
+        raise LlmftError(
+            f"a {config.model_type} model cannot generate text (an encoder, for classifiers): a generation task "
+            "needs a decoder LLM (--model smollm2, the packaged SmolLM2-135M-Instruct) or an encoder-decoder "
+            "(FLAN-T5)"
+        )
 
     def selection(self, val_generate):
         # The headline (ties broken by the loss) needs generated text: with none generated, the loss decides.

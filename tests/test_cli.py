@@ -174,6 +174,7 @@ def test_seq2seq_train_and_evaluate_with_a_local_model_folder(tiny_t5, constant_
         (["train", "--task", "sentiment", "--model", "./no/such/folder"], "model folder not found"),
         (["train", "--task", "sentiment", "--model", "someone/missing-model"], "not in the local cache"),
         (["train", "--task", "dialogue"], "pass --model smollm2 (the packaged SmolLM2-135M-Instruct chat LLM"),
+        (["train", "--task", "dialogue", "--model", "minilm"], "a bert model cannot generate text"),
         (["train", "--task", "sentiment", "--model", "minilm", "--target-modules", "nope"], "match no linear layer"),
         (["train", "--task", "sentiment", "--max-steps", "5", "--epochs", "1"], "not allowed with argument"),
         (["train", "--task", "sentiment", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),

@@ -86,9 +86,7 @@ def build_app(
             api_name=False,
         )
         # Each visitor's page: the runs they may see, their running job's form.
-        app.load(
-            with_user(ctx, lambda user: gr.update(choices=completed_runs(ctx, user))), None, ev["run"], api_name=False
-        )
+        app.load(with_user(ctx, lambda user: _newest_run_picked(ctx, user)), None, ev["run"], api_name=False)
         app.load(ev["task_of_run"][0], *ev["task_of_run"][1:], api_name=False)
         app.load(ft["on_load"][0], None, ft["on_load"][1], api_name=False)  # a running job's form
         app.load(cmp["on_load"][0], *cmp["on_load"][1:], api_name=False)
@@ -101,6 +99,12 @@ def build_app(
     app.llmft_context = ctx
     app.llmft_form_fields = ft["fields"]  # the /train endpoint's inputs, in order
     return app
+
+
+def _newest_run_picked(ctx, user):
+    """Evaluate's run picker on a fresh page: the runs the visitor may see, the newest picked."""
+    runs = completed_runs(ctx, user)
+    return gr.update(choices=runs, value=runs[0] if runs else None)
 
 
 def launch(app: gr.Blocks, **kwargs):

@@ -21,7 +21,7 @@ def bundled_examples(task_name: str, k: int = 12) -> list:
     if not bundled_path(task, task.test_split).is_file():
         return []  # your own task has no bundled sample
     examples = load_examples(task, None, task.test_split)[:k]
-    return [(f"{ex.id}: {ex.text[:70]}…", ex.id) for ex in examples]
+    return [(f"{ex.id}: {' '.join(ex.text.split())[:70]}…", ex.id) for ex in examples]  # a dialogue on one line
 
 
 def example_text(task_name: str, example_id: str):
