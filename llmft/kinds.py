@@ -232,6 +232,11 @@ class Kind(Prompting, Validating, Display, abc.ABC):
     def features(self, spec, tokenizer, examples, max_input_tokens: int, max_target_tokens: int) -> list[dict]:
         """Unpadded training features: input ids, attention mask, labels."""
 
+    def training_batch(self, batch: dict) -> dict:
+        """A collated training batch as the model's forward takes it: as it is by default (a kind may ask for
+        less work with the same loss)."""
+        return batch
+
     # --- core: evaluation ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -680,6 +685,21 @@ class CausalLM(Seq2Seq):
         if self.has_template(tokenizer):
             return {"prompt_format": "chat_template", "chat_template": tokenizer.chat_template}
         return {"prompt_format": "plain", "chat_template": None}
+
+    def training_batch(self, batch):
+        """Logits for the answer tokens only: the output head (49,152 x 576 in SmolLM2, a fifth of its forward
+        pass) projects the positions from the batch's first answer token on, and the labels are cut to match,
+        so the model's own loss is the same (the prompt tokens before carry no loss)."""
+        import torch
+
+        labels = batch["labels"]
+        answered = labels != -100
+        if not answered.any():
+            return batch
+        first = int(answered.int().argmax(dim=1)[answered.any(dim=1)].min())
+        start = max(first - 1, 0)  # the logit at position t predicts token t + 1
+        kept = torch.arange(start, labels.shape[1], device=labels.device)
+        return {**batch, "labels": labels[:, start:], "logits_to_keep": kept}
 
     def collator(self, tokenizer, model):
         import copy

@@ -133,20 +133,19 @@ class LoadedModel:
     @contextmanager
     def rows(self, tuned: list[bool]):
         """Hold the model for one batch and yield the forward/generate keywords that make row i tuned when
-        `tuned[i]`, else base: peft's `adapter_names`, or, for a model whose head peft cannot mix, the adapter
-        left on (all tuned) or disabled for the batch (all base)."""
+        `tuned[i]`, else base. A batch of one side runs the adapter as it is (all tuned) or disabled (all base):
+        peft's per-row path (`adapter_names`) splits every LoRA layer's input by adapter, which costs time when
+        nothing is mixed. Mixed rows take that path, where the head allows it (`mixes_rows`)."""
         if self.adapter is None and any(tuned):
             raise LlmftError("no adapter is attached: nothing to compare against the base model")
         with self.lock:
-            if self.adapter is None:
-                yield {}
-            elif self.mixes_rows:
-                yield {"adapter_names": [ADAPTER_NAME if t else BASE_ROW for t in tuned]}
-            elif all(tuned):
+            if self.adapter is None or all(tuned):
                 yield {}
             elif not any(tuned):
                 with self.model.disable_adapter():
                     yield {}
+            elif self.mixes_rows:
+                yield {"adapter_names": [ADAPTER_NAME if t else BASE_ROW for t in tuned]}
             else:
                 raise LlmftError(
                     f"{self.model_ref}: peft cannot run base and tuned rows in one batch through this model's "

@@ -560,6 +560,7 @@ def _build_trainer(prepared: PreparedRun, base, targets, on_progress, cancel, sh
         callbacks.append(TimeBudget(config.time_budget, config, len(val_rows), schedule.total))
     trainer = _trainer_class()(
         generated,
+        kind,
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -579,14 +580,20 @@ def _build_trainer(prepared: PreparedRun, base, targets, on_progress, cancel, sh
 @functools.cache
 def _trainer_class():
     """Trainer whose validation also generates for some validation rows and scores them (`generated`: a kind's
-    `validation_generator`), so a generation task's headline is logged and can pick the kept step. Built on
-    first use: importing Trainer is slow and most importers of this module never train."""
+    `validation_generator`), so a generation task's headline is logged and can pick the kept step, and whose
+    training steps take the batch as the kind shapes it (`Kind.training_batch`). Built on first use: importing
+    Trainer is slow and most importers of this module never train."""
     from transformers import Trainer
 
     class GeneratingTrainer(Trainer):
-        def __init__(self, generated, **kwargs):
+        def __init__(self, generated, kind, **kwargs):
             super().__init__(**kwargs)
-            self.generated = generated
+            self.generated, self.kind = generated, kind
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training and not return_outputs:  # a training step: the kind may ask for less work
+                inputs = self.kind.training_batch(inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)

@@ -9,6 +9,7 @@ import torch
 
 from llmft import get_task
 from llmft.config import EvalConfig
+from llmft.errors import LlmftError
 from llmft.context import Context
 from llmft.data import load_examples
 from llmft.evaluation import GenerationSettings
@@ -65,7 +66,8 @@ def test_the_model_config_decides_the_kind(tiny_llama, tiny_gpt2, tiny_t5, tiny_
     assert task_for_model(dialogue, tiny_t5).kind is SEQ2SEQ
     # An encoder has a causal-LM class in transformers too, but it is not a decoder-only model.
     assert task_for_model(get_task("sentiment"), tiny_llama).kind is CLASSIFICATION
-    assert CAUSAL_LM.for_model(model_config(tiny_distilbert)) is not CAUSAL_LM
+    with pytest.raises(LlmftError, match="a distilbert model cannot generate text"):  # nor is it a seq2seq model
+        CAUSAL_LM.for_model(model_config(tiny_distilbert))
 
 
 def test_loss_is_on_the_answer_tokens_only(tiny_llama):
@@ -90,6 +92,32 @@ def test_loss_is_on_the_answer_tokens_only(tiny_llama):
     relabeled = batch["labels"].clone()
     relabeled[0, 3] = batch["input_ids"][0, 3]
     assert loaded.model(**{**batch, "labels": relabeled}).loss != masked
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+def test_training_computes_logits_for_the_answer_only_with_the_same_loss_and_gradients(arch, request):
+    """A training batch asks the output head for the positions from the first answer token on: the loss and
+    every gradient equal those of the full forward pass, with fewer logits."""
+    loaded = load_model(get_task("dialogue"), request.getfixturevalue(arch))
+    task, tok, model = loaded.task, loaded.tokenizer, loaded.model
+    examples = load_examples(task, None, "train")[:4]
+    batch = task.kind.collator(tok, model)(task.kind.features(task, tok, examples, 512, 64))
+    trimmed = task.kind.training_batch(batch)
+    assert trimmed["labels"].shape[1] < batch["labels"].shape[1]  # the prompt positions are gone
+
+    def loss_and_grads(inputs):
+        model.zero_grad()
+        torch.manual_seed(0)  # GPT-2's dropout: the same masks in both passes
+        out = model(**inputs)
+        out.loss.backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    model.train()
+    full, full_grads = loss_and_grads(batch)
+    less, less_grads = loss_and_grads(trimmed)
+    assert less.logits.shape[1] == trimmed["labels"].shape[1] < full.logits.shape[1]
+    assert torch.allclose(less.loss, full.loss, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(less_grads, full_grads))
 
 
 def test_long_inputs_are_cut_but_the_assistant_turn_is_kept(tiny_llama):
