@@ -9,9 +9,9 @@ import torch
 
 from llmft import get_task
 from llmft.config import EvalConfig
-from llmft.errors import LlmftError
 from llmft.context import Context
 from llmft.data import load_examples
+from llmft.errors import LlmftError
 from llmft.evaluation import GenerationSettings
 from llmft.export import export_run
 from llmft.kinds import CAUSAL_LM, CLASSIFICATION, SEQ2SEQ
