@@ -294,6 +294,41 @@ def compare_latency(adapter: str) -> dict:
     }
 
 
+def llmft_eval_per_row_split(adapter: str, n: int, cap: int) -> dict:
+    """Ablation: llmft's evaluation with every batch through peft's per-row path (`adapter_names`), as before a
+    batch of one side ran the adapter as it is."""
+    from contextlib import contextmanager
+
+    from llmft import models
+
+    @contextmanager
+    def rows(self, tuned):
+        with self.lock:
+            yield {"adapter_names": [models.ADAPTER_NAME if t else models.BASE_ROW for t in tuned]}
+
+    models.LoadedModel.rows = rows
+    return llmft_eval(adapter, n, cap)
+
+
+def llmft_train_all_logits(runs: str, steps: int) -> dict:
+    """Ablation: llmft's training with the output head over every position, as before."""
+    from llmft.kinds import CausalLM
+
+    CausalLM.training_batch = lambda self, batch: batch
+    return llmft_train(runs, steps)
+
+
+def ablations(adapter: str, n: int, cap: int, steps: int) -> dict:
+    """What each speed-up bought: llmft with it (the main run) against llmft without it, fresh processes."""
+    here = "benchmarks.bench_llm"
+    runs = tempfile.mkdtemp(prefix="bench-llm-ablate-")
+    return {
+        "eval_per_row_split": in_fresh_process(f"{here}:llmft_eval_per_row_split", adapter=adapter, n=n, cap=cap),
+        "train_all_logits": in_fresh_process(f"{here}:llmft_train_all_logits", runs=runs, steps=steps),
+        "train_answer_logits": in_fresh_process(f"{here}:llmft_train", runs=runs + "-2", steps=steps),
+    }
+
+
 def agreement(a: list, b: list) -> float:
     pairs = [(x, y) for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b)]
     return sum(x == y for x, y in pairs) / len(pairs)
