@@ -87,6 +87,34 @@ def _sft_rows(tokenizer, task, examples):
     return prompts, completions, rows
 
 
+def _arguments(cls, steps: int, prefix: str):
+    """The anchors' TrainingArguments (or TRL's SFTConfig, a subclass): the same steps, batch and rate as llmft."""
+    return cls(
+        output_dir=tempfile.mkdtemp(prefix=prefix),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        learning_rate=LR,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+
+
+def _trained(trainer) -> dict:
+    """Train, then (seconds, real tokens/s, the last step's loss)."""
+    out = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    runtime = out.metrics["train_runtime"]
+    return {
+        "seconds": runtime,
+        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime,
+        "final_loss": losses[-1],
+    }
+
+
 def plain_train(steps: int) -> dict:
     """A plain transformers + peft script: the same rows, the prompt masked, Trainer's defaults."""
     import torch
@@ -102,28 +130,10 @@ def plain_train(steps: int) -> dict:
     _, _, rows = _sft_rows(tokenizer, task, train_rows)
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(task_type="CAUSAL_LM", **LORA))
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="bench-plain-"),
-        max_steps=steps,
-        per_device_train_batch_size=BATCH,
-        learning_rate=LR,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
-    )
+    args = _arguments(TrainingArguments, steps, "bench-plain-")
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)
-    out = trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    runtime = out.metrics["train_runtime"]
-    return {
-        "seconds": runtime,
-        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime,
-        "final_loss": losses[-1],
-    }
+    return _trained(trainer)
 
 
 def trl_train(steps: int) -> dict:
@@ -145,18 +155,7 @@ def trl_train(steps: int) -> dict:
     prompts, completions, _ = _sft_rows(tokenizer, task, train_rows)
     dataset = Dataset.from_list([{"prompt": p, "completion": c} for p, c in zip(prompts, completions)])
     torch.manual_seed(0)
-    args = SFTConfig(
-        output_dir=tempfile.mkdtemp(prefix="bench-trl-"),
-        max_steps=steps,
-        per_device_train_batch_size=BATCH,
-        learning_rate=LR,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
-    )
+    args = _arguments(SFTConfig, steps, "bench-trl-")
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(path),
         args=args,
@@ -164,14 +163,7 @@ def trl_train(steps: int) -> dict:
         processing_class=tokenizer,
         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
     )
-    out = trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    runtime = out.metrics["train_runtime"]
-    return {
-        "seconds": runtime,
-        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime,
-        "final_loss": losses[-1],
-    }
+    return _trained(trainer)
 
 
 def llmft_eval(adapter: str, n: int, cap: int) -> dict:
