@@ -113,7 +113,9 @@ def build(ctx):
                 elem_id="cmp-task",
                 allow_custom_value=True,  # the handler, not the session's list, decides which tasks a caller may use
             )
-            model = gr.Textbox(label="Base model (blank = the run's)", placeholder="hub id, local folder, minilm or smollm2")
+            model = gr.Textbox(
+                label="Base model (blank = the run's)", placeholder="hub id, local folder, minilm or smollm2"
+            )
             public = completed_runs(ctx, User(), "sentiment")  # the page as built; each visitor's on load
             adapter = gr.Dropdown(
                 public,
