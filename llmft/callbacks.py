@@ -171,6 +171,10 @@ class ProgressCallback(TrainerCallback):
         self.history, self.val_history = list(info.get("loss_history", [])), list(info.get("val_history") or [])
         self.selection = selection
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.process_index == 0:  # what the page shows before the first step's loss
+            update_run(self.run_dir, phase="first step (it carries one-time costs)", total_steps=state.max_steps)
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics:
             return
@@ -203,6 +207,7 @@ class ProgressCallback(TrainerCallback):
         if args.process_index == 0:
             update_run(
                 self.run_dir,
+                phase="training",
                 step=step,
                 total_steps=total,
                 loss_history=self.history,

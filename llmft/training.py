@@ -305,6 +305,7 @@ def _new_record(prepared: PreparedRun, tokenizer, targets, trained_in_full, worl
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_history": [],
         "step": 0,
+        "phase": f"model loaded; tokenizing {len(prepared.examples)} rows and adding the LoRA adapter",
         "world_size": world_size,
     }
 

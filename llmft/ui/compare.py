@@ -11,7 +11,7 @@ from ..data import bundled_path, load_examples, normalize_text
 from ..errors import LlmftError
 from ..evaluation import GenerationSettings
 from ..kinds import prompt_of
-from ..pipeline import known_tasks, open_model
+from ..pipeline import generation_cap, known_tasks, open_model, run_task
 from ..tasks import get_task
 from .common import completed_runs, user_errors, visible_runs, with_user
 
@@ -169,6 +169,14 @@ def build(ctx):
                 gr.update(visible=not runs),
             )
 
+        def on_adapter(user, task_name, choice):
+            """A run's generation cap (fitted to its training references) as the slider's value."""
+            if not choice or choice not in completed_runs(ctx, user, task_name):
+                return gr.update()
+            task_spec, info = run_task(ctx, task_name, choice)
+            return gr.update(value=min(256, generation_cap(task_spec, info, None)[0]))
+
+        adapter.change(with_user(ctx, on_adapter), [task, adapter], max_new, api_name=False)
         shown = [task, example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
         on_task = with_user(ctx, on_task)
         task.change(on_task, task, shown, api_name=False)

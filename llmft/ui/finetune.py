@@ -254,7 +254,8 @@ def poll(ctx, user):
     bar = (
         f"<p><b>{html.escape(job.run_name)}</b> — {html.escape(status)}{duration} (started {started})</p>"
         f"<progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
-        f"<p>step {step} / {total}"
+        + (f"<p>{html.escape(str(info['phase']))}…</p>" if running and not step and info.get("phase") else "")
+        + f"<p>step {step} / {total}"
         + (f" · {info['elapsed_s']:.0f} s so far · about {eta:.0f} s to go" if eta is not None and job.running else "")
         + (f" · loss {history[-1]['loss']:.4f}" if history else "")
         + "</p>"
