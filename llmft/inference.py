@@ -172,7 +172,7 @@ def classify(
 SIDES = ("base", "tuned")
 
 
-def _input_stats(loaded, prompt: str, settings, special_tokens: bool) -> tuple[int, bool]:
+def input_stats(loaded, prompt: str, settings, special_tokens: bool) -> tuple[int, bool]:
     """(tokens the model reads of `prompt`, whether it was cut to the input limit)."""
     n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"])
     limit = input_limit(loaded.tokenizer, settings.max_input_tokens)
@@ -194,7 +194,7 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
     from transformers.generation.streamers import BaseStreamer
 
     updates: queue.Queue = queue.Queue()
-    _, truncated = _input_stats(loaded, prompt, settings, special_tokens)
+    _, truncated = input_stats(loaded, prompt, settings, special_tokens)
     enc = _model_inputs(_encode(loaded, [prompt, prompt], settings, special_tokens))
     stops = {*stop_tokens(loaded), loaded.tokenizer.pad_token_id}
 
@@ -261,7 +261,7 @@ def classify_pair(loaded: LoadedModel, prompt: str, settings: GenerationSettings
     import time
 
     start = time.perf_counter()
-    tokens, truncated = _input_stats(loaded, prompt, settings, special_tokens)
+    tokens, truncated = input_stats(loaded, prompt, settings, special_tokens)
     probs = []
     for sides in [[False, True]] if loaded.mixes_rows else [[False], [True]]:
         enc = _encode(loaded, [prompt] * len(sides), settings, special_tokens)

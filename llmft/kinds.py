@@ -124,13 +124,13 @@ class Display:
         dict with `text`, `tokens`, `elapsed_s`, `truncated`, and maybe `ttft_s` or `probs`.
 
         Default: both sides predicted whole, one update; `tokens` counts the prompt's."""
+        from .inference import input_stats  # deferred: torch
+
         start = time.perf_counter()
         (prompt,), special = self.prompted(loaded, [text], settings)
-        n_tokens = len(loaded.tokenizer(prompt, add_special_tokens=special)["input_ids"])
-        limit = prompt_limit(loaded, settings)
+        tokens, truncated = input_stats(loaded, prompt, settings, special)
         outputs = {side: self.predict(loaded, [text], settings, side == "tuned", progress=False)[0] for side in SIDES}
-        elapsed = time.perf_counter() - start
-        update = {"tokens": min(n_tokens, limit), "elapsed_s": elapsed, "truncated": n_tokens > limit}
+        update = {"tokens": tokens, "elapsed_s": time.perf_counter() - start, "truncated": truncated}
         yield {side: {**update, "text": self.output_text(loaded.task, out)} for side, out in outputs.items()}
 
     def output_text(self, spec, output) -> str:

@@ -239,10 +239,6 @@ def train(
         info["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     else:
         info = _new_record(prepared, base.tokenizer, targets, trained_in_full, world_size)
-        # The generation cap for validation, evaluation and predict: fitted to the training references.
-        info["max_new_tokens"] = task.kind.fitted_max_new_tokens(
-            base.tokenizer, prepared.examples, config.max_target_tokens
-        )
 
     def record(**fields) -> dict:
         """Write fields into run.json (main process); other processes only keep their local copy."""
@@ -295,6 +291,8 @@ def _new_record(prepared: PreparedRun, tokenizer, targets, trained_in_full, worl
         "lora_target_modules_resolved": targets,
         "trained_in_full": trained_in_full,
         **task.kind.run_info(tokenizer),
+        # The generation cap for validation, evaluation and predict: fitted to the training references.
+        "max_new_tokens": task.kind.fitted_max_new_tokens(tokenizer, prepared.examples, config.max_target_tokens),
         "head_seed": config.seed,
         "dtype": prepared.dtype,
         "versions": library_versions(),
