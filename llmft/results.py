@@ -8,14 +8,17 @@ per-example scores) and the plots as HTML. Files written before `format_version`
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .files import write_json_atomic
+from .stats import TIE_TOLERANCE, min_detectable_delta, min_detectable_from_ci
 
 FORMAT_VERSION = 2
-"""1: the unversioned summary.json of llmft 0.1; 2: adds format_version, kind, headline, verdict, warnings."""
+"""1: the unversioned summary.json of llmft 0.1; 2: adds format_version, kind, headline, verdict, warnings (and,
+optionally, power: a file without it gets it computed on load, so the version stays)."""
 BETTER, WORSE, UNCLEAR = "better", "worse", "no clear difference"
 TESTS = {"permutation": "paired permutation test", "mcnemar": "exact McNemar test"}
 
@@ -50,6 +53,59 @@ def _fixed_width(rows: list[dict]) -> str:
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     return "\n".join(lines + ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in rows])
+
+
+@dataclass
+class Power:
+    """How small a difference of the headline metric this evaluation could see (summary.json `power`)."""
+
+    min_detectable_delta: float
+    """The smallest true difference a two-sided paired test at `alpha` detects with probability `power`."""
+    n: int
+    observed_delta: float
+    """The headline's observed paired delta (tuned minus base)."""
+    spread: str
+    """Where the spread came from: `per-example deltas` (t approximation) or `bootstrap CI` (its half-width)."""
+    alpha: float = 0.05
+    power: float = 0.8
+    n_needed: int | None = None
+    """Set when the verdict is "no clear difference" and the observed delta is below `min_detectable_delta`:
+    about how many examples would detect a difference of the observed size, n * (mdd / |delta|)^2."""
+
+    def text(self) -> str:
+        """One line for the verdict: the detectable difference, and whether the test set was too small."""
+        line = (
+            f"smallest difference n={self.n} could detect at {self.power:.0%} power: "
+            f"±{self.min_detectable_delta:.3f} (observed Δ {self.observed_delta:+.3f})"
+        )
+        if self.min_detectable_delta <= TIE_TOLERANCE:
+            line += ", since every example's difference is the same"
+        if self.n_needed is not None:
+            line += (
+                f"; the test set is too small to see a difference of the observed size "
+                f"(about {self.n_needed} examples would be needed)"
+            )
+        return line
+
+
+def measure_power(
+    n: int, metric: dict, deltas: list[float] | None, verdict: str, alpha: float = 0.05, power: float = 0.8
+) -> Power | None:
+    """The `Power` of one metric: from its per-example `deltas` when it has them, else from its ci95 (a corpus
+    metric such as macro-F1). None when n < 2 or nothing gives a spread."""
+    if "delta_mean" not in metric:
+        return None
+    if deltas is not None:
+        mdd, spread = min_detectable_delta(deltas, alpha, power), "per-example deltas"
+    else:
+        mdd = min_detectable_from_ci(metric.get("ci95"), alpha, power) if n >= 2 else None
+        spread = "bootstrap CI"
+    if mdd is None:
+        return None
+    observed = float(metric["delta_mean"])
+    too_small = verdict == UNCLEAR and TIE_TOLERANCE < abs(observed) < mdd
+    n_needed = math.ceil(n * (mdd / abs(observed)) ** 2) if too_small else None
+    return Power(mdd, n, observed, spread, alpha, power, n_needed)
 
 
 @dataclass
@@ -91,6 +147,8 @@ class EvalResult:
     """Why the verdict is not `better` although the interval says so, if that happened."""
     warnings: list[str] = field(default_factory=list)
     """Lines that qualify the verdict (one-class predictions, skewed predictions, training rows evaluated)."""
+    power: Power | None = None
+    """The headline's smallest detectable difference at this n (set by `judge`; None when n < 2)."""
     format_version: int = FORMAT_VERSION
 
     def judge(self, not_better: str | None = None) -> None:
@@ -98,6 +156,16 @@ class EvalResult:
         metric = self.metrics[self.headline]
         self.verdict = decide(metric, not_better)
         self.verdict_note = not_better if self.verdict != decide(metric) else None
+        self.power = self.measure_power()
+
+    def measure_power(self) -> Power | None:
+        """The headline's `Power`: from the per-example rows when the headline is a per-example metric and the
+        rows are here, else from its bootstrap CI."""
+        deltas = None
+        if self.headline in self.per_example and self.rows:
+            base, tuned = self.scores(self.headline)
+            deltas = [float(t) - float(b) for b, t in zip(base, tuned)]
+        return measure_power(self.n, self.metrics[self.headline], deltas, self.verdict)
 
     def verdict_text(self) -> str:
         """One sentence a statistician would sign: the verdict, the metric, the interval, the test, n, the data."""
@@ -111,7 +179,8 @@ class EvalResult:
             + f"; p = {m['p_value']:.2g}, {TESTS.get(m['test'], m['test'])}) on n = {self.n} examples of "
             f"{self.data_name()} [{self.split}]"
         )
-        return text + (f"; not called better because {self.verdict_note}" if self.verdict_note else "") + "."
+        text += (f"; not called better because {self.verdict_note}" if self.verdict_note else "") + "."
+        return text + (f" Power: {self.power.text()}." if self.power else "")
 
     def data_name(self) -> str:
         """The evaluation data as its user named it: `sample`, a hub id, or a file's own name."""
@@ -239,7 +308,14 @@ class EvalResult:
             first = rows[0] if rows else {}
             data["per_example"] = [m for m in data["metrics"] if not first or f"base_{m}" in first]
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known}, rows=list(rows or []))
+        power = data.pop("power", None)
+        result = cls(**{k: v for k, v in data.items() if k in known}, rows=list(rows or []))
+        # A summary written before power was recorded gets it from what it has (rows, else the headline's CI).
+        known_power = {f.name for f in fields(Power)}
+        result.power = (
+            Power(**{k: v for k, v in power.items() if k in known_power}) if power else result.measure_power()
+        )
+        return result
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, str]:
         """Write examples.csv, summary.json, boxplot.html and scatter.html into `out_dir`."""

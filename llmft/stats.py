@@ -160,3 +160,83 @@ def paired_aggregate(references, base_pred, tuned_pred, metric, seed: int = 0, n
         "losses": int(np.sum(base_ok & ~tuned_ok)),
         "higher_is_better": True,
     }
+
+
+def win_rate(wins: int, losses: int, ties: int = 0, both_bad: int = 0) -> dict:
+    """Tuned's win rate over the decided votes of a blind A/B review, with its Wilson 95% interval and a
+    two-sided sign test (a binomial test of wins among decided votes against 1/2). Ties and "both bad" are
+    counted and reported, never decided.
+
+    Args:
+        wins, losses: votes for tuned / for base.
+        ties, both_bad: votes that decide nothing.
+    Returns:
+        rate (None with no decided vote), ci95 ([low, high] or None), p_value (1.0 with no decided vote), test,
+        and the counts: wins, losses, ties, both_bad, decided, total.
+    """
+    counts = {"wins": wins, "losses": losses, "ties": ties, "both_bad": both_bad}
+    if any(int(c) != c or c < 0 for c in counts.values()):
+        raise ValueError(f"vote counts must be non-negative integers, got {counts}")
+    decided = wins + losses
+    out = {"rate": None, "ci95": None, "p_value": 1.0, "test": "sign test"}
+    if decided:
+        test = _scipy_stats().binomtest(int(wins), int(decided), 0.5)
+        ci = test.proportion_ci(confidence_level=0.95, method="wilson")
+        out.update(rate=wins / decided, ci95=[float(ci.low), float(ci.high)], p_value=float(test.pvalue))
+    return out | counts | {"decided": decided, "total": decided + ties + both_bad}
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: the i-th smallest of m p-values is multiplied by
+    (m - i + 1), the running maximum keeps them monotone, and none exceeds 1. Rejecting where the adjusted value
+    is below alpha controls the family-wise error rate at alpha."""
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"need a flat list of p-values, got shape {p.shape}")
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (len(p) - np.arange(len(p)))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return [float(v) for v in adjusted]
+
+
+def min_detectable_delta(deltas, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest true mean paired difference a two-sided paired test at level `alpha` detects with
+    probability `power`, given the observed per-example deltas' spread and n.
+
+    Uses the t approximation (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n): for a paired t-test it is
+    within 0.01 of the exact (noncentral t) power for n >= 5, and the paired permutation test the library runs
+    on generation metrics has nearly the same power (tests/test_stats.py checks both by simulation) -- except at
+    n <= 5, where no sign pattern is rare enough for it to reject at 0.05 at all (the smallest p is 2 / 2**n).
+
+    Args:
+        deltas: per-example tuned minus base.
+    Returns:
+        the difference (>= 0; 0.0 when every delta is the same), or None when n < 2.
+    """
+    deltas = np.asarray(deltas, dtype=float)
+    n = len(deltas)
+    if n < 2:
+        return None
+    if np.ptp(deltas) <= TIE_TOLERANCE:
+        return 0.0  # no spread: any difference at all shows
+    t = _scipy_stats().t
+    sd = float(deltas.std(ddof=1))
+    return float((t.ppf(1 - alpha / 2, n - 1) + t.ppf(power, n - 1)) * sd / np.sqrt(n))
+
+
+def min_detectable_from_ci(ci95, alpha: float = 0.05, power: float = 0.8, confidence: float = 0.95) -> float | None:
+    """The smallest detectable difference of a corpus-level metric (macro-F1: no per-example deltas), with the
+    standard error taken from its paired bootstrap interval: half its width over z_{(1+confidence)/2}. Normal
+    approximation: (z_{1-alpha/2} + z_{power}) * se.
+
+    Args:
+        ci95: [low, high] of the metric's paired delta at `confidence`.
+    Returns:
+        the difference (>= 0), or None when the interval is missing or not finite.
+    """
+    if ci95 is None or len(ci95) != 2 or not np.all(np.isfinite(ci95)):
+        return None
+    norm = _scipy_stats().norm
+    se = abs(float(ci95[1]) - float(ci95[0])) / 2 / norm.ppf((1 + confidence) / 2)
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)

@@ -3,6 +3,7 @@ evaluation on training rows, and the labels a user's file may use. Run: pytest t
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from llmft.context import Context
 from llmft.data import Example, guess_columns, guess_label_map, load_examples, normalize_label
 from llmft.pipeline import evaluate
 from llmft.results import EvalResult
+from llmft.stats import paired_comparison
 from llmft.training import TrainConfig, train
 
 SENTIMENT = get_task("sentiment")
@@ -31,6 +33,80 @@ def scored(labels, base_pred, tuned_pred, seed=0) -> EvalResult:
     result.data, result.split, result.warnings = "sample", "test", s.warnings
     result.judge(s.not_better)
     return result
+
+
+def generated(base, tuned) -> EvalResult:
+    """An EvalResult of a generation kind whose headline (`overall`) is scored per example."""
+    rows = [{"id": i, "base_overall": b, "tuned_overall": t} for i, (b, t) in enumerate(zip(base, tuned))]
+    metrics = {"overall": paired_comparison(base, tuned)}
+    result = EvalResult("summarize", "seq2seq", len(base), "overall", metrics, ["overall"], "overall", rows)
+    result.data, result.split = "sample", "test"
+    result.judge()
+    return result
+
+
+def test_every_verdict_says_the_smallest_difference_its_n_could_detect():
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.2, 0.6, 30)
+    tuned = np.clip(base + rng.normal(0.15, 0.1, 30), 0, 1)
+    result = generated(base.tolist(), tuned.tolist())
+    deltas = tuned - base
+    # Two-sided paired t approximation at 80% power: (t_0.975 + t_0.8, 29 df) * sd / sqrt(n).
+    mdd = (sps.t.ppf(0.975, 29) + sps.t.ppf(0.8, 29)) * deltas.std(ddof=1) / np.sqrt(30)
+    assert result.verdict == "better" and result.power.min_detectable_delta == pytest.approx(mdd)
+    line = f"smallest difference n=30 could detect at 80% power: ±{mdd:.3f} (observed Δ {deltas.mean():+.3f})"
+    assert line in result.verdict_text() and "too small" not in result.verdict_text()
+    assert result.to_json()["power"] == {
+        "min_detectable_delta": pytest.approx(mdd),
+        "n": 30,
+        "observed_delta": pytest.approx(deltas.mean()),
+        "spread": "per-example deltas",
+        "alpha": 0.05,
+        "power": 0.8,
+        "n_needed": None,
+    }
+    # A corpus headline (macro-F1) has no per-example deltas: its bootstrap CI gives the standard error.
+    labels = [0, 1] * 20
+    clear = scored(labels, [1 - y for y in labels[:20]] + labels[20:], labels)
+    lo, hi = clear.metrics["macro_f1"]["ci95"]
+    se = (hi - lo) / 2 / sps.norm.ppf(0.975)
+    assert clear.power.spread == "bootstrap CI"
+    assert clear.power.min_detectable_delta == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * se)
+    assert clear.verdict == "better" and "too small" not in clear.verdict_text()
+    # No spread at all (tuned equals base everywhere): nothing is too small to see.
+    same = generated([0.3, 0.5, 0.4], [0.3, 0.5, 0.4])
+    assert same.power.min_detectable_delta == 0.0 and "every example's difference is the same" in same.verdict_text()
+    assert "too small" not in same.verdict_text()
+
+
+def test_no_clear_difference_on_a_small_test_set_says_it_was_too_small_to_see_the_delta():
+    base = np.linspace(0.3, 0.5, 20)
+    tuned = base + 0.02 + 0.2 * np.array([1, -1] * 10)  # mean delta +0.02, sd 0.2: far below what n=20 can see
+    result = generated(base.tolist(), tuned.tolist())
+    power, delta = result.power, float(np.mean(tuned - base))
+    assert result.verdict == "no clear difference" and 0 < abs(delta) < power.min_detectable_delta
+    assert power.n_needed == math.ceil(20 * (power.min_detectable_delta / abs(delta)) ** 2) > 20
+    assert (
+        f"the test set is too small to see a difference of the observed size (about {power.n_needed} examples "
+        "would be needed)" in result.verdict_text()
+    )
+    assert "too small" in result.text_report()
+
+
+def test_a_summary_without_power_still_loads_and_gets_its_power_line(tmp_path):
+    result = generated([0.2, 0.4, 0.3, 0.5, 0.1], [0.3, 0.45, 0.2, 0.6, 0.3])
+    result.write(tmp_path / "new")
+    again = EvalResult.load(tmp_path / "new")
+    assert again.power == result.power and again.verdict_text() == result.verdict_text()
+    old = tmp_path / "old"
+    old.mkdir()
+    summary = {k: v for k, v in result.to_json().items() if k != "power"}
+    (old / "summary.json").write_text(json.dumps(summary))
+    loaded = EvalResult.load(old)  # no examples.csv: the power comes from the headline's CI
+    assert loaded.format_version == 2 and loaded.power.spread == "bootstrap CI"
+    assert "smallest difference n=5 could detect at 80% power" in loaded.verdict_text()
+    (old / "examples.csv").write_text((tmp_path / "new" / "examples.csv").read_text())
+    assert EvalResult.load(old).power.min_detectable_delta == pytest.approx(result.power.min_detectable_delta)
 
 
 def test_a_constant_predictor_is_never_called_better_and_is_warned_about():
