@@ -84,6 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--merge", action="store_true")
     u.add_argument("--runs-dir")
 
+    lb = sub.add_parser(
+        "leaderboard",
+        help="evaluate several runs on the same examples and rank them (against base and the best, Holm-corrected)",
+    )
+    lb.add_argument("--task", required=True)
+    lb.add_argument("--runs", required=True, help="run names, comma-separated (a --repeat group's runs, or any)")
+    lb.add_argument("--data", help="test data (default: the bundled sample)")
+    lb.add_argument("--split", help="split of the sample or hub dataset (default: the task's test split)")
+    lb.add_argument("--n", type=int, help="test examples (default: the smallest of the runs' presets')")
+    lb.add_argument("--seed", type=int, default=0, help="seed of the example sample and the bootstrap")
+    lb.add_argument("--max-new-tokens", type=int, help="default: the largest of the runs' fitted caps")
+    lb.add_argument("--bertscore-model", dest="scorer", help="BERTScore scorer (default as for evaluate)")
+    lb.add_argument("--out", help="write leaderboard.json, leaderboard.csv and leaderboard.html here")
+    lb.add_argument("--runs-dir")
+    lb.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+
+    v = sub.add_parser("votes", help="the blind A/B votes on a run: their result per evaluation, or all as CSV")
+    v.add_argument("--run", required=True)
+    v.add_argument("--csv", help="write every vote to this CSV file")
+    v.add_argument("--runs-dir")
+
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")
     return parser
@@ -125,23 +146,29 @@ def cmd_train(args) -> None:
     else:
         config = from_args(TrainConfig, args)
     # SIGTERM (the app's Cancel, or a scheduler) stops training at the end of the current step; the run is
-    # marked cancelled and its last complete checkpoint kept.
+    # marked cancelled and its last complete checkpoint kept (and with --repeat, no later seed starts).
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    info = train(config, resume=args.resume, cancel=cancel)
-    if os.environ.get("RANK", "0") != "0":
-        return  # under torchrun / accelerate launch, the main process reports
-    print(
-        f"run {info['name']}: {info['status']} in {info['duration_s']:.1f}s, {info['step']} steps, "
-        f"final loss {info['final_loss'] if info['final_loss'] is None else round(info['final_loss'], 4)}"
-    )
-    if info["status"] != "completed":
-        return
-    print(f"adapter: {Path(info['dir']) / 'adapter'}")
-    print(
-        f"evaluate: python -m llmft evaluate --task {config.task} --run {info['name']}"
-        + (f" --runs-dir {config.runs_dir}" if config.runs_dir else "")
-    )
+    if args.resume and config.repeat > 1:
+        raise LlmftError("--resume continues one run: give --run-name of that run, without --repeat")
+    members = config.repeats()
+    for member in members:
+        info = train(member, resume=args.resume, cancel=cancel)
+        if os.environ.get("RANK", "0") != "0":
+            continue  # under torchrun / accelerate launch, the main process reports
+        print(
+            f"run {info['name']}: {info['status']} in {info['duration_s']:.1f}s, {info['step']} steps, "
+            f"final loss {info['final_loss'] if info['final_loss'] is None else round(info['final_loss'], 4)}"
+        )
+        if info["status"] != "completed":
+            return
+        print(f"adapter: {Path(info['dir']) / 'adapter'}")
+    home = f" --runs-dir {config.runs_dir}" if config.runs_dir else ""
+    if len(members) > 1:
+        names = ",".join(m.run_name for m in members)
+        print(f"seed spread: python -m llmft leaderboard --task {config.task} --runs {names}{home}")
+    else:
+        print(f"evaluate: python -m llmft evaluate --task {config.task} --run {info['name']}{home}")
 
 
 def cmd_search(args) -> None:
@@ -277,6 +304,46 @@ def cmd_push(args) -> None:
     print(f"pushed run {args.run} to {args.repo_id}: {url}")
 
 
+def cmd_leaderboard(args) -> None:
+    from .context import Context
+    from .leaderboard import leaderboard
+
+    for name, value, low, high in (("--n", args.n, 1, 100_000), ("--max-new-tokens", args.max_new_tokens, 1, 4096)):
+        if value is not None and not low <= value <= high:
+            raise LlmftError(f"{name} must be between {low} and {high}, got {value}")
+    ctx = Context.create(args.runs_dir, args.dtype)
+    board, _ = leaderboard(
+        ctx,
+        args.task,
+        args.runs.split(","),
+        data=args.data,
+        n=args.n,
+        seed=args.seed,
+        split=args.split,
+        max_new_tokens=args.max_new_tokens,
+        scorer=args.scorer,
+        on_progress=lambda stage, done, total: print(f"{stage} ({done + 1} of {total})", file=sys.stderr),
+    )
+    print(board.text())
+    if args.out:
+        paths = board.write(args.out)
+        print(f"wrote {', '.join(paths.values())}")
+
+
+def cmd_votes(args) -> None:
+    from .runs import find_run
+    from .votes import source_text, tallies, tally_text, write_csv
+
+    run_dir = find_run(args.run, args.runs_dir)
+    results = tallies(run_dir)
+    if not results:
+        print(f"run {args.run} has no votes yet: vote blind in the app's Compare or Evaluate tab")
+    for t in results:
+        print(f"{source_text(t['source'])}: {tally_text(t)}")
+    if args.csv:
+        print(f"wrote {write_csv(run_dir, args.csv)}")
+
+
 def cmd_runs(args) -> None:
     from .runs import list_runs
 
@@ -295,6 +362,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "runs": cmd_runs,
+    "leaderboard": cmd_leaderboard,
+    "votes": cmd_votes,
     "export": cmd_export,
     "push": cmd_push,
 }

@@ -13,7 +13,7 @@ from dataclasses import InitVar, dataclass
 
 from .errors import LlmftError
 from .refs import is_hub_id
-from .runs import check_run_name
+from .runs import check_run_name, new_run_name
 from .schema import (  # noqa: F401 - the schema's helpers, imported from here by the CLI, the form and tests
     DTYPES,
     PRESETS,
@@ -160,6 +160,15 @@ class TrainConfig:
         group="run",
     )
     run_name: str | None = param(help="the run's name (default: task and time)", group="run")
+    repeat: int = param(
+        1,
+        "train K runs of these settings under seeds seed, seed+1, ... (named <run name>-seed<seed>, grouped): "
+        "their spread is the run-to-run noise a gain must exceed",
+        bounds=(1, 10),
+        omit_default=True,
+        group="run",
+    )
+    group: str | None = param(help="the group of runs this run belongs to (set by --repeat)")
     runs_dir: str | None = param(help="the runs home (default: $LLMFT_HOME/runs or ~/.cache/llmft/runs)")
     owner: str | None = param(
         help="the Hugging Face user the run belongs to (set by the app on a Space; blank: the server's owner)"
@@ -211,12 +220,28 @@ class TrainConfig:
             raise LlmftError(f"target-modules must be a non-empty list of module names, got {self.target_modules!r}")
         if self.run_name is not None:
             check_run_name(self.run_name)
+        if self.group is not None:
+            check_run_name(self.group)
         if self.owner is not None and (not is_hub_id(self.owner) or "/" in self.owner):
             raise LlmftError(f"owner must be a Hugging Face username, got {self.owner!r}")
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with `changes`, on the same resolved task (a search's trials do not read a task file again)."""
         return dataclasses.replace(self, spec=self.task_spec, **changes)
+
+    def repeats(self) -> list[TrainConfig]:
+        """The runs `repeat` asks for: this config itself when 1, else one config per seed, named
+        `<run name>-seed<seed>`, each an ordinary single run marked with its `group` (the run name)."""
+        if self.repeat == 1:
+            return [self]
+        base = self.run_name or new_run_name(self.task_spec.name)
+        members = [
+            self.replace(seed=self.seed + i, run_name=f"{base}-seed{self.seed + i}", repeat=1, group=base)
+            for i in range(self.repeat)
+        ]
+        for member in members:
+            check_run_name(member.run_name)
+        return members
 
     def cli_command(self) -> str:
         """The `python -m llmft train` command that reproduces this run."""

@@ -15,9 +15,12 @@ from .refs import is_hub_id
 from .results import EvalResult, latest_evaluation
 from .runs import COMPLETED, find_run, read_run
 from .tasks import task_of_run
+from .votes import source_text, tallies, tally_text
 
 
-def model_card(info: dict, evaluation: EvalResult | None, merged: bool, gguf: bool = False) -> str:
+def model_card(
+    info: dict, evaluation: EvalResult | None, merged: bool, gguf: bool = False, votes: list[dict] | None = None
+) -> str:
     """README.md for an exported run: what it is, how it was made, and its latest evaluation."""
     task = task_of_run(info)
     cfg = info.get("config", {})
@@ -98,6 +101,9 @@ def model_card(info: dict, evaluation: EvalResult | None, merged: bool, gguf: bo
             "",
             evaluation.markdown_table(),
         ]
+    if votes:
+        lines += ["", "## Blind human votes (tuned vs base, shown as A and B in a random order)", ""]
+        lines += [f"- {source_text(t['source'])}: {tally_text(t)}" for t in votes]
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +143,7 @@ def export_run(
                 _write_gguf(merged, loaded.tokenizer, staging, info)
         else:
             shutil.copytree(run_dir / "adapter", staging, dirs_exist_ok=True)
-        card = model_card(info, latest_evaluation(run_dir), merge, gguf)
+        card = model_card(info, latest_evaluation(run_dir), merge, gguf, tallies(run_dir))
         (staging / "README.md").write_text(card, encoding="utf-8")
         if out.exists():
             out.rmdir()

@@ -173,6 +173,7 @@ def evaluate(
     result.run = (run_info or {}).get("name")
     result.selection = selection_note(run_info or {})
     result.evaluated_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    result.fingerprint = evaluation_fingerprint(loaded, examples, result)
     if overlap:
         line = f"{overlap} of {len(examples)} evaluation examples were training examples of this run"
         result.warnings.append(line + ": they flatter the tuned model")
@@ -193,6 +194,36 @@ def evaluate(
                 f"ran but its results could not be saved in {folder}"
             ) from None
     return result, written
+
+
+def evaluation_fingerprint(loaded: LoadedModel, examples, result: EvalResult) -> dict:
+    """What two evaluations must share to be ranked together: the task, the data (by name and by the hash of
+    every row's input and reference), n, the sample seed, the generation settings, the prompt and chat
+    template, the labels and the scorer. No server path: a local file is named by its file name; its rows
+    say the rest. `id` is the hash of all of it."""
+    import hashlib
+    import json
+
+    rows = hashlib.sha256(
+        json.dumps([[text_hash(ex.text), ex.label, list(ex.references or [])] for ex in examples]).encode()
+    ).hexdigest()
+    kind = loaded.task.kind
+    template = kind.run_info(loaded.tokenizer).get("chat_template")
+    fingerprint = {
+        "task": loaded.task.name,
+        "data": result.data_name(),
+        "split": result.split,
+        "rows_sha256": rows,
+        "n": len(examples),
+        "seed": result.seed,
+        "generation": {k: v for k, v in result.generation.items() if k not in ("batch_size", "max_new_tokens_source")},
+        "prompt": loaded.task.prompt,
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+        "labels": list(loaded.task.labels) or None,
+        "scorer": result.scorer,
+    }
+    fingerprint["id"] = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -188,3 +188,28 @@ def confusion_matrix_figure(matrix: list[list[int]], labels: list[str], title: s
     )
     fig.update_layout(title=title, template="plotly_white", yaxis=dict(autorange="reversed"))
     return fig
+
+
+def leaderboard_figure(names: list[str], deltas: list[float], cis: list[list[float]], metric: str) -> go.Figure:
+    """Each run's gain over base on one evaluation set, with its paired 95% CI, best first."""
+    lows = [d - ci[0] for d, ci in zip(deltas, cis)]
+    highs = [ci[1] - d for d, ci in zip(deltas, cis)]
+    fig = go.Figure(
+        go.Scatter(
+            x=deltas,
+            y=names,
+            mode="markers",
+            marker=dict(color=TUNED_COLOR, size=10),
+            error_x=dict(type="data", symmetric=False, array=highs, arrayminus=lows, color=TUNED_COLOR),
+            hovertemplate="%{y}: Δ %{x:+.4f}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0, line_dash="dash", line_color=BASE_COLOR, annotation_text="base")
+    fig.update_layout(
+        title=f"Gain over base on {metric}, 95% CI (same examples for every run)",
+        xaxis_title=f"tuned − base ({metric})",
+        yaxis=dict(autorange="reversed"),
+        template="plotly_white",
+        height=max(260, 60 * len(names) + 140),
+    )
+    return fig

@@ -149,6 +149,11 @@ class EvalResult:
     """Lines that qualify the verdict (one-class predictions, skewed predictions, training rows evaluated)."""
     power: Power | None = None
     """The headline's smallest detectable difference at this n (set by `judge`; None when n < 2)."""
+    fingerprint: dict | None = None
+    """What makes two evaluations comparable: the data's rows, n, seed, generation settings, prompt and chat
+    template, scorer (`id` is their hash). Only evaluations with equal ids are ranked together."""
+    votes: dict | None = None
+    """The tally of blind votes on this evaluation's examples (`votes.tally`), kept current as votes come."""
     format_version: int = FORMAT_VERSION
 
     def judge(self, not_better: str | None = None) -> None:
@@ -181,6 +186,12 @@ class EvalResult:
         )
         text += (f"; not called better because {self.verdict_note}" if self.verdict_note else "") + "."
         return text + (f" Power: {self.power.text()}." if self.power else "")
+
+    def votes_text(self) -> str | None:
+        """The blind votes' result in one line, None when nobody voted on this evaluation."""
+        from .votes import tally_text
+
+        return tally_text(self.votes) if self.votes and self.votes.get("total") else None
 
     def data_name(self) -> str:
         """The evaluation data as its user named it: `sample`, a hub id, or a file's own name."""

@@ -249,6 +249,8 @@ def search(
 
     if not trials and not timeout:
         raise LlmftError("give --trials or --time-budget for the search")
+    if base.repeat > 1:
+        raise LlmftError("--repeat is for train: a search's trials are single runs")
     if not base.val_split:
         raise LlmftError("a search chooses on the validation split: val-split must be above 0")
     task = base.task_spec
