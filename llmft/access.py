@@ -172,6 +172,12 @@ class Access:
         if self.space and not user.signed_in:
             raise LlmftError(f"{SIGN_IN} to {action}")
 
+    def voter(self, user: User) -> str:
+        """Who a blind vote is recorded for: the signed-in visitor on a Space (one vote per visitor and item;
+        anonymous visitors cannot vote), the machine's owner locally."""
+        self.check_signed_in(user, "vote")
+        return user.name or LOCAL_USER.name
+
     def check_owner(self, user: User, info: dict, action: str) -> None:
         """Refuse `action` ("cancel", "delete", "share", "push") on run `info` unless `user` owns it or is an
         admin."""

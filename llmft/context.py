@@ -16,6 +16,7 @@ from .access import Access
 from .models import device_and_dtype
 from .refs import resolve_roots
 from .runs import runs_home
+from .votes import BallotBox
 
 
 class ModelCache:
@@ -54,6 +55,8 @@ class Context:
     access: Access = field(default_factory=Access)
     """Who may do what (local: the one owner may do everything; see `access`)."""
     model_cache: ModelCache = field(default_factory=lambda: ModelCache(int(os.environ.get("LLMFT_MODEL_CACHE", "2"))))
+    ballots: BallotBox = field(default_factory=BallotBox, repr=False)
+    """Blind ballots handed out and not yet answered (which side is tuned stays here)."""
     jobs: object = field(default=None, repr=False)
     """The training jobs of a server (`jobs.Jobs`, which attaches itself here); None where nothing trains."""
 

@@ -271,10 +271,9 @@ class Jobs:
             config.dtype = self.ctx.dtype
             if config.run_name is None:
                 config.run_name = new_run_name(task.name)
-            if (self.ctx.runs_dir / config.run_name).exists() or any(
-                w.run_name == config.run_name for w in self._waiting
-            ):
-                raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
+            for name in {config.run_name, *(m.run_name for m in config.repeats())}:
+                if (self.ctx.runs_dir / name).exists() or any(w.run_name == name for w in self._waiting):
+                    raise LlmftError(f"run {name!r} already exists; choose another name")
             if len(self.running()) >= self.slots or self._waiting:
                 waiting = Waiting(config.run_name, config, config.owner)
                 self._waiting.append(waiting)
@@ -356,15 +355,15 @@ class Jobs:
 
     def _launch(self, config: TrainConfig, gpus: int | None = None) -> Job:
         """Start the child for `config` (under the lock) and wait until it has started the run."""
-        run_dir = self.ctx.runs_dir / config.run_name
+        # With --repeat, one child trains the group's runs in turn; the page follows the first of them.
+        first = config.repeats()[0].run_name
+        run_dir = self.ctx.runs_dir / first
         if run_dir.exists():
-            raise LlmftError(f"run {config.run_name!r} already exists; choose another name")
+            raise LlmftError(f"run {first!r} already exists; choose another name")
         argv = training_argv(config, _gpu_count() if gpus is None else gpus)
-        log = log_path(self.ctx.runs_dir, config.run_name)
+        log = log_path(self.ctx.runs_dir, first)
         process = self._spawn(argv, log)
-        job = Job(
-            config.run_name, run_dir, log, shown_command(argv), pid=process.pid, process=process, owner=config.owner
-        )
+        job = Job(first, run_dir, log, shown_command(argv), pid=process.pid, process=process, owner=config.owner)
         self._jobs[job.run_name], self._last = job, job.run_name
         self._last_of[job.owner] = job
         threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"llmft-watch-{job.run_name}").start()

@@ -55,6 +55,37 @@ def make_ballot(source: str, item: str, text: str, base_output: str, tuned_outpu
     return Ballot(str(source), str(item), text, a, b, tuned_is)
 
 
+class BallotBox:
+    """The ballots a server has handed out and not yet seen answered, by an unguessable token. A page or an
+    API client holds only the token; which letter is tuned never leaves the server before the vote. Capped:
+    the oldest unanswered ballots are dropped first."""
+
+    def __init__(self, capacity: int = 10_000):
+        import threading
+        from collections import OrderedDict
+
+        self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
+
+    def issue(self, ballot: Ballot, run_dir: str | Path, voter: str) -> str:
+        token = secrets.token_urlsafe(18)
+        with self._lock:
+            self._items[token] = (ballot, Path(run_dir), voter)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return token
+
+    def answer(self, token: str, choice: str, voter: str) -> dict:
+        """Cast `voter`'s `choice` on the ballot behind `token` (issued to that voter); returns the vote."""
+        with self._lock:
+            entry = self._items.get(token) if isinstance(token, str) else None
+            if entry is None or entry[2] != voter:
+                raise LlmftError("this ballot is unknown or already answered: show the next item")
+            outcome_of(entry[0], choice)  # a bad choice keeps the ballot open
+            del self._items[token]
+        ballot, run_dir, _ = entry
+        return cast(run_dir, ballot, choice, voter)
+
+
 def outcome_of(ballot: Ballot, choice: str) -> str:
     """The vote in terms of the models: `tuned`, `base`, `tie` or `both_bad`."""
     if choice not in CHOICES:
@@ -155,6 +186,14 @@ def tally_text(t: dict | None) -> str:
     )
 
 
+def tally_brief(t: dict) -> str:
+    """A tally in a table cell: `tuned 5/6 (83%, 44–97%)`."""
+    if not t.get("decided"):
+        return f"{t.get('total', 0)} undecided"
+    lo, hi = t["ci95"]
+    return f"tuned {t['wins']}/{t['decided']} ({t['rate']:.0%}, {lo:.0%}–{hi:.0%})"
+
+
 def write_csv(run_dir: str | Path, out: str | Path) -> Path:
     """Every current vote of the run as CSV. Cells are written as text a spreadsheet does not run (a leading
     `=`, `+`, `-` or `@` gets a quote)."""
@@ -178,3 +217,21 @@ def review_items(rows: list[dict], voted: set[str], k: int | None = None) -> lis
     order = secrets.SystemRandom()
     order.shuffle(rest)
     return rest[:k] if k else rest
+
+
+def next_ballot(box: BallotBox, run_dir: str | Path, source: str, rows: list[dict], voter: str):
+    """The next item of an evaluation's blind review for `voter`, in a random order: (token, what the page
+    shows, items voted, items in all), or None once every item has the voter's vote."""
+    voted = {v["item"] for v in read_votes(run_dir) if v["source"] == source and v["voter"] == voter}
+    rest = review_items(rows, voted, 1)
+    if not rest:
+        return None
+    row = rest[0]
+    ballot = make_ballot(source, str(row["id"]), str(row["input"]), str(row["base_output"]), str(row["tuned_output"]))
+    done = sum(str(r["id"]) in voted for r in rows)
+    return box.issue(ballot, run_dir, voter), ballot.public(), done, len(rows)
+
+
+def source_tally(run_dir: str | Path, source: str) -> dict:
+    """The tally of one source's votes."""
+    return tally([v for v in read_votes(run_dir) if v["source"] == source])

@@ -154,3 +154,75 @@ def test_votes_from_two_sources_are_never_mixed_and_export_as_safe_csv(group, tm
     assert "evaluation 20260101-000000: no decided vote yet" in printed
     cells = (tmp_path / "v.csv").read_text()
     assert "'=cmd" in cells and "\n=cmd" not in cells and ",=cmd" not in cells
+
+
+@pytest.fixture(scope="module")
+def app(group):
+    from gradio_client import Client
+
+    from llmft.ui import build_app, launch
+    from tests.conftest import free_port
+
+    built = build_app(str(group))
+    _, url, _ = launch(built, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield Client(url, verbose=False), built
+    built.close()
+
+
+TEST_SAMPLE = ["the run's test sample", "", "", None, None, None, None, ""]
+
+
+def test_blind_review_in_the_app_hides_the_sides_until_each_vote_and_keeps_the_result(app, group):
+    client, built = app
+    client.predict("rep-seed43", 12, 3, "", 0, *TEST_SAMPLE, api_name="/evaluate")
+    text, a, b, status = client.predict(api_name="/review_next")
+    assert text and a is not None and b is not None and "Item 1 of 12" in status
+    assert "A was" not in status and "B was" not in status  # no side named before the vote
+    ballots = built.llmft_context.ballots
+    seen = set()
+    for i in range(10):
+        (token,) = [t for t, (ballot, _, _) in ballots._items.items() if ballot.text == text]
+        ballot = ballots._items[token][0]
+        assert {ballot.a, ballot.b} == {a, b} and ballot.item not in seen
+        seen.add(ballot.item)
+        text, a, b, status = client.predict(api_name="/review_vote_A")
+        assert status.startswith("Recorded: ") and f"(A was {'tuned' if ballot.tuned_is == 'A' else 'base'})" in status
+    assert "Item 11 of 12" in status
+    source = sorted((group / "rep-seed43" / "evaluations").iterdir())[-1]
+    summary = json.loads((source / "summary.json").read_text())
+    assert summary["votes"]["total"] == 10 and summary["votes"]["voters"] == 1
+    table = client.predict(api_name="/runs")[0]
+    row = next(r for r in table["data"] if r[0] == "rep-seed43")
+    assert any(f"{source.name}: tuned" in str(cell) or f"{source.name}: 10 undecided" in str(cell) for cell in row)
+
+
+def test_blind_compare_reveals_the_side_only_after_the_vote(app):
+    client, built = app
+    a, b, status = client.predict("sentiment", "", "rep-seed42", "A wonderful film.", 64, api_name="/compare_blind")
+    assert {a, b} <= {"Positive", "Negative"} and "revealed after your vote" in status
+    (ballot, _, voter) = list(built.llmft_context.ballots._items.values())[-1]
+    assert voter == "local"
+    revealed = client.predict("rep-seed42", api_name="/compare_vote_tie")
+    assert f"A was {'tuned' if ballot.tuned_is == 'A' else 'base'}" in revealed
+    with pytest.raises(Exception, match="unknown or already answered"):
+        client.predict("rep-seed42", api_name="/compare_vote_A")  # one ballot, one vote
+
+
+def test_runs_tab_ranks_selected_runs_on_their_shared_evaluation(app):
+    client, _ = app
+    text, table, _plot = client.predict(["rep-seed42", "rep-seed43"], api_name="/rank_runs")
+    assert "2 runs on macro_f1" in text and "Holm" in text and "seed spread of group rep" in text
+    assert [r[1] for r in table["data"]] and {r[1] for r in table["data"]} == {"rep-seed42", "rep-seed43"}
+
+
+def test_on_a_space_only_signed_in_visitors_vote_and_each_under_their_own_name():
+    from llmft.access import Access, User
+
+    space = Access(space=True)
+    with pytest.raises(LlmftError, match="sign in with Hugging Face .* to vote"):
+        space.voter(User())
+    assert space.voter(User("alice")) == "alice" and Access().voter(User()) == "local"
+    box = votes.BallotBox()
+    token = box.issue(votes.make_ballot("s", "1", "t", "b", "x"), "/nonexistent", "alice")
+    with pytest.raises(LlmftError, match="unknown or already answered"):
+        box.answer(token, "A", "mallory")  # a ballot is answered only by the visitor it was shown to

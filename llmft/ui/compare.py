@@ -10,9 +10,11 @@ from ..access import User
 from ..data import bundled_path, load_examples, normalize_text
 from ..errors import LlmftError
 from ..evaluation import GenerationSettings
+from ..examples import text_hash
 from ..kinds import prompt_of
 from ..pipeline import generation_cap, known_tasks, open_model, run_task
 from ..tasks import get_task
+from ..votes import CHOICES, COMPARE, make_ballot, source_tally, tally_text
 from .common import completed_runs, user_errors, visible_runs, with_user
 
 
@@ -99,6 +101,31 @@ def compare(ctx, user, task_name, model, adapter_choice, text, reference, max_ne
     yield outputs(scores)
 
 
+def blind_compare(ctx, user, task_name, model, adapter_choice, text, max_new_tokens):
+    """Both outputs as A and B in a random order, nothing else that tells them apart (no stats, no
+    probabilities): (ballot token, A, B, status)."""
+    voter = ctx.access.voter(user)
+    if adapter_choice not in completed_runs(ctx, user, task_name):
+        raise LlmftError("a blind vote is kept with a run: pick one of the finished runs as the tuned adapter")
+    *_, last = compare(ctx, user, task_name, model, adapter_choice, text, "", max_new_tokens)
+    base, tuned = last[0], last[1]
+    ballot = make_ballot(COMPARE, text_hash(normalize_text(text)[0]), text, base, tuned)
+    run_dir = ctx.access.find(ctx.runs_dir, user, adapter_choice)["dir"]
+    token = ctx.ballots.issue(ballot, run_dir, voter)
+    return token, ballot.a, ballot.b, "Which answer is better? The sides are revealed after your vote."
+
+
+def blind_vote(ctx, user, adapter_choice, token, choice):
+    """Cast the vote on the Compare ballot; reveal which side was tuned and the run's Compare tally."""
+    vote = ctx.ballots.answer(token, choice, ctx.access.voter(user))
+    run_dir = ctx.access.find(ctx.runs_dir, user, adapter_choice)["dir"]
+    a_was = "tuned" if vote["tuned_was"] == "A" else "base"
+    b_was = "base" if a_was == "tuned" else "tuned"
+    return None, f"Recorded. **A was {a_was}, B was {b_was}.** Votes on Compare texts for this run: " + tally_text(
+        source_tally(run_dir, COMPARE)
+    )
+
+
 def build(ctx):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown(
@@ -146,6 +173,15 @@ def build(ctx):
                 tuned_stats = gr.Markdown()
                 tuned_probs = gr.Label(label="Tuned class probabilities", visible=True, elem_id="cmp-tuned-probs")
         scores = gr.Markdown()
+        with gr.Accordion("Blind A/B: judge the two answers without knowing which is tuned", open=False):
+            blind_go = gr.Button("Compare blind", elem_id="cmp-blind")
+            ballot = gr.State(None)
+            with gr.Row():
+                blind_a = gr.Textbox(label="A", lines=4, interactive=False, elem_id="cmp-blind-a")
+                blind_b = gr.Textbox(label="B", lines=4, interactive=False, elem_id="cmp-blind-b")
+            with gr.Row():
+                blind_votes = {c: gr.Button(label, size="sm", elem_id=f"cmp-vote-{c}") for c, label in CHOICES.items()}
+            blind_status = gr.Markdown(elem_id="cmp-blind-status")
         with gr.Accordion("Prompt as the model reads it", open=False):
             prompt = gr.Textbox(
                 label="Prompt (the task's template and, for chat models, the chat template)",
@@ -197,4 +233,17 @@ def build(ctx):
             api_name="compare",
             show_progress_on=[scores],  # the outputs stream in; an error marks the line below them only
         )
+        blind_go.click(
+            with_user(ctx, lambda user, *args: blind_compare(ctx, user, *args)),
+            [task, model, adapter, text, max_new],
+            [ballot, blind_a, blind_b, blind_status],
+            api_name="compare_blind",
+        )
+        for choice, button in blind_votes.items():
+            button.click(
+                with_user(ctx, lambda user, a, t, c=choice: blind_vote(ctx, user, a, t, c)),
+                [adapter, ballot],
+                [ballot, blind_status],
+                api_name=f"compare_vote_{choice}",
+            )
     return {"task": task, "adapter": adapter, "to_finetune": to_finetune, "on_load": (on_task, task, shown)}

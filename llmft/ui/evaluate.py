@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -12,6 +13,7 @@ from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import evaluate, resolve_task
 from ..results import EvalResult
+from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
 
@@ -68,6 +70,7 @@ def verdict_markdown(result: EvalResult) -> str:
     lines = [head, f"{mark} **{result.verdict}** — {result.verdict_text()}"]
     lines += [f"🔎 **Selection:** {result.selection}"] if result.selection else []
     lines += [f"⚠️ **Warning:** {w}" for w in result.warnings]
+    lines += [f"🗳️ **Blind votes:** {result.votes_text()}"] if result.votes_text() else []
     return "\n\n".join(lines)
 
 
@@ -118,7 +121,32 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
         gr.update(choices=ids, value=None),
         files,
         result,
+        (run, Path(written[0]["summary"]).parent.name),
     )
+
+
+def review_next(ctx, user, where, note: str = ""):
+    """The next blind item of the evaluation `where` (run, evaluation folder): (token, input, A, B, status)."""
+    if not where:
+        raise LlmftError("evaluate a run first: the blind review votes on that evaluation's examples")
+    run, source = where
+    run_dir = Path(ctx.access.find(ctx.runs_dir, user, run)["dir"])
+    voter = ctx.access.voter(user)
+    item = next_ballot(ctx.ballots, run_dir, source, EvalResult.load(run_dir / "evaluations" / source).rows, voter)
+    tally = tally_text(source_tally(run_dir, source))
+    if item is None:
+        return None, "", "", "", f"{note}**You have voted on every example of this evaluation.** {tally}"
+    token, shown, done, total = item
+    status = f"{note}Item {done + 1} of {total} (random order; which side is tuned is hidden until you vote). {tally}"
+    return token, shown["text"], shown["a"], shown["b"], status
+
+
+def review_vote(ctx, user, where, token, choice):
+    """Cast the vote, reveal which side was tuned, and show the next item."""
+    vote = ctx.ballots.answer(token, choice, ctx.access.voter(user))
+    said = {"tuned": "you preferred tuned", "base": "you preferred base", "tie": "a tie", "both_bad": "both bad"}
+    note = f"Recorded: {said[vote['outcome']]} (A was {'tuned' if vote['tuned_was'] == 'A' else 'base'}). "
+    return review_next(ctx, user, where, note)
 
 
 SOURCES = ("the run's test sample", "upload", "hub dataset")
@@ -184,6 +212,22 @@ def build(ctx):
         detail = gr.HTML()
         files = gr.File(label="Downloads", file_count="multiple", interactive=False)
         state = gr.State(None)
+        where = gr.State(None)
+        with gr.Accordion("Blind review: vote on this evaluation's outputs as A and B", open=False):
+            gr.Markdown(
+                "Each example's two outputs are shown as A and B in a random order; you learn which was tuned "
+                "only after your vote. The result (tuned's win rate with a Wilson 95% interval and a sign test) "
+                "is kept with the run: here, in Runs, in summary.json and in the model card."
+            )
+            review_start = gr.Button("Start blind review", size="sm", elem_id="review-start")
+            token = gr.State(None)
+            review_status = gr.Markdown(elem_id="review-status")
+            review_text = gr.Textbox(label="Input", lines=4, interactive=False, elem_id="review-text")
+            with gr.Row():
+                review_a = gr.Textbox(label="A", lines=3, interactive=False, elem_id="review-a")
+                review_b = gr.Textbox(label="B", lines=3, interactive=False, elem_id="review-b")
+            with gr.Row():
+                vote_buttons = {c: gr.Button(label, size="sm", elem_id=f"vote-{c}") for c, label in CHOICES.items()}
 
         def run_task(user, name):
             if not name:
@@ -205,7 +249,22 @@ def build(ctx):
         go.click(
             with_user(ctx, on_evaluate, progress=True),
             [run, n, seed, scorer, max_new, *picker.inputs],
-            [head, summary, classes, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files, state],
+            [
+                head,
+                summary,
+                classes,
+                box,
+                proportions,
+                scatter,
+                cm_base,
+                cm_tuned,
+                table,
+                worse,
+                pick,
+                files,
+                state,
+                where,
+            ],
             api_name="evaluate",
             show_progress_on=[status],  # progress and any error show on the line under the button, not on fields
         )
@@ -217,4 +276,15 @@ def build(ctx):
             return example_detail(result, row[0] if row else None)
 
         table.select(on_select, state, detail, api_name=False)
+        shown = [token, review_text, review_a, review_b, review_status]
+        review_start.click(
+            with_user(ctx, lambda user, w: review_next(ctx, user, w)), where, shown, api_name="review_next"
+        )
+        for choice, button in vote_buttons.items():
+            button.click(
+                with_user(ctx, lambda user, w, t, c=choice: review_vote(ctx, user, w, t, c)),
+                [where, token],
+                shown,
+                api_name=f"review_vote_{choice}",
+            )
     return {"run": run, "task_of_run": (run_task, run, [task, max_new])}

@@ -133,7 +133,9 @@ def restore(ctx, user, names: list[str], config_cls=TrainConfig) -> list:
 def start_training(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig):
     """Start (or put in line) the training the form describes, for `user`: on a Space only a signed-in
     visitor within their quotas may train, and the run is theirs."""
-    return ctx.jobs.start(_checked_config(ctx, user, picker, names, values, config_cls))
+    form = dict(zip(names, values))
+    repeat = int(form.get("repeat") or 1) if str(form.get("repeat") or "1").isdigit() else 1
+    return ctx.jobs.start(_checked_config(ctx, user, picker, names, values, config_cls, new_runs=repeat))
 
 
 def _checked_config(ctx, user, picker, names, values, config_cls, new_runs: int = 1, own: bool = True):

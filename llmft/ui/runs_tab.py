@@ -15,10 +15,12 @@ from ..access import owner_of
 from ..config import TrainConfig, hyperparameters
 from ..errors import LlmftError
 from ..jobs import log_path, log_tail
+from ..leaderboard import common_evaluations, leaderboard, rank, spread_text
 from ..packaged import minilm_path, smollm2_dir
 from ..plots import loss_curve
 from ..results import data_label, latest_evaluation
 from ..runs import FAILED, RUNNING, delete_run, update_run
+from ..votes import tallies, tally_brief
 from .common import visible_runs, with_user, zip_for_download
 
 
@@ -52,6 +54,7 @@ def runs_table(ctx, user) -> pd.DataFrame:
                 "duration s": run.get("duration_s"),
                 "final loss": None if run.get("final_loss") is None else round(run["final_loss"], 4),
                 "latest evaluation": evaluation.headline_text() if evaluation else "",
+                "blind votes": "; ".join(f"{t['source']}: {tally_brief(t)}" for t in tallies(run["dir"])),
                 "search": _search_label(run),
             }
         )
@@ -67,6 +70,7 @@ def runs_table(ctx, user) -> pd.DataFrame:
         "duration s",
         "final loss",
         "latest evaluation",
+        "blind votes",
         "search",
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -195,6 +199,47 @@ def push(ctx, user, name, repo_id, private, merge):
     return f"Pushed run {name} to {repo_id}: {url}"
 
 
+def _board_view(board):
+    """(summary Markdown, table, plot) of a `Leaderboard`."""
+    fp = board.fingerprint
+    lines = [
+        f"**{len(board.rows)} runs on {board.headline}**, n = {fp['n']} examples of {fp['data']} [{fp['split']}], "
+        f"evaluation fingerprint `{fp['id']}`. p-values Holm-corrected across the runs.",
+        *(spread_text(g) for g in board.groups),
+    ]
+    return "\n\n".join(lines), pd.DataFrame(board.table()), board.figure()
+
+
+def rank_selected(ctx, user, names):
+    """Rank the picked runs on the newest evaluation set they all share (nothing is evaluated again)."""
+    names = list(names or [])
+    if len(names) < 2:
+        raise LlmftError("pick at least two runs to rank")
+    infos = [ctx.access.find(ctx.runs_dir, user, n) for n in names]
+    results = common_evaluations([Path(i["dir"]) for i in infos])
+    if results is None:
+        raise LlmftError("these runs share no evaluation set: press “Evaluate on one set and rank”")
+    groups = {i["name"]: (i.get("config") or {}).get("group") for i in infos}
+    return _board_view(rank(results, {k: v for k, v in groups.items() if v}))
+
+
+def evaluate_and_rank(ctx, user, names, progress=gr.Progress()):
+    """Evaluate the picked runs on the same examples (the first run's task) and rank them."""
+    names = list(names or [])
+    if len(names) < 2:
+        raise LlmftError("pick at least two runs to rank")
+    infos = [ctx.access.find(ctx.runs_dir, user, n) for n in names]
+    tasks = {i.get("task") for i in infos}
+    if len(tasks) > 1:
+        raise LlmftError(f"runs of different tasks are not ranked together: {', '.join(sorted(map(str, tasks)))}")
+
+    def on_progress(stage, done, total):
+        progress(done / max(total, 1), desc=stage)
+
+    board, _ = leaderboard(ctx, tasks.pop(), names, on_progress=on_progress, progress=False, cached_model=True)
+    return _board_view(board)
+
+
 def build(ctx):
     from ..access import User
 
@@ -230,6 +275,16 @@ def build(ctx):
             push_btn = gr.Button("Push to the hub")
         message = gr.Markdown()
         file = gr.File(label="Adapter", interactive=False)
+        with gr.Accordion("Leaderboard: several runs on one evaluation set", open=False):
+            ranked = gr.Dropdown(
+                [row[0] for row in names], multiselect=True, label="Runs to rank", elem_id="board-runs"
+            )
+            with gr.Row():
+                rank_btn = gr.Button("Rank on their shared evaluation", size="sm", elem_id="board-rank")
+                board_eval_btn = gr.Button("Evaluate on one set and rank", size="sm", elem_id="board-evaluate")
+            board_text = gr.Markdown(elem_id="board-text")
+            board_table = gr.Dataframe(interactive=False, label="Leaderboard (best first)", elem_id="board-table")
+            board_plot = gr.Plot(label="Gain over base, 95% CI")
         # Errors show as a toast and, at most, on the message line: never as badges over the table or fields.
         on_message = dict(show_progress_on=[message])
         on_refresh = with_user(ctx, lambda user: refresh(ctx, user))
@@ -283,4 +338,18 @@ def build(ctx):
         download_btn.click(
             with_user(ctx, lambda user, n: download_adapter(ctx, user, n)), pick, file, api_name="download_adapter"
         )
-    return {"outputs": [table, pick, info, loss], "refresh": on_refresh, "tab": tab}
+        board = [board_text, board_table, board_plot]
+        rank_btn.click(
+            with_user(ctx, lambda user, n: rank_selected(ctx, user, n)), ranked, board, api_name="rank_runs"
+        )
+        board_eval_btn.click(
+            with_user(ctx, lambda user, n, progress: evaluate_and_rank(ctx, user, n, progress), progress=True),
+            ranked,
+            board,
+            api_name="leaderboard",
+            show_progress_on=[board_text],
+        )
+        table.change(
+            lambda t: gr.update(choices=list(t["run"])), table, ranked, api_name=False, show_progress="hidden"
+        )
+    return {"outputs": [table, pick, info, loss], "refresh": on_refresh, "tab": tab, "ranked": ranked}
