@@ -180,7 +180,7 @@ def test_blind_review_in_the_app_hides_the_sides_until_each_vote_and_keeps_the_r
     assert "A was" not in status and "B was" not in status  # no side named before the vote
     ballots = built.llmft_context.ballots
     seen = set()
-    for i in range(10):
+    for _ in range(10):
         (token,) = [t for t, (ballot, _, _) in ballots._items.items() if ballot.text == text]
         ballot = ballots._items[token][0]
         assert {ballot.a, ballot.b} == {a, b} and ballot.item not in seen
