@@ -57,6 +57,7 @@ def form(
     train_samples=32,
     base_dropout=None,
     hub_id="",
+    repeat=1,
 ):
     """The Fine-tune form's values by field name (the form's order comes from the app: `FORM_FIELDS`)."""
     return dict(
@@ -89,6 +90,7 @@ def form(
         seed=1,
         report_to="none",
         run_name=run_name,
+        repeat=repeat,
         source=source,
         hub_id=hub_id,
         upload=upload,
@@ -170,6 +172,22 @@ def test_tiny_fine_tune_runs_to_completion(served, tiny_distilbert):
     assert info["config"]["base_dropout"] == 0.0
     # The progress timer ticks only while a run is live: switched on by Start, off once the run has ended.
     assert timer["active"] is True and state[-2]["active"] is False and state[-1] == ""
+
+
+def test_repeat_from_the_form_trains_one_run_per_seed_in_one_group(served, tiny_distilbert):
+    client, runs = served
+    message, command, _, job_name = start_training(client, model=tiny_distilbert, steps=3, run_name="grp", repeat=2)
+    assert job_name == "grp-seed1" and "--run-name grp --repeat 2" in command
+    for name in ("grp-seed1", "grp-seed2"):
+        deadline = time.time() + 120
+        while not (Path(runs) / name / "adapter").is_dir() and time.time() < deadline:
+            time.sleep(0.5)
+        info = json.loads((Path(runs) / name / "run.json").read_text())
+        assert info["status"] == "completed" and info["config"]["group"] == "grp"
+    assert {
+        json.loads((Path(runs) / n / "run.json").read_text())["config"]["seed"] for n in ("grp-seed1", "grp-seed2")
+    } == {1, 2}
+    wait_for(client, lambda s: "completed" in s[0])
 
 
 def test_cancel_stops_a_running_fine_tune_and_blocks_a_second(served, tiny_distilbert):
