@@ -226,3 +226,14 @@ def test_on_a_space_only_signed_in_visitors_vote_and_each_under_their_own_name()
     token = box.issue(votes.make_ballot("s", "1", "t", "b", "x"), "/nonexistent", "alice")
     with pytest.raises(LlmftError, match="unknown or already answered"):
         box.answer(token, "A", "mallory")  # a ballot is answered only by the visitor it was shown to
+
+
+def test_the_model_card_carries_the_blind_votes_and_the_power_line(group):
+    from llmft.export import model_card
+    from llmft.results import latest_evaluation
+
+    run_dir = group / "rep-seed42"
+    info = {**json.loads((run_dir / "run.json").read_text()), "dir": str(run_dir)}
+    card = model_card(info, latest_evaluation(run_dir), False, votes=votes.tallies(run_dir))
+    assert "## Blind human votes" in card and "tuned preferred in" in card
+    assert "Power: smallest difference n=" in card
