@@ -69,6 +69,13 @@ def _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress):
     return outputs, False
 
 
+def _adapter_is_zero(model) -> bool:
+    """Whether the LoRA update is exactly zero (every `lora_B` weight 0; a trained head counts as a change)."""
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    saved_full = [n for n, _ in model.named_parameters() if "modules_to_save" in n]
+    return bool(lora_b) and not saved_full and all(not p.detach().any() for p in lora_b)
+
+
 def evaluate_pair(
     loaded: LoadedModel,
     examples: list[Example],
@@ -106,6 +113,13 @@ def evaluate_pair(
     )
     if on_progress:
         on_progress("scored", 2 * len(examples), 2 * len(examples))
+    warnings = list(scored.warnings)
+    if _adapter_is_zero(loaded.model):
+        warnings.append("every LoRA B matrix of the adapter is zero: the tuned model is the base model exactly")
+    elif base_out == tuned_out:
+        warnings.append(
+            f"the tuned outputs equal the base's on all {len(examples)} examples: the adapter may be untrained"
+        )
     result = EvalResult(
         task=task.name,
         kind=task.kind.name,
@@ -121,7 +135,7 @@ def evaluate_pair(
         generation=asdict(settings),
         base_outputs_cached=cached,
         seed=seed,
-        warnings=list(scored.warnings),
+        warnings=warnings,
         **scored.extra,
     )
     result.judge(scored.not_better)

@@ -237,3 +237,33 @@ def test_the_model_card_carries_the_blind_votes_and_the_power_line(group):
     card = model_card(info, latest_evaluation(run_dir), False, votes=votes.tallies(run_dir))
     assert "## Blind human votes" in card and "tuned preferred in" in card
     assert "Power: smallest difference n=" in card
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-12])
+def test_an_adapter_that_changes_nothing_is_called_out_in_the_evaluation(tiny_t5, tmp_path, scale):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM
+
+    from llmft.data import load_examples
+    from llmft.evaluation import GenerationSettings, evaluate_pair
+    from llmft.loading import load_model
+    from llmft.tasks import get_task
+
+    model = get_peft_model(
+        AutoModelForSeq2SeqLM.from_pretrained(tiny_t5),
+        LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, target_modules=["q", "v"]),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(scale)  # 0: exactly the base; 1e-12: moved, but too little to change an output
+    model.save_pretrained(tmp_path / "adapter")
+    task = get_task("dialogue")
+    loaded = load_model(task, tiny_t5, str(tmp_path / "adapter"))
+    examples = load_examples(task, None, "test")[:4]
+    result = evaluate_pair(loaded, examples, GenerationSettings(max_new_tokens=8), progress=False)
+    expected = (
+        "every LoRA B matrix of the adapter is zero" if scale == 0 else "the tuned outputs equal the base's on all 4"
+    )
+    assert any(expected in w for w in result.warnings), result.warnings
