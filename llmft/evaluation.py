@@ -17,7 +17,7 @@ from .errors import LlmftError
 from .examples import Example
 from .files import write_json_atomic
 from .inference import GenerationSettings, ProgressFn
-from .models import LoadedModel
+from .models import LoadedModel, lora_update_is_zero
 from .results import EvalResult
 
 __all__ = ["EvalResult", "GenerationSettings", "base_cache_key", "evaluate_pair"]
@@ -70,10 +70,8 @@ def _base_outputs(loaded, examples, settings, cache_dir, progress, on_progress):
 
 
 def _adapter_is_zero(model) -> bool:
-    """Whether the LoRA update is exactly zero (every `lora_B` weight 0; a trained head counts as a change)."""
-    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
-    saved_full = [n for n, _ in model.named_parameters() if "modules_to_save" in n]
-    return bool(lora_b) and not saved_full and all(not p.detach().any() for p in lora_b)
+    """Whether the adapter changes nothing: a zero LoRA update and no module trained in full (a head)."""
+    return lora_update_is_zero(model) and not any("modules_to_save" in n for n, _ in model.named_parameters())
 
 
 def evaluate_pair(

@@ -195,3 +195,10 @@ def resolve_target_modules(model: torch.nn.Module, requested: list[str] | tuple[
             f"{model.config.model_type} model; its linear layers are: {', '.join(sorted(present))}"
         )
     return resolved
+
+
+def lora_update_is_zero(model) -> bool:
+    """Whether every LoRA B matrix is zero, so the adapter changes nothing (peft initialises B to zero; a first
+    optimizer step at a warmup learning rate of 0 leaves it there). False for a model without LoRA weights."""
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    return bool(lora_b) and all(not p.detach().any() for p in lora_b)

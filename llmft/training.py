@@ -37,7 +37,14 @@ from .examples import Example, text_hash
 from .files import free_mb, is_disk_full, write_json_atomic
 from .kinds import tie_broken
 from .loading import load_base, resolve_model, task_for_model
-from .models import device_and_dtype, dtype_name, input_limit, model_config, resolve_target_modules
+from .models import (
+    device_and_dtype,
+    dtype_name,
+    input_limit,
+    lora_update_is_zero,
+    model_config,
+    resolve_target_modules,
+)
 from .packaged import model_source
 from .runs import (
     CANCELLED,
@@ -593,6 +600,13 @@ def _trainer_class():
             if model.training and not return_outputs:  # a training step: the kind may ask for less work
                 inputs = self.kind.training_batch(inputs)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def _determine_best_metric(self, metrics, trial):
+            # A step whose LoRA update is still zero (a first step inside warmup runs at learning rate 0) is the
+            # base model: it is never the kept step, whatever its validation score.
+            if lora_update_is_zero(self.model):
+                return False
+            return super()._determine_best_metric(metrics, trial)
 
         def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)

@@ -267,3 +267,52 @@ def test_an_adapter_that_changes_nothing_is_called_out_in_the_evaluation(tiny_t5
         "every LoRA B matrix of the adapter is zero" if scale == 0 else "the tuned outputs equal the base's on all 4"
     )
     assert any(expected in w for w in result.warnings), result.warnings
+
+
+def test_a_short_run_with_warmup_never_keeps_the_step_whose_adapter_has_not_moved(tmp_path):
+    from safetensors.torch import load_file
+
+    from llmft.training import TrainConfig, train
+
+    info = train(
+        TrainConfig(
+            task="sentiment",
+            model="minilm",
+            runs_dir=str(tmp_path),
+            run_name="warm",
+            max_steps=5,
+            train_samples=100,
+            val_split=10,
+            eval_steps=1,
+            save_steps=1,
+            warmup_ratio=0.2,  # step 1 runs at learning rate 0: its adapter is the base model
+            time_budget=0,
+        ),
+        show_progress=False,
+    )
+    assert [h["step"] for h in info["val_history"]][:1] == [1]  # step 1 was validated...
+    assert info["best"]["step"] is not None and info["best"]["step"] > 1  # ...and never kept
+    weights = load_file(str(tmp_path / "warm" / "adapter" / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+
+
+def test_a_validation_of_an_adapter_that_has_not_moved_is_never_the_best_step(tiny_t5):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM, TrainingArguments
+
+    from llmft.training import _trainer_class
+
+    trainer_class = _trainer_class()
+    trainer = trainer_class.__new__(trainer_class)
+    trainer.model = get_peft_model(  # freshly initialised: LoRA B is zero, the model is the base
+        AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(task_type="SEQ_2_SEQ_LM", target_modules=["q"])
+    )
+    trainer.args = TrainingArguments(output_dir="unused", metric_for_best_model="eval_loss", greater_is_better=False)
+    from transformers import TrainerState
+
+    trainer.state = TrainerState()
+    assert trainer._determine_best_metric({"eval_loss": 0.01}, None) is False and trainer.state.best_metric is None
+    for name, p in trainer.model.named_parameters():
+        if "lora_B" in name:
+            p.data.fill_(0.1)  # moved: now its validation may be the best
+    assert trainer._determine_best_metric({"eval_loss": 0.01}, None) is True
