@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .files import write_json_atomic
+from .files import write_json_atomic, write_text_atomic
 from .stats import TIE_TOLERANCE, min_detectable_delta, min_detectable_from_ci
 
 FORMAT_VERSION = 2
@@ -329,17 +329,23 @@ class EvalResult:
         return result
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, str]:
-        """Write examples.csv, summary.json, boxplot.html and scatter.html into `out_dir`."""
+        """Write examples.csv, summary.json and plots.html (every figure on one page) into `out_dir`."""
         import pandas as pd
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"examples": out / "examples.csv", "summary": out / "summary.json"}
+        paths = {"examples": out / "examples.csv", "summary": out / "summary.json", "plots": out / "plots.html"}
         pd.DataFrame(self.rows).to_csv(paths["examples"], index=False)
         write_json_atomic(paths["summary"], self.to_json())
-        for name, figure in self.figures().items():
-            paths[name] = out / f"{name}.html"
-            figure.write_html(paths[name], include_plotlyjs=True)
+        # plotly.js (4.6 MB) once per evaluation, not once per figure: five self-contained figures made an
+        # evaluation folder 24 MB, which a public Space's visitors could repeat until its disk was full.
+        parts = [
+            figure.to_html(full_html=False, include_plotlyjs=i == 0, default_width="100%")
+            for i, figure in enumerate(self.figures().values())
+        ]
+        head = "<!DOCTYPE html><html><head><meta charset='utf-8'><title>llmft evaluation</title></head><body>"
+        page = head + "".join(parts) + "</body></html>"
+        write_text_atomic(paths["plots"], lambda f: f.write(page))
         return {name: str(path) for name, path in paths.items()}
 
     @classmethod

@@ -216,7 +216,7 @@ def test_evaluate_returns_summary_and_plots(served):
     assert float(metrics["macro_f1"][2]) > float(metrics["macro_f1"][1])  # tuned mean > base mean
     assert "**better**" in head and "on macro_f1" in head and "sample" in head
     assert box is not None and "plot" in json.dumps(box)[:100000]
-    assert sorted(Path(f).name for f in files) == ["boxplot.html", "examples.csv", "summary.json"]
+    assert sorted(Path(f).name for f in files) == ["examples.csv", "plots.html", "summary.json"]
     first_id = table["data"][0][0]
     detail = client.predict(first_id, api_name="/example")  # the result stays in this session's state
     assert f"Example {first_id}" in detail

@@ -101,7 +101,7 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
     figures = result.figures()
     metric = result.example_metric
     worse = [str(r["id"]) for r, b, t in zip(result.rows, *result.scores(metric)) if t < b]
-    files = [for_download(ctx, path) for key, path in written[0].items() if key in ("examples", "summary", "boxplot")]
+    files = [for_download(ctx, path) for key, path in written[0].items() if key in ("examples", "summary", "plots")]
     ids = [str(r["id"]) for r in result.rows]
 
     def plot(name):
