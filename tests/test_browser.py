@@ -288,9 +288,7 @@ def test_a_hyperparameter_search_from_the_browser(page, app_url):
     and the best trial show live, and the best run opens in Evaluate."""
     from playwright.sync_api import expect
 
-    # A fresh page of the local app (the walks before left other choices, and a Space, open), its load events
-    # (the form restored from the newest run, the runs listed) answered before anything is typed.
-    page.goto(app_url, wait_until="networkidle")
+    page.goto(app_url)  # a fresh page of the local app: the walks before left other choices (and a Space) open
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
 
