@@ -6,6 +6,7 @@ errors that name the file, line and column at fault.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -27,16 +28,28 @@ MAX_ROWS = int(os.environ.get("LLMFT_MAX_ROWS", "2000000"))
 millions of rows)."""
 MAX_DECODED_BYTES = int(float(os.environ.get("LLMFT_MAX_DECODED_MB", "1000")) * 1024 * 1024)
 """Decoded text a data file may hold (its cells' characters, summed as they are read)."""
+MAX_COLUMNS = int(os.environ.get("LLMFT_MAX_COLUMNS", "1000"))
+"""Columns (keys of a JSON row) a data file may have: a 10 MB CSV header can name a million of them."""
+MAX_VALUE_CHARS = 1_000_000
+"""Characters one cell may hold (a text is cut to MAX_TEXT_CHARS anyway)."""
+MAX_LINE_CHARS = 4 * 1024 * 1024
+"""Characters a JSONL line or a CSV header may take: read no further to find its end."""
+MAX_JSON_BYTES = 8 * 1024 * 1024
+"""A .json file is parsed whole; a larger one must be JSONL, which is read line by line."""
+MAX_CHUNK_BYTES = int(float(os.environ.get("LLMFT_MAX_PARQUET_CHUNK_MB", "256")) * 1024 * 1024)
+"""Declared decoded size of one Parquet column chunk (its dictionary page is decoded whole)."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on what a reader builds: rows and decoded characters (an error past either), and `stop_at`, the
-    rows wanted (reading ends there without an error: a preview needs the first rows only)."""
+    """Caps on what a reader builds: rows and decoded characters (an error past either), `stop_at`, the rows
+    wanted (reading ends there without an error: a preview needs the first rows only), and `max_chunk_bytes`, the
+    declared decoded size of one Parquet column chunk, refused before it is decoded."""
 
     max_rows: int = MAX_ROWS
     max_bytes: int = MAX_DECODED_BYTES
     stop_at: int | None = None
+    max_chunk_bytes: int = MAX_CHUNK_BYTES
 
 
 class _Counter:
@@ -50,14 +63,31 @@ class _Counter:
 
     def add(self, record: dict) -> None:
         self.rows += 1
-        self.chars += sum(len(str(v)) for v in record.values())
+        columns(self.path, len(record))
+        sizes = [len(str(v)) for v in record.values()]
+        self.chars += sum(sizes)
         if self.rows > self.limits.max_rows:
             raise LlmftError(f"{self.path} has more than {self.limits.max_rows:,} rows, the limit (LLMFT_MAX_ROWS)")
-        if self.chars > self.limits.max_bytes:
+        self.check(0, max(sizes, default=0))
+
+    def check(self, more_chars: int, longest: int) -> None:
+        """Refuse `more_chars` of text beyond what was read, or a cell of `longest` characters, before it is built."""
+        if longest > MAX_VALUE_CHARS:
+            raise LlmftError(
+                f"{self.path} has a cell of {longest / 2**20:.1f} MB, over the limit of "
+                f"{MAX_VALUE_CHARS / 2**20:.0f} MB"
+            )
+        if self.chars + more_chars > self.limits.max_bytes:
             raise LlmftError(
                 f"{self.path} holds more than {self.limits.max_bytes / 2**20:.0f} MB of text, the limit "
                 "(LLMFT_MAX_DECODED_MB)"
             )
+
+
+def columns(path, n: int) -> None:
+    """Refuse a file with more than MAX_COLUMNS columns."""
+    if n > MAX_COLUMNS:
+        raise LlmftError(f"{path} has {n:,} columns, over the limit of {MAX_COLUMNS:,} (LLMFT_MAX_COLUMNS)")
 
 
 def bundled_path(task: TaskSpec, split: str) -> Path:
@@ -255,28 +285,43 @@ def _read_rows(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
 
 
 def _read_parquet(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
-    """Row groups in batches; the row count and decoded size in the file's metadata are checked first, so a
-    few KB that decode to millions of rows are refused before anything is decoded."""
+    """Record batches of 64 rows. Before anything is decoded, the file's metadata is checked (columns; declared rows
+    and decoded size for a full read; each column chunk's decoded size, whose dictionary page is decoded whole, on
+    every path, a preview's too); text columns are read as dictionaries, so a batch's decoded size is known, and
+    refused, before its rows are built (a few rows that point at one huge dictionary string)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
-        meta = parquet.metadata
+        meta = pq.ParquetFile(path).metadata
+        schema = meta.schema.to_arrow_schema()
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
         raise LlmftError(f"{path} is not a readable Parquet file ({type(err).__name__})") from None
-    if counter.limits.stop_at is None:
-        if meta.num_rows > counter.limits.max_rows:
-            raise LlmftError(f"{path} has {meta.num_rows:,} rows, over the limit of {counter.limits.max_rows:,}")
-        if declared > counter.limits.max_bytes:
+    limits = counter.limits
+    columns(path, meta.num_columns)
+    if limits.stop_at is None:
+        if meta.num_rows > limits.max_rows:
+            raise LlmftError(f"{path} has {meta.num_rows:,} rows, over the limit of {limits.max_rows:,}")
+        if declared > limits.max_bytes:
             raise LlmftError(
-                f"{path} decodes to {declared / 2**20:.0f} MB, over the limit of "
-                f"{counter.limits.max_bytes / 2**20:.0f} MB"
+                f"{path} decodes to {declared / 2**20:.0f} MB, over the limit of {limits.max_bytes / 2**20:.0f} MB"
             )
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            chunk = meta.row_group(g).column(c)
+            if chunk.total_uncompressed_size > limits.max_chunk_bytes:
+                raise LlmftError(
+                    f"{path}: column {chunk.path_in_schema} of row group {g} decodes to "
+                    f"{chunk.total_uncompressed_size / 2**20:.0f} MB, over the limit of "
+                    f"{limits.max_chunk_bytes / 2**20:.0f} MB (write it with smaller row groups)"
+                )
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     rows = []
     try:
-        # Small batches: one batch of dictionary-encoded long strings can decode to far more than it declares.
+        parquet = pq.ParquetFile(path, read_dictionary=text)
         for batch in parquet.iter_batches(batch_size=64):
+            counter.check(*_decoded_size(batch))
             for record in batch.to_pylist():
                 if counter.full():
                     return rows
@@ -289,10 +334,40 @@ def _read_parquet(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
     return rows
 
 
+def _decoded_size(batch) -> tuple[int, int]:
+    """(characters, longest cell) a record batch's text columns decode to, from the dictionary's value lengths
+    taken at each row's index: nothing is materialised. Other columns count their Arrow buffers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = longest = 0
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            total += column.nbytes
+            continue
+        total += pc.sum(lengths).as_py() or 0
+        longest = max(longest, pc.max(lengths).as_py() or 0)
+    return total, longest
+
+
+def _lines(f, path):
+    """(line number, line) of an open text file, refusing a line longer than MAX_LINE_CHARS before reading it all."""
+    line_no = 0
+    while line := f.readline(MAX_LINE_CHARS + 1):
+        line_no += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise LlmftError(f"{path} line {line_no} is longer than the limit of {MAX_LINE_CHARS // 2**20} MB")
+        yield line_no, line
+
+
 def _read_jsonl(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
     rows = []
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+        for line_no, line in _lines(f, path):
             if counter.full():
                 break
             if not line.strip():
@@ -311,6 +386,12 @@ def _read_jsonl(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
 
 
 def _read_json(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise LlmftError(
+            f"{path} is {size / 2**20:.0f} MB, over the limit of {MAX_JSON_BYTES // 2**20} MB for a .json file, which "
+            "is parsed whole: write it as JSONL (one object per line), which is read as a stream"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -336,6 +417,9 @@ def _read_delimited(path: Path, sep: str, counter: _Counter) -> list[tuple[int, 
     head = path.read_bytes()[:512].lstrip().lower()
     if head.startswith((b"<!doctype", b"<html", b"<svg", b"<?xml")):
         raise LlmftError(f"{path} looks like HTML/XML, not a {'TSV' if sep == chr(9) else 'CSV'} file")
+    with open(path, encoding="utf-8") as f:  # the header first: a 10 MB line can name a million columns
+        header = next(_lines(f, path), (1, ""))[1]
+    columns(path, len(next(csv.reader([header], delimiter=sep), [])))
     rows = []
     try:
         # In chunks: rows are counted (and reading stops) as they are parsed, never all at once.

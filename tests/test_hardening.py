@@ -357,3 +357,50 @@ def test_train_samples_zero_means_all_rows(tiny_distilbert, runs_dir):
     config = TrainConfig(task="sentiment", model=tiny_distilbert, runs_dir=runs_dir, max_steps=1, train_samples=100)
     prepared = prepare(config)
     assert len(prepared.examples) + len(prepared.val_examples) == 100
+
+
+def _attack_files(folder: Path) -> dict[str, Path]:
+    """The red-team's small files that decoded to gigabytes (issue: a public Space, round three)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = {"columns.csv": folder / "columns.csv", "declared.parquet": folder / "declared.parquet"}
+    # About a million columns in under 10 MB: pandas took 300 s and 5 GB to parse one chunk of it.
+    files["columns.csv"].write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + "1," * 999_999 + "1\n")
+    # Plain-encoded distinct long strings, zstd: a few hundred KB on disk that declare 250 MB decoded.
+    big = [f"{i:08d}" + "a" * 250_000 for i in range(1_000)]
+    table = pa.table({"text": big, "label": [0] * 1_000})
+    pq.write_table(table, files["declared.parquet"], compression="zstd", use_dictionary=False)
+    # 64 rows pointing at one 100 MB dictionary string: 6.4 GB decoded, while the declared size stays small.
+    files["dictionary.parquet"] = folder / "dictionary.parquet"
+    text = pa.DictionaryArray.from_arrays(pa.array([0] * 64, pa.int32()), pa.array(["b" * 100_000_000]))
+    pq.write_table(
+        pa.table({"text": text, "label": [1] * 64}),
+        files["dictionary.parquet"],
+        compression="zstd",
+        dictionary_pagesize_limit=2**30,
+    )
+    files["wide.jsonl"] = folder / "wide.jsonl"
+    files["wide.jsonl"].write_text(json.dumps({f"k{i}": 1 for i in range(300_000)}) + "\n")
+    return files
+
+
+def test_small_files_that_decode_to_gigabytes_are_refused_before_decoding_in_preview_and_in_full(tmp_path):
+    """A CSV with a million columns, a Parquet file that declares 250 MB, one whose few rows point at a 200 MB
+    dictionary string, and a JSONL row with 300,000 keys: each is refused in one line, by the upload preview and by
+    a full read alike, within 150 MB of a bare import."""
+    files = _attack_files(tmp_path)
+    assert all(p.stat().st_size < 10_500_000 for p in files.values())
+    baseline, _ = _peak_rss_mb("import pandas, pyarrow.parquet; from llmft.data import read_rows")
+    for name, path in files.items():
+        for limits in ("PREVIEW_LIMITS", "UPLOAD_LIMITS"):
+            peak, out = _peak_rss_mb(
+                f"from llmft.ui.datapicker import {limits}\nfrom llmft.data import read_rows\n"
+                "from llmft.errors import LlmftError\n"
+                f"try:\n    print('ROWS', len(read_rows({str(path)!r}, {name!r}, {limits})))\n"
+                "except LlmftError as err:\n    print('ERROR', err)"
+            )
+            assert "ERROR" in out and "ROWS" not in out, (name, limits, out)
+            message = out.split("ERROR", 1)[1].strip().splitlines()[0]
+            assert name in message and "limit" in message and str(tmp_path) not in message, message
+            assert peak < baseline + 150, (name, limits, peak, baseline)

@@ -3,6 +3,7 @@ with a preview, guessed column mapping and a label mapping pre-filled with the o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -21,10 +22,12 @@ UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
 UPLOAD_LIMITS = Limits(
     max_rows=int(os.environ.get("LLMFT_MAX_UPLOAD_ROWS", "100000")),
     max_bytes=int(float(os.environ.get("LLMFT_MAX_UPLOAD_DECODED_MB", "200")) * 2**20),
+    max_chunk_bytes=64 * 2**20,
 )
-"""What one upload may hold on a shared server: rows and decoded text (a 20 MB file of short rows is millions
-of rows). The CLI's limits are larger (`data.MAX_ROWS`)."""
-PREVIEW_LIMITS = Limits(UPLOAD_LIMITS.max_rows, UPLOAD_LIMITS.max_bytes, stop_at=5000)
+"""What one upload may hold on a shared server: rows, decoded text (a 20 MB file of short rows is millions of
+rows) and a Parquet column chunk's decoded size (what one decoding step holds). The CLI's limits are larger
+(`data.MAX_ROWS`)."""
+PREVIEW_LIMITS = dataclasses.replace(UPLOAD_LIMITS, stop_at=5000)
 """A preview reads the first rows only (the label-mapping guesses look at up to 5,000)."""
 COLUMNS = {"text_column": "Text column", "target_columns": "Reference column", "label_column": "Label column"}
 PREVIEW_ROWS = 5
