@@ -214,8 +214,8 @@ class Space:
     def visitor(self, username: str | None = None, **kwargs):
         from gradio_client import Client
 
-        headers = {"Cookie": f"session={session_cookie(username)}"} if username else None
-        return Client(self.url, headers=headers, verbose=False, **kwargs)
+        headers = {**({"Cookie": f"session={session_cookie(username)}"} if username else {}), **kwargs.pop("headers", {})}
+        return Client(self.url, headers=headers or None, verbose=False, **kwargs)
 
 
 @pytest.fixture(scope="module")

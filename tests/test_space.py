@@ -237,3 +237,50 @@ def test_a_training_past_the_servers_time_limit_is_stopped(space, monkeypatch):
     info = read_run(space.runs / "dave-long")
     assert info["status"] == "cancelled" and info["step"] < 5000
     assert info["error"] == "stopped: it ran past this server's limit of 0.0666667 minutes"
+
+
+def test_one_client_cannot_fill_the_waiting_line_nor_post_huge_bodies(space, monkeypatch):
+    """A client that joins evaluation after evaluation gets at most two model-heavy requests waiting or running;
+    its third is refused in one line (429) while another visitor's request is still taken and answered; a body
+    over the server's limit is refused (413) before it is read, with or without a length."""
+    import threading
+
+    import httpx
+
+    from llmft.errors import LlmftError
+    from llmft.ui import evaluate as evaluate_tab
+
+    release = threading.Event()
+
+    def held(*args, **kwargs):  # an evaluation that runs until the test lets it go
+        release.wait(60)
+        raise LlmftError("held by the test")
+
+    monkeypatch.setattr(evaluate_tab, "evaluate", held)
+    sample = ["the run's test sample", "", "", None, None, None, None, ""]
+    attacker = space.visitor(headers={"X-Forwarded-For": "203.0.113.5"})
+    other = space.visitor(headers={"X-Forwarded-For": "198.51.100.7"})
+    try:
+        jobs = [attacker.submit("demo", 5, 0, "", None, *sample, api_name="/evaluate") for _ in range(2)]
+        wait_until(lambda: all(j.status().code.name in ("PROCESSING", "IN_QUEUE") for j in jobs), what="the joins")
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            attacker.submit("demo", 5, 0, "", None, *sample, api_name="/evaluate").result(timeout=30)
+        assert refused.value.response.status_code == 429
+        assert refused.value.response.json()["error"].startswith("you have 2 model requests")
+        fair = other.submit("demo", 5, 0, "", None, *sample, api_name="/evaluate")
+        wait_until(lambda: fair.status().code.name in ("IN_QUEUE", "PROCESSING"), what="the other visitor's join")
+    finally:
+        release.set()
+    with pytest.raises(Exception, match="held by the test"):  # answered, once the line moved
+        fair.result(timeout=60)
+
+    big = b'{"data": ["' + b"x" * (5 * 2**20) + b'"], "fn_index": 0, "session_hash": "s"}'
+    answer = httpx.post(f"{space.url}gradio_api/queue/join", content=big, timeout=60)
+    assert answer.status_code == 413 and "over the 4 MB limit" in answer.json()["error"]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(6):
+            yield b"x" * 2**20
+
+    answer = httpx.post(f"{space.url}gradio_api/queue/join", content=chunks(), timeout=60)
+    assert answer.status_code == 413

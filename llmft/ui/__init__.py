@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from ..access import Access
 from ..config import TrainConfig
@@ -16,6 +17,7 @@ from ..runs import clean_storage, runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, visible_runs, with_user
 from .datapicker import column_visibility
+from .guard import RequestGuard
 
 
 def build_app(
@@ -111,5 +113,9 @@ def launch(app: gr.Blocks, **kwargs):
     DOWNLOADS.mkdir(parents=True, exist_ok=True)
     # Two model-heavy events at once at most (Compare, Evaluate, previews) and a bounded waiting line: a
     # 2-vCPU Space does not run four models at once, and a flood of requests is told the queue is full.
+    # Model-heavy events share one concurrency group (`guard.MODEL_WORK`): two of them at once in all.
     app.queue(default_concurrency_limit=2, max_size=64)
-    return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], **kwargs)
+    guard = Middleware(RequestGuard, blocks=app, per_visitor=app.llmft_context.access.space)
+    app_kwargs = {**kwargs.pop("app_kwargs", {})}
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
+    return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], app_kwargs=app_kwargs, **kwargs)

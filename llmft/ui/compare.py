@@ -16,6 +16,7 @@ from ..pipeline import generation_cap, known_tasks, open_model, run_task
 from ..tasks import get_task
 from ..votes import CHOICES, COMPARE, make_ballot, source_tally, tally_text
 from .common import completed_runs, user_errors, visible_runs, with_user
+from .guard import MODEL_WORK
 
 
 def bundled_examples(task_name: str, k: int = 12) -> list:
@@ -231,6 +232,7 @@ def build(ctx):
             [task, model, adapter, text, reference, max_new],
             [base_out, tuned_out, base_stats, tuned_stats, base_probs, tuned_probs, scores, prompt],
             api_name="compare",
+            concurrency_id=MODEL_WORK,
             show_progress_on=[scores],  # the outputs stream in; an error marks the line below them only
         )
         blind_go.click(
@@ -238,6 +240,7 @@ def build(ctx):
             [task, model, adapter, text, max_new],
             [ballot, blind_a, blind_b, blind_status],
             api_name="compare_blind",
+            concurrency_id=MODEL_WORK,
         )
         for choice, button in blind_votes.items():
             button.click(

@@ -17,6 +17,7 @@ from ..refs import is_hub_id
 from ..runs import UPLOADS, reserve_storage
 from ..tasks import get_task, task_names
 from .common import DOWNLOADS, MAX_UPLOAD
+from .guard import MODEL_WORK
 
 UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
 UPLOAD_LIMITS = Limits(
@@ -152,6 +153,7 @@ class DataPicker:
             [task, self.upload, *self.columns.values(), self.label_map],
             outputs,
             api_name="preview",
+            concurrency_id=MODEL_WORK,
             show_progress_on=[self.table],  # an error marks the preview only, never the column pickers
         )
         kinds = [task, *([own_type] if own_type is not None else [])]

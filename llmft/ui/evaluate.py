@@ -16,6 +16,7 @@ from ..results import EvalResult
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
+from .guard import MODEL_WORK
 
 
 def examples_table(result: EvalResult) -> pd.DataFrame:
@@ -266,6 +267,7 @@ def build(ctx):
                 where,
             ],
             api_name="evaluate",
+            concurrency_id=MODEL_WORK,
             show_progress_on=[status],  # progress and any error show on the line under the button, not on fields
         )
         worse.change(example_detail, [state, worse], detail, api_name=False)

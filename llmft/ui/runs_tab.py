@@ -22,6 +22,7 @@ from ..results import data_label, latest_evaluation
 from ..runs import FAILED, RUNNING, delete_run, update_run
 from ..votes import tallies, tally_brief
 from .common import visible_runs, with_user, zip_for_download
+from .guard import MODEL_WORK
 
 
 def model_label(ref: str) -> str:
@@ -347,6 +348,7 @@ def build(ctx):
             ranked,
             board,
             api_name="leaderboard",
+            concurrency_id=MODEL_WORK,
             show_progress_on=[board_text],
         )
         table.change(
