@@ -214,7 +214,9 @@ class Space:
     def visitor(self, username: str | None = None, **kwargs):
         from gradio_client import Client
 
-        headers = {**({"Cookie": f"session={session_cookie(username)}"} if username else {}), **kwargs.pop("headers", {})}
+        headers = dict(kwargs.pop("headers", {}))
+        if username:
+            headers["Cookie"] = f"session={session_cookie(username)}"
         return Client(self.url, headers=headers or None, verbose=False, **kwargs)
 
 
