@@ -107,8 +107,13 @@ class Validating:
         return self.validation_metric
 
     def validation_generator(self, spec, tokenizer, examples, max_input_tokens: int, max_new_tokens: int):
-        """None, or `fn(model) -> {metric: mean}` that generates for `examples` with the model being trained and
-        scores the outputs as an evaluation does (generation kinds)."""
+        """None, or `fn(model) -> {metric: per-example scores}` that generates for `examples` with the model being
+        trained and scores the outputs as an evaluation does (generation kinds)."""
+        return None
+
+    def validation_sample(self, spec, predictions, label_ids):
+        """The per-example results of one validation as a `stats.Sample` whose statistic is the selection
+        headline (None: the score alone picks the kept step). Trainer's predictions and labels for the rows."""
         return None
 
 
@@ -312,7 +317,7 @@ class Seq2Seq(Kind):
             # The model as it trains (its adapter active): the "base" side of a LoadedModel with no adapter.
             loaded = LoadedModel(model, tokenizer, spec, "", None, device, 0)
             outputs = self.predict(loaded, texts, settings, tuned=False, progress=False)
-            return {name: sum(v) / len(v) for name, v in summary_scores(outputs, refs, scorer, spec.metrics).items()}
+            return summary_scores(outputs, refs, scorer, spec.metrics)
 
         return scores
 
@@ -453,6 +458,17 @@ class Classification(Kind):
             }
 
         return compute
+
+    def validation_sample(self, spec, predictions, label_ids):
+        import numpy as np
+
+        from .metrics import corpus_classification_scores
+        from .stats import Sample
+
+        logits = predictions[0] if isinstance(predictions, tuple) else predictions
+        rows = np.stack([np.asarray(label_ids), np.asarray(logits).argmax(-1)], axis=-1)
+        k = len(spec.labels)
+        return Sample(rows, lambda r: corpus_classification_scores(r[..., 0], r[..., 1], k)["macro_f1"])
 
     def validate(self, spec):
         if not spec.label_column or (len(spec.labels) < 2 and not spec.labels_from_data):

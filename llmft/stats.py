@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -240,3 +243,33 @@ def min_detectable_from_ci(ci95, alpha: float = 0.05, power: float = 0.8, confid
     norm = _scipy_stats().norm
     se = abs(float(ci95[1]) - float(ci95[0])) / 2 / norm.ppf((1 + confidence) / 2)
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
+@dataclass
+class Sample:
+    """One validation's per-example results and the statistic that makes its score (the kept step's metric).
+
+    `rows` holds the examples along axis 0 (for a classifier: label and prediction per row; for generation: each
+    row's score); `statistic(resampled)` scores many resamples at once, rows of shape (B, n, ...) -> (B,)."""
+
+    rows: np.ndarray
+    statistic: Callable[[np.ndarray], np.ndarray]
+
+
+def paired_se(later: Sample, earlier: Sample, n_resamples: int = 400, seed: int = 0) -> float:
+    """Bootstrap standard error of `later`'s score minus `earlier`'s on the same validation rows: the example
+    indices are resampled jointly, so what both steps got right or wrong together does not count as noise."""
+    n = len(later.rows)
+    if n != len(earlier.rows) or n < 2:
+        return 0.0
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    deltas = later.statistic(later.rows[idx]) - earlier.statistic(earlier.rows[idx])
+    return float(np.std(deltas, ddof=1))
+
+
+def within_noise(value: float, top: float, se: float, higher_is_better: bool = True) -> bool:
+    """Whether a later validation's `value` is no worse than the best so far (`top`) by more than one standard
+    error of their difference: then the later, longer-trained step is kept, and noise alone cannot make an early
+    step win."""
+    shortfall = (top - value) if higher_is_better else (value - top)
+    return shortfall <= se

@@ -415,15 +415,17 @@ def _best(trainer, callback) -> dict:
     state = trainer.state
     checkpoint = state.best_model_checkpoint
     step = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
-    return {
-        "best": {
-            "step": step,
-            "metric": callback.selection,
-            "value": None if state.best_metric is None else round(float(state.best_metric), 6),
-            "kept": bool(checkpoint) and trainer.args.load_best_model_at_end,
-            "early_stopped": early_stopped(trainer),
-        }
+    value = trainer.kept[1] if trainer.kept and trainer.kept[0] == step else state.best_metric
+    best = {
+        "step": step,
+        "metric": callback.selection,
+        "value": None if value is None else round(float(value), 6),
+        "kept": bool(checkpoint) and trainer.args.load_best_model_at_end,
+        "early_stopped": early_stopped(trainer),
     }
+    if trainer.top and trainer.top[0] != step:  # a later step within noise of the best score was kept
+        best["top"] = {"step": trainer.top[0], "value": round(trainer.top[1], 6), "rule": "within one standard error"}
+    return {"best": best}
 
 
 FIXED_ARGUMENTS = dict(
@@ -567,6 +569,7 @@ def _build_trainer(prepared: PreparedRun, base, targets, on_progress, cancel, sh
     trainer = _trainer_class()(
         generated,
         kind,
+        task,
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -589,12 +592,22 @@ def _trainer_class():
     `validation_generator`), so a generation task's headline is logged and can pick the kept step, and whose
     training steps take the batch as the kind shapes it (`Kind.training_batch`). Built on first use: importing
     Trainer is slow and most importers of this module never train."""
+    import numpy as np
     from transformers import Trainer
 
+    from .stats import Sample, paired_se, within_noise  # deferred with numpy
+
     class GeneratingTrainer(Trainer):
-        def __init__(self, generated, kind, **kwargs):
+        sample = None
+        """The latest validation's per-example results (`stats.Sample`), None where only a score is known."""
+        top = None
+        """(step, value, sample) of the best-scoring validation so far."""
+        kept = None
+        """(step, value) of the kept step: the latest one within noise of the best."""
+
+        def __init__(self, generated, kind, spec, **kwargs):
             super().__init__(**kwargs)
-            self.generated, self.kind = generated, kind
+            self.generated, self.kind, self.spec = generated, kind, spec
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training and not return_outputs:  # a training step: the kind may ask for less work
@@ -606,15 +619,35 @@ def _trainer_class():
             # base model: it is never the kept step, whatever its validation score.
             if lora_update_is_zero(self.model):
                 return False
-            return super()._determine_best_metric(metrics, trial)
+            sample, self.sample = self.sample, None
+            step, key = self.state.global_step, self.args.metric_for_best_model
+            value = float(metrics[key if key.startswith("eval_") else f"eval_{key}"])
+            if super()._determine_best_metric(metrics, trial):  # a new best score: Trainer keeps this step
+                self.top, self.kept = (step, value, sample), (step, value)
+                return True
+            # Not the best score. On a small validation set an earlier step often scores higher by noise alone
+            # (benchmarks/bench_selection.py): a later step that falls short of the best by no more than one
+            # standard error of their paired difference is kept instead, since it has trained longer.
+            if sample is None or self.top is None or self.top[2] is None:
+                return False
+            if within_noise(value, self.top[1], paired_se(sample, self.top[2]), self.args.greater_is_better):
+                self.state.best_global_step, self.kept = step, (step, value)
+                return True
+            return False
 
         def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
-            if self.generated is not None and metric_key_prefix == "eval":
+            if metric_key_prefix != "eval":
+                return output
+            if self.generated is not None:
                 # Before Trainer logs the metrics and picks the best step from them.
-                scores = {f"eval_{k}": float(v) for k, v in self.generated(self.model).items()}
+                per_example = self.generated(self.model)
+                scores = {f"eval_{k}": sum(v) / len(v) for k, v in per_example.items()}
                 loss = output.metrics.get("eval_loss", 0.0)
                 output.metrics.update(scores, eval_selection=tie_broken(scores["eval_overall"], loss))
+                self.sample = Sample(np.asarray(per_example["overall"], dtype=float), lambda rows: rows.mean(-1))
+            elif output.predictions is not None and output.label_ids is not None:
+                self.sample = self.kind.validation_sample(self.spec, output.predictions, output.label_ids)
             return output
 
     return GeneratingTrainer

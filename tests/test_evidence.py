@@ -316,3 +316,55 @@ def test_a_validation_of_an_adapter_that_has_not_moved_is_never_the_best_step(ti
         if "lora_B" in name:
             p.data.fill_(0.1)  # moved: now its validation may be the best
     assert trainer._determine_best_metric({"eval_loss": 0.01}, None) is True
+
+
+def test_a_later_step_within_noise_of_the_best_is_kept_and_a_clearly_worse_one_is_not(tiny_t5):
+    """The kept step on a small validation set: a later step that scores a little lower than the best, on rows where
+    the two steps disagree both ways, is within one standard error of their paired difference and is kept (it has
+    trained longer); a later step that only breaks rows the best got right is clearly worse and is not."""
+    import numpy as np
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM, TrainerState, TrainingArguments
+
+    from llmft.kinds import CLASSIFICATION
+    from llmft.tasks import get_task
+    from llmft.training import _trainer_class
+
+    trainer_class = _trainer_class()
+    trainer = trainer_class.__new__(trainer_class)
+    trainer.model = get_peft_model(
+        AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(task_type="SEQ_2_SEQ_LM", target_modules=["q"])
+    )
+    for name, p in trainer.model.named_parameters():
+        if "lora_B" in name:
+            p.data.fill_(0.1)  # a trained adapter
+    trainer.args = TrainingArguments(
+        output_dir="unused", metric_for_best_model="eval_macro_f1", greater_is_better=True, save_strategy="steps"
+    )
+    trainer.state = TrainerState()
+    spec = get_task("sentiment")
+    labels = np.array([0, 1] * 20)  # 40 validation rows
+
+    def validate(step: int, wrong: set[int]) -> bool:
+        predicted = np.where(np.isin(np.arange(40), list(wrong)), 1 - labels, labels)
+        logits = np.eye(2)[predicted]
+        trainer.state.global_step = step
+        trainer.sample = CLASSIFICATION.validation_sample(spec, logits, labels)
+        f1 = float(trainer.sample.statistic(trainer.sample.rows[None])[0])
+        return trainer._determine_best_metric({"eval_macro_f1": f1}, None), f1
+
+    best_errors = set(range(8))  # the best step gets 8 rows wrong
+    assert validate(2, best_errors)[0] is True and trainer.state.best_global_step == 2
+    # Step 4 fixes 3 of them and breaks 4 others: one row worse in all, well inside the noise of 7 disagreements.
+    kept, f1 = validate(4, (best_errors - {0, 1, 2}) | {10, 11, 12, 13})
+    assert f1 < trainer.state.best_metric
+    assert kept is True and trainer.state.best_global_step == 4 and trainer.kept == (4, f1)
+    # Step 6 breaks 6 rows the best got right and fixes none: clearly worse, so step 4 stays the kept one.
+    kept, _ = validate(6, best_errors | {20, 21, 22, 23, 24, 25})
+    assert kept is False and trainer.state.best_global_step == 4
+    assert trainer.top[0] == 2  # the best score is still step 2's (early stopping counts from it)
+    # Without per-example results (a run selected by its validation loss) only a better score moves the kept step.
+    trainer.sample = None
+    trainer.state.global_step = 8
+    assert trainer._determine_best_metric({"eval_macro_f1": f1 - 1e-6}, None) is False
+    assert trainer.state.best_global_step == 4

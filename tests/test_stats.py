@@ -168,3 +168,21 @@ def test_the_min_detectable_delta_is_detected_80_percent_of_the_time(n):
     observed_mean = np.abs(deltas.mean(axis=1, keepdims=True))
     p_values = (1 + np.sum(null >= observed_mean - 1e-12, axis=1)) / 1000
     assert np.mean(p_values < 0.05) == pytest.approx(0.80, abs=0.05)
+
+
+def test_paired_se_of_a_mean_matches_the_textbook_standard_error_and_ignores_what_both_share():
+    """For a per-example mean, the bootstrap standard error of a paired difference is sd(d) / sqrt(n); a shift that
+    both samples share (the examples' own difficulty) adds nothing to it."""
+    from llmft.stats import Sample, paired_se, within_noise
+
+    rng = np.random.default_rng(3)
+    difficulty = rng.normal(0, 5, 400)  # large, and the same for both: it must cancel
+    a = difficulty + rng.normal(0.1, 1, 400)
+    b = difficulty + rng.normal(0.0, 1, 400)
+    mean = lambda rows: rows.mean(-1)  # noqa: E731
+    expected = np.std(a - b, ddof=1) / np.sqrt(400)
+    se = paired_se(Sample(a, mean), Sample(b, mean), n_resamples=2000)
+    assert se == pytest.approx(expected, rel=0.1)
+    assert paired_se(Sample(a, mean), Sample(a, mean)) == 0.0
+    assert within_noise(0.80, 0.85, 0.06) and not within_noise(0.70, 0.85, 0.06)
+    assert within_noise(1.05, 1.0, 0.06, higher_is_better=False) and not within_noise(1.2, 1.0, 0.06, False)
