@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,14 @@ from pathlib import Path
 from .errors import LlmftError
 
 SIGN_IN = "sign in with Hugging Face (the button at the top of the page)"
+VISITORS = ".visitors"
+"""Under the runs home: each visitor's evaluations of runs that are not theirs, `<name>/<run>/evaluations/`."""
+ANONYMOUS = ".anonymous"
+"""The shared, capped folder of anonymous visitors' evaluations (no Hugging Face name starts with a dot)."""
+EVALUATION_ROOM_MB = 10.0
+"""Room made before an anonymous evaluation is written (one is well under 6 MB)."""
+ANONYMOUS_MAX_AGE_S = 24 * 3600
+"""An anonymous evaluation is removed a day after it was made."""
 
 
 def env_number(name: str, default: float) -> float:
@@ -71,7 +80,9 @@ class Access:
     max_runs: int = 20
     """Runs one signed-in user may keep on a Space (admins: no limit)."""
     max_disk_mb: float = 2000.0
-    """Disk one signed-in user's runs may take on a Space (admins: no limit)."""
+    """Disk one signed-in user's runs and evaluations may take on a Space (admins: no limit)."""
+    max_anonymous_mb: float = 200.0
+    """Disk all anonymous visitors' evaluations may take on a Space: the oldest are removed to make room."""
     _names: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,7 +90,7 @@ class Access:
     def from_env(cls) -> Access:
         """Space mode when `SPACE_ID` is set. Admins: `LLMFT_ADMINS` (comma-separated usernames) and the
         Space's author (`SPACE_AUTHOR_NAME`). Quotas: `LLMFT_MAX_RUNS_PER_USER` (20),
-        `LLMFT_USER_DISK_MB` (2000)."""
+        `LLMFT_USER_DISK_MB` (2000), `LLMFT_ANONYMOUS_EVAL_MB` (200)."""
         admins = {a.strip() for a in os.environ.get("LLMFT_ADMINS", "").split(",") if a.strip()}
         if os.environ.get("SPACE_AUTHOR_NAME"):
             admins.add(os.environ["SPACE_AUTHOR_NAME"])
@@ -88,6 +99,7 @@ class Access:
             admins=frozenset(admins),
             max_runs=int(env_number("LLMFT_MAX_RUNS_PER_USER", 20)),
             max_disk_mb=env_number("LLMFT_USER_DISK_MB", 2000),
+            max_anonymous_mb=env_number("LLMFT_ANONYMOUS_EVAL_MB", 200),
         )
 
     # -- who is calling -------------------------------------------------------------------------------------
@@ -188,9 +200,10 @@ class Access:
         if owner_of(info) != user.name:
             raise LlmftError(f"run {info.get('name')} is not yours: only its owner may {action} it")
 
-    def check_may_train(self, user: User, runs: list[dict], new_runs: int = 1) -> None:
+    def check_may_train(self, user: User, runs: list[dict], new_runs: int = 1, runs_dir=None) -> None:
         """Refuse a training request from an anonymous visitor, or one over the user's quotas (`runs`: every
-        run's info, with `dir`; `new_runs`: the runs the request makes, a search's trials)."""
+        run's info, with `dir`; `new_runs`: the runs the request makes, a search's trials; `runs_dir`: the runs
+        home, whose visitor folder counts too)."""
         self.check_signed_in(user, "train")
         if not self.space or user.admin:
             return
@@ -200,12 +213,45 @@ class Access:
                 f"you have {len(mine)} runs here and this makes {new_runs} more; the most one user may keep is "
                 f"{self.max_runs}: delete some in the Runs tab"
             )
+        self._check_disk(user, mine, runs_dir)
+
+    def _check_disk(self, user: User, mine: list[dict], runs_dir) -> None:
+        """Refuse when `user`'s runs (`mine`) and their evaluations of others' runs fill their disk quota."""
         used = sum(_folder_mb(Path(r["dir"])) for r in mine)
+        used += _folder_mb(Path(runs_dir) / VISITORS / user.name) if runs_dir else 0.0
         if used >= self.max_disk_mb:
             raise LlmftError(
                 f"your runs take {used:.1f} MB here, the most one user may use is {self.max_disk_mb:g} MB; "
                 "delete some in the Runs tab"
             )
+
+    def evaluation_home(self, runs_dir, user: User, info: dict) -> Path:
+        """The folder that holds `user`'s evaluations of run `info` (in its `evaluations/`) and their blind votes:
+        the run's own folder for its owner, an admin or the local user. On a Space anyone else's go to their own
+        folder, `<runs home>/.visitors/<name>/<run>` (anonymous visitors': `.visitors/.anonymous/<run>`), and
+        never into another's run, its Runs tab or its model card."""
+        if not self.space or user.admin or (user.signed_in and owner_of(info) == user.name):
+            return Path(info["dir"])
+        return Path(runs_dir) / VISITORS / (user.name if user.signed_in else ANONYMOUS) / Path(info["dir"]).name
+
+    def make_room_for_evaluation(self, runs_dir, user: User, home: Path, runs: list[dict]) -> None:
+        """Before an evaluation is written into `home` (`evaluation_home`): a signed-in visitor within their disk
+        quota (their runs and evaluations); for anonymous visitors, the oldest anonymous evaluations removed until
+        the shared folder has room under its cap."""
+        if not self.space or user.admin or Path(home).parent.parent.name != VISITORS:
+            return
+        if user.signed_in:
+            self._check_disk(user, [r for r in runs if owner_of(r) == user.name], runs_dir)
+            return
+        shared = Path(runs_dir) / VISITORS / ANONYMOUS
+        oldest_first = sorted(shared.glob("*/evaluations/*"), key=lambda p: p.stat().st_mtime)
+        for folder in [f for f in oldest_first if f.stat().st_mtime < time.time() - ANONYMOUS_MAX_AGE_S]:
+            shutil.rmtree(folder, ignore_errors=True)  # a day old: nobody is reviewing it any more
+            oldest_first.remove(folder)
+        while oldest_first and _folder_mb(shared) > self.max_anonymous_mb - EVALUATION_ROOM_MB:
+            shutil.rmtree(oldest_first.pop(0), ignore_errors=True)
+        if _folder_mb(shared) > self.max_anonymous_mb - EVALUATION_ROOM_MB:
+            raise LlmftError("the storage for evaluations without sign-in is full: sign in, or try again later")
 
     def push_target(self, user: User, repo_id: str) -> tuple[str, str | None]:
         """(repo id, token) of a push: locally the repo as given and the machine's own token (None: HF_TOKEN

@@ -133,8 +133,10 @@ def evaluate(
     progress: bool = True,
     on_progress: ProgressFn | None = None,
     cached_model: bool = False,
+    evaluations_dir: Path | None = None,
 ) -> tuple[EvalResult, list[dict]]:
-    """Evaluate base vs tuned and write the results (into the run's evaluations/ and `config.out`).
+    """Evaluate base vs tuned and write the results (into the run's evaluations/, or `evaluations_dir`, and
+    `config.out`).
 
     Returns:
         The result, and the paths written (one dict per folder).
@@ -179,7 +181,8 @@ def evaluate(
         result.warnings.append(line + ": they flatter the tuned model")
         result.judge(line)
     written = []
-    targets = [_new_evaluation_folder(Path(run_info["dir"]) / "evaluations")] if run_info else []
+    home = evaluations_dir or (Path(run_info["dir"]) / "evaluations" if run_info else None)
+    targets = [_new_evaluation_folder(home)] if home else []
     targets += [Path(config.out)] if config.out else []
     for folder in targets:
         try:

@@ -284,3 +284,41 @@ def test_one_client_cannot_fill_the_waiting_line_nor_post_huge_bodies(space, mon
 
     answer = httpx.post(f"{space.url}gradio_api/queue/join", content=chunks(), timeout=60)
     assert answer.status_code == 413
+
+
+def test_a_visitors_evaluations_of_anothers_run_stay_in_their_own_space_and_quota(space):
+    """Evaluating the Space's public run writes nothing into that run: an anonymous visitor's evaluation goes to a
+    shared, capped folder (the oldest removed to make room), a signed-in visitor's to her own folder, where it counts
+    against her disk quota and holds her blind votes; the run's Runs tab and model card never see them."""
+    from llmft.access import VISITORS
+
+    sample = ["the run's test sample", "", "", None, None, None, None, ""]
+    demo = space.runs / "demo" / "evaluations"
+    before = sorted(demo.iterdir()) if demo.is_dir() else []
+    anon, alice = space.visitor(), space.visitor("alice")
+    anon.predict("demo", 6, 0, "", None, *sample, api_name="/evaluate")
+    alice.predict("demo", 6, 0, "", None, *sample, api_name="/evaluate")
+    assert (sorted(demo.iterdir()) if demo.is_dir() else []) == before
+    shared = space.runs / VISITORS / ".anonymous" / "demo" / "evaluations"
+    mine = space.runs / VISITORS / "alice" / "demo" / "evaluations"
+    assert len(list(shared.glob("*/summary.json"))) == 1 and len(list(mine.glob("*/summary.json"))) == 1
+    first = next(shared.iterdir())
+    assert sum(f.stat().st_size for f in first.iterdir()) < 6_000_000
+
+    # Alice's blind votes on her evaluation are kept with it, in her folder.
+    text, a, b, status = alice.predict(api_name="/review_next")
+    assert "Item 1 of 6" in status
+    alice.predict(api_name="/review_vote_tie")
+    assert (mine.parent / "votes.jsonl").is_file() and not (space.runs / "demo" / "votes.jsonl").exists()
+
+    access, saved = space.ctx.access, (space.ctx.access.max_disk_mb, space.ctx.access.max_anonymous_mb)
+    try:
+        access.max_disk_mb = 0.01  # her evaluations count against her quota
+        with pytest.raises(Exception, match="your runs take"):
+            alice.predict("demo", 6, 0, "", None, *sample, api_name="/evaluate")
+        access.max_anonymous_mb = 10.5  # room for one evaluation: the oldest makes way
+        anon.predict("demo", 6, 1, "", None, *sample, api_name="/evaluate")
+        kept = list(shared.iterdir())
+        assert len(kept) == 1 and kept[0] != first
+    finally:
+        access.max_disk_mb, access.max_anonymous_mb = saved

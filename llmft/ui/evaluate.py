@@ -13,6 +13,7 @@ from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import evaluate, resolve_task
 from ..results import EvalResult
+from ..runs import list_runs
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
@@ -80,6 +81,8 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
         raise LlmftError("pick a finished run to evaluate (train one in the Fine-tune tab)")
     info = ctx.access.find(ctx.runs_dir, user, run)
     ctx.access.check_local_ref(ctx.runs_dir, user, scorer)
+    home = ctx.access.evaluation_home(ctx.runs_dir, user, info)  # a visitor's own folder, unless the run is theirs
+    ctx.access.make_room_for_evaluation(ctx.runs_dir, user, home, list_runs(ctx.runs_dir))
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)
@@ -98,7 +101,9 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
         dtype=ctx.dtype,
         **data,
     )
-    result, written = evaluate(ctx, config, progress=False, on_progress=on_progress, cached_model=True)
+    result, written = evaluate(
+        ctx, config, progress=False, on_progress=on_progress, cached_model=True, evaluations_dir=home / "evaluations"
+    )
     figures = result.figures()
     metric = result.example_metric
     worse = [str(r["id"]) for r, b, t in zip(result.rows, *result.scores(metric)) if t < b]
@@ -131,7 +136,7 @@ def review_next(ctx, user, where, note: str = ""):
     if not where:
         raise LlmftError("evaluate a run first: the blind review votes on that evaluation's examples")
     run, source = where
-    run_dir = Path(ctx.access.find(ctx.runs_dir, user, run)["dir"])
+    run_dir = ctx.access.evaluation_home(ctx.runs_dir, user, ctx.access.find(ctx.runs_dir, user, run))
     voter = ctx.access.voter(user)
     item = next_ballot(ctx.ballots, run_dir, source, EvalResult.load(run_dir / "evaluations" / source).rows, voter)
     tally = tally_text(source_tally(run_dir, source))

@@ -142,7 +142,7 @@ def _checked_config(ctx, user, picker, names, values, config_cls, new_runs: int 
     """The form's config for `user`, after every check that can refuse the request, so a refused request
     writes nothing (an own task's file, a kept upload): sign-in and quotas, one run per user, the task (on a
     Space, another visitor's own task stays theirs), a model folder typed into the runs home."""
-    ctx.access.check_may_train(user, list_runs(ctx.runs_dir), new_runs=new_runs)
+    ctx.access.check_may_train(user, list_runs(ctx.runs_dir), new_runs=new_runs, runs_dir=ctx.runs_dir)
     owner = user.name if ctx.access.space else None
     ctx.jobs.check_one_per_owner(owner)
     form = dict(zip(names, values))
