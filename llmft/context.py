@@ -24,17 +24,32 @@ class ModelCache:
 
     def __init__(self, size: int = 2):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+        self._loading: dict = {}
+        """key -> the lock its one load holds: two requests for one model load it once, while a request for
+        another model is answered from the cache (or loads it) without waiting for that load."""
 
     def get(self, key, load):
-        """The model under `key`, loaded with `load()` on a miss (under the lock: one load at a time)."""
+        """The model under `key`, loaded with `load()` on a miss: one load per key at a time, never one lock for
+        all (a slow load of one model, a large hub id, stalls no request for another)."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            value = load()
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if key in self._items:  # loaded by the request this one waited for
+                    self._items.move_to_end(key)
+                    return self._items[key]
+            try:
+                value = load()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
             return value
 
     def clear(self) -> None:

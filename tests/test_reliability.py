@@ -365,3 +365,30 @@ def test_two_simultaneous_starts_run_exactly_one(tiny_distilbert, tmp_path):
     winner = next(name for kind, name in outcomes if kind == "started")
     loser = "u2" if winner == "u1" else "u1"
     assert read_run(tmp_path / winner)["status"] == "completed" and not (tmp_path / loser).exists()
+
+
+def test_a_slow_model_load_stalls_no_request_for_another_model_and_one_model_loads_once():
+    """The app's model cache: while one model loads (a large hub id anyone may type), a request for another model
+    is answered; two requests for the loading model wait for one load, not two."""
+    from llmft.context import ModelCache
+
+    cache, release, loads = ModelCache(size=2), threading.Event(), []
+
+    def slow():
+        loads.append("slow")
+        release.wait(30)
+        return "slow model"
+
+    cache.get("fast", lambda: "fast model")
+    waiting = [threading.Thread(target=cache.get, args=("slow", slow)) for _ in range(2)]
+    for t in waiting:
+        t.start()
+    time.sleep(0.2)
+    started = time.perf_counter()
+    assert cache.get("fast", lambda: "reloaded") == "fast model"  # from the cache, not behind the slow load
+    assert cache.get("other", lambda: "other model") == "other model"  # a new load runs beside it
+    assert time.perf_counter() - started < 1.0
+    release.set()
+    for t in waiting:
+        t.join(10)
+    assert loads == ["slow"] and cache.get("slow", lambda: "again") == "slow model"
