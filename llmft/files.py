@@ -63,3 +63,24 @@ def free_mb(folder: Path) -> float:
         return shutil.disk_usage(folder).free / 2**20
     except OSError:
         return float("nan")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (`=HYPERLINK(...)` in a text a stranger typed)."""
+
+
+def _needs_quote(text: str) -> bool:
+    return text.lstrip("'")[:1] in FORMULA_STARTS
+
+
+def csv_safe(value):
+    """A text cell written so a spreadsheet shows it as text: a leading =, +, -, @, tab or CR gets a quote (and
+    so does a text whose leading quotes stand before one, so `csv_unsafe` gives every text back). Anything that
+    is not a string (a score) is left as it is."""
+    return "'" + value if isinstance(value, str) and value and _needs_quote(value) else value
+
+
+def csv_unsafe(value):
+    """The text `csv_safe` was given, read back from the file."""
+    quoted = isinstance(value, str) and value[:1] == "'" and _needs_quote(value[1:])
+    return value[1:] if quoted else value

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .files import write_json_atomic, write_text_atomic
+from .files import csv_safe, csv_unsafe, write_json_atomic, write_text_atomic
 from .stats import TIE_TOLERANCE, min_detectable_delta, min_detectable_from_ci
 
 FORMAT_VERSION = 2
@@ -335,7 +335,7 @@ class EvalResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"examples": out / "examples.csv", "summary": out / "summary.json", "plots": out / "plots.html"}
-        pd.DataFrame(self.rows).to_csv(paths["examples"], index=False)
+        pd.DataFrame(self.rows).map(csv_safe).to_csv(paths["examples"], index=False)  # texts strangers typed
         write_json_atomic(paths["summary"], self.to_json())
         # plotly.js (4.6 MB) once per evaluation, not once per figure: five self-contained figures made an
         # evaluation folder 24 MB, which a public Space's visitors could repeat until its disk was full.
@@ -358,7 +358,7 @@ class EvalResult:
         rows = []
         if (folder / "examples.csv").is_file():
             frame = pd.read_csv(folder / "examples.csv", keep_default_na=False)
-            rows = frame.to_dict("records")
+            rows = frame.map(csv_unsafe).to_dict("records")
         return cls.from_json(summary, rows)
 
 

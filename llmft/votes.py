@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LlmftError
-from .files import write_json_atomic
+from .files import csv_safe, write_json_atomic
 from .stats import win_rate
 
 VOTES_FILE = "votes.jsonl"
@@ -207,8 +207,7 @@ def write_csv(run_dir: str | Path, out: str | Path) -> Path:
 
 
 def _cell(value) -> str:
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return csv_safe(str(value))
 
 
 def review_items(rows: list[dict], voted: set[str], k: int | None = None) -> list[dict]:

