@@ -312,6 +312,10 @@ class Jobs:
             resolve_model(task, config.model, self.ctx.allowed_roots)
             config.runs_dir, config.dtype, config.run_name = str(self.ctx.runs_dir), self.ctx.dtype, None
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
+            if config.owner and not study.startswith(f"{config.owner}."):
+                # A visitor's studies are theirs ("alice.<name>"; no Hugging Face name has a dot): another
+                # visitor who types the same name starts his own, never resumes or sees hers.
+                study = f"{config.owner}.{study}"
             check_run_name(f"{study}-t000")
             storage = default_storage(self.ctx.runs_dir)
             # The form's time budget is each trial's; the search's own `--time-budget` is `seconds`, for it all.

@@ -322,3 +322,22 @@ def test_a_visitors_evaluations_of_anothers_run_stay_in_their_own_space_and_quot
         assert len(kept) == 1 and kept[0] != first
     finally:
         access.max_disk_mb, access.max_anonymous_mb = saved
+
+
+def test_a_study_name_another_visitor_used_starts_a_study_of_ones_own(space):
+    """Searches belong to their owner like runs: Bob typing Alice's study name gets a study of his own, so he never
+    resumes hers, sees her trials or rewrites their runs."""
+    alice, bob = space.visitor("alice"), space.visitor("bob")
+    values = train_values(space, steps=2, train_samples=24)
+    try:
+        said = alice.predict(1, 0, "topics", *values, api_name="/search")[0]
+        assert "Started search **alice.topics**" in said
+        wait_until(lambda: not space.ctx.jobs.running(), what="alice's search to end", timeout=180)
+        said = bob.predict(1, 0, "alice.topics", *values, api_name="/search")[0]
+        assert "Started search **bob.alice.topics**" in said
+        wait_until(lambda: not space.ctx.jobs.running(), what="bob's search to end", timeout=180)
+    finally:
+        for job in list(space.ctx.jobs.running()):
+            space.ctx.jobs.cancel(job.run_name)
+    assert read_run(space.runs / "alice.topics-t000")["config"]["owner"] == "alice"
+    assert read_run(space.runs / "bob.alice.topics-t000")["config"]["owner"] == "bob"
