@@ -341,3 +341,27 @@ def test_a_study_name_another_visitor_used_starts_a_study_of_ones_own(space):
             space.ctx.jobs.cancel(job.run_name)
     assert read_run(space.runs / "alice.topics-t000")["config"]["owner"] == "alice"
     assert read_run(space.runs / "bob.alice.topics-t000")["config"]["owner"] == "bob"
+
+
+def test_another_visitors_own_task_gives_no_label_mapping_to_a_preview(space, tmp_path):
+    """An upload previewed under another visitor's own-task name is previewed as a task of one's own (no guessed
+    mapping onto that task's secret labels); the task's owner still gets the mapping."""
+    from gradio_client import handle_file
+
+    secret = space.runs / "bob-secret"
+    shutil.copytree(space.runs / "bob-run", secret)
+    definition = {"name": "secretlabels", "type": "classify", "prompt": "{text}", "labels": ["Negative", "Positive"]}
+    update_run(secret, name="bob-secret", task="secretlabels", task_def={**definition, "label_column": "label"})
+    upload = tmp_path / "rows.csv"
+    upload.write_text("text,label\na,yes\nb,no\n")
+    try:
+        anon_mapping = space.visitor().predict(
+            "secretlabels", handle_file(str(upload)), None, None, None, "", api_name="/preview"
+        )[-1]
+        assert "Positive" not in str(anon_mapping)  # the labels of a task that is not the visitor's
+        bob_mapping = space.visitor("bob").predict(
+            "secretlabels", handle_file(str(upload)), None, None, None, "", api_name="/preview"
+        )[-1]
+        assert "yes=Positive" in str(bob_mapping)
+    finally:
+        shutil.rmtree(secret)

@@ -96,6 +96,15 @@ def visible_runs(ctx, user: User) -> list[dict]:
     return [r for r in list_runs(ctx.runs_dir) if ctx.access.can_see(user, r)]
 
 
+def visible_task(ctx, user: User, name):
+    """The task called `name` if `user` may use it (a built-in one, or the own task of a run they may see), else
+    None: another visitor's own task (its prompt, labels and mapping) stays theirs, and no error lists it."""
+    from ..pipeline import known_tasks
+    from ..tasks import get_task
+
+    return get_task(name) if isinstance(name, str) and name in known_tasks(ctx, visible_runs(ctx, user)) else None
+
+
 def completed_runs(ctx, user: User, task: str | None = None, runs: list[dict] | None = None) -> list[str]:
     """Names of the finished runs `user` may see (of `task` only, if given), newest first; `runs`: their
     `visible_runs`, when the caller has them already."""

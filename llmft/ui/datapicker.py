@@ -16,7 +16,7 @@ from ..errors import LlmftError
 from ..refs import is_hub_id
 from ..runs import UPLOADS, reserve_storage
 from ..tasks import get_task, task_names
-from .common import DOWNLOADS, MAX_UPLOAD
+from .common import DOWNLOADS, MAX_UPLOAD, visible_task, with_user
 from .guard import MODEL_WORK
 
 UPLOAD_TYPES = [".csv", ".jsonl", ".json", ".tsv", ".parquet"]
@@ -48,7 +48,7 @@ def column_visibility(task_name: str, own_type: str | None = None) -> list:
     return [gr.update(visible=name in fields) for name in COLUMNS] + [gr.update(visible="label_column" in fields)]
 
 
-def preview(task_name, path, *current):
+def preview(task, path, *current):
     """The first rows of an upload, the column choices with guesses (the user's earlier choices are kept when
     the new file has those columns), and the label mapping (the user's own is kept; else the guesses).
 
@@ -56,7 +56,7 @@ def preview(task_name, path, *current):
     *current, current_map = current
     if not path:
         return gr.update(value=None), *(gr.update(choices=[], value=None) for _ in COLUMNS), gr.update(value="")
-    task = get_task(task_name) if task_name in task_names() else None  # None: your own task, not saved yet
+    # `task`: the task the visitor may use, or None (your own task, not saved yet; or a name not theirs)
     refuse_url(path)
     rows = read_rows(Path(path), Path(path).name, PREVIEW_LIMITS)
     if not rows:
@@ -145,11 +145,9 @@ class DataPicker:
             )
 
         self.source.change(on_source, self.source, [*hub, self.upload, self.table], api_name=False)
-        from .common import user_errors
-
         outputs = [self.table, *self.columns.values(), self.label_map]
         self.upload.change(
-            user_errors(preview),
+            with_user(self.ctx, lambda user, name, *args: preview(visible_task(self.ctx, user, name), *args)),
             [task, self.upload, *self.columns.values(), self.label_map],
             outputs,
             api_name="preview",

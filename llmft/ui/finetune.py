@@ -16,7 +16,7 @@ from ..loading import offline_choice
 from ..plots import loss_curve
 from ..runs import list_runs
 from ..tasks import builtin_task_names, get_task, task_names
-from .common import user_errors, with_user
+from .common import user_errors, visible_task, with_user
 from .datapicker import DataPicker
 
 OWN = "your own task"
@@ -460,13 +460,15 @@ def build(ctx, config_cls=TrainConfig):
             job = start_search_job(ctx, user, picker, names, list(values), trials, seconds, study, config_cls)
             return shown(job, f"search **{job.study}**")
 
-        def on_preset(task_name, preset_name, own_type):
+        def on_preset(user, task_name, preset_name, own_type):
+            if task_name != OWN and visible_task(ctx, user, task_name) is None:
+                raise LlmftError(f"unknown task {task_name!r}")  # and no list of the tasks there are
             return preset_values(task_name, preset_name, config_cls, own_type)
 
         hyper_widgets = [widgets[f.name] for f in form_fields(config_cls, "hyper")]
         preset_inputs = [widgets["task"], widgets["preset"], own["own_type"]]
         for trigger in (widgets["task"].change, widgets["preset"].change, own["own_type"].change):
-            trigger(user_errors(on_preset), preset_inputs, hyper_widgets, api_name=False)
+            trigger(with_user(ctx, on_preset), preset_inputs, hyper_widgets, api_name=False)
         widgets["task"].change(lambda t: gr.update(visible=t == OWN), widgets["task"], own_box, api_name=False)
         model_help = widgets["model"].info
 
