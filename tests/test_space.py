@@ -365,3 +365,13 @@ def test_another_visitors_own_task_gives_no_label_mapping_to_a_preview(space, tm
         assert "yes=Positive" in str(bob_mapping)
     finally:
         shutil.rmtree(secret)
+
+
+def test_the_spaces_hf_token_is_out_of_reach_of_every_hub_load_a_visitor_triggers(space):
+    """HF_TOKEN may be set on a public Space: the app takes it out of its environment at start, so a model, dataset
+    or scorer a visitor names is fetched with no token (huggingface_hub's own lookup finds none)."""
+    import os
+
+    from huggingface_hub.utils import get_token
+
+    assert "HF_TOKEN" not in os.environ and get_token() is None

@@ -45,6 +45,12 @@ def build_app(
     if model_dirs is None:
         model_dirs = [d for d in os.environ.get("LLMFT_MODEL_DIRS", "").split(os.pathsep) if d]
     access = access or Access.from_env()
+    if access.space:
+        # Every hub load the app makes (a model, a dataset or a scorer a visitor names) would send HF_TOKEN, opening
+        # the owner's private and gated repos to every visitor: out of the environment it goes. Pushes use the
+        # visitor's own token; training children never had it.
+        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+            os.environ.pop(name, None)
     roots = [home, minilm_path(), smollm2_dir(), *model_dirs]  # the packaged models: by alias, and as runs name them
     ctx = Context.create(home, dtype, allowed_roots=roots, access=access)
     Jobs(ctx)  # the trainings this server starts (and the ones it finds running)
