@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import LlmftError, first_line
 from .examples import Example, normalize_label
-from .refs import parse_ref
+from .refs import check_hub_size, parse_ref
 from .tasks import MAX_LABELS, TaskSpec
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -440,6 +440,7 @@ def _read_delimited(path: Path, sep: str, counter: _Counter) -> list[tuple[int, 
 def _read_hub(dataset_id: str, split: str, counter: _Counter) -> list[tuple[int, dict]]:
     import datasets
 
+    check_hub_size(dataset_id, "dataset")  # its files' sizes from the hub, before load_dataset fetches them all
     try:
         ds = datasets.load_dataset(dataset_id, split=split)
     except ValueError as err:  # e.g. an unknown split

@@ -121,6 +121,35 @@ def in_hub_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
+def max_hub_mb() -> float | None:
+    """What a hub model's weights or a hub dataset's files may take (`LLMFT_MAX_HUB_MB`; a Space defaults it to
+    2,000; unset: no limit), checked against the hub's file metadata before anything is downloaded."""
+    raw = os.environ.get("LLMFT_MAX_HUB_MB", "").strip()
+    return float(raw) if raw else None
+
+
+def check_hub_size(repo_id: str, kind: str = "model") -> None:
+    """Refuse hub repo `repo_id` (a model's safetensors weights, or every file of a dataset) when the hub's file
+    sizes add up to more than `max_hub_mb()`; nothing is downloaded. A repo already in the local cache passes."""
+    cap = max_hub_mb()
+    if cap is None or (kind == "model" and in_hub_cache(repo_id)):
+        return
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        info = (api.model_info if kind == "model" else api.dataset_info)(repo_id, files_metadata=True)
+    except Exception as err:  # not found, gated, private, unreachable: many types
+        raise LlmftError(f"{kind} {repo_id} cannot be looked up on the hub ({type(err).__name__})") from None
+    files = [f for f in info.siblings or [] if kind != "model" or f.rfilename.endswith(".safetensors")]
+    size_mb = sum(f.size or 0 for f in files) / 2**20
+    if size_mb > cap:
+        raise LlmftError(
+            f"{kind} {repo_id} is {size_mb:,.0f} MB on the hub, over this server's limit of {cap:,.0f} MB "
+            "(LLMFT_MAX_HUB_MB)"
+        )
+
+
 def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:
     """Return `ref` as an absolute folder path or a validated hub id; raise for anything else.
 
@@ -143,6 +172,7 @@ def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:
         return str(path)
     if not hub_reachable() and not in_hub_cache(ref):
         raise LlmftError(f"model {ref} is not in the local cache and the hub is unreachable; pass a local folder")
+    check_hub_size(ref)
     return ref
 
 

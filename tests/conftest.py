@@ -248,6 +248,7 @@ def space(tmp_path_factory, tiny_distilbert):
         mp.setenv("SPACE_AUTHOR_NAME", "someone")
         mp.setenv("LLMFT_ADMINS", "admin")
         mp.setenv("HF_TOKEN", SPACE_SECRET)
+        mp.setenv("LLMFT_MAX_HUB_MB", "2000")  # what a Space defaults it to, undone after these tests
         # Gradio's local stand-in for the hub login (it would ask the hub who this machine is logged in as).
         mp.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: {"userinfo": {}})
         app = build_app(str(runs), model_dirs=[tiny_distilbert])

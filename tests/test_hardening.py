@@ -404,3 +404,38 @@ def test_small_files_that_decode_to_gigabytes_are_refused_before_decoding_in_pre
             message = out.split("ERROR", 1)[1].strip().splitlines()[0]
             assert name in message and "limit" in message and str(tmp_path) not in message, message
             assert peak < baseline + 150, (name, limits, peak, baseline)
+
+
+def test_a_hub_model_or_dataset_over_the_servers_limit_is_refused_before_any_download(monkeypatch):
+    """With LLMFT_MAX_HUB_MB (a Space sets 2,000), a hub model whose safetensors weights, or a hub dataset whose
+    files, add up to more than the limit on the hub's file metadata is refused in one line; nothing is fetched."""
+    from types import SimpleNamespace
+
+    import datasets
+    from huggingface_hub import HfApi
+
+    from llmft import refs
+
+    monkeypatch.setenv("LLMFT_MAX_HUB_MB", "100")
+    monkeypatch.setattr(refs, "hub_reachable", lambda timeout=3.0: True)
+    shards = [SimpleNamespace(rfilename=f"model-0000{i}-of-00002.safetensors", size=80 * 2**20) for i in (1, 2)]
+    weights = {"someone/huge": shards, "someone/small": shards[:1] + [SimpleNamespace(rfilename="x.bin", size=10**11)]}
+    monkeypatch.setattr(
+        HfApi, "model_info", lambda self, repo, files_metadata=False: SimpleNamespace(siblings=weights[repo])
+    )
+    with pytest.raises(
+        LlmftError, match=r"model someone/huge is 160 MB on the hub, over this server's limit of 100 MB"
+    ):
+        refs.check_model_ref("someone/huge")
+    assert refs.check_model_ref("someone/small") == "someone/small"  # pickle files are never loaded: not counted
+
+    files = [SimpleNamespace(rfilename="data/train-00000.parquet", size=300 * 2**20)]
+    monkeypatch.setattr(
+        HfApi, "dataset_info", lambda self, repo, files_metadata=False: SimpleNamespace(siblings=files)
+    )
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: pytest.fail("the dataset was fetched"))
+    with pytest.raises(LlmftError, match=r"dataset someone/big is 300 MB on the hub, over this server's limit"):
+        load_examples(get_task("sentiment"), "someone/big", "train")
+    monkeypatch.delenv("LLMFT_MAX_HUB_MB")  # no limit set (the CLI's default): nothing is looked up
+    monkeypatch.setattr(HfApi, "model_info", lambda *args, **kwargs: pytest.fail("looked up without a limit"))
+    assert refs.check_model_ref("someone/huge") == "someone/huge"

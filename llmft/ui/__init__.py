@@ -51,6 +51,7 @@ def build_app(
         # visitor's own token; training children never had it.
         for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
             os.environ.pop(name, None)
+        os.environ.setdefault("LLMFT_MAX_HUB_MB", "2000")  # a hub model or dataset a visitor names (refs.max_hub_mb)
     roots = [home, minilm_path(), smollm2_dir(), *model_dirs]  # the packaged models: by alias, and as runs name them
     ctx = Context.create(home, dtype, allowed_roots=roots, access=access)
     Jobs(ctx)  # the trainings this server starts (and the ones it finds running)
