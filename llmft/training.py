@@ -40,6 +40,7 @@ from .loading import load_base, resolve_model, task_for_model
 from .models import (
     device_and_dtype,
     dtype_name,
+    dtype_reason,
     input_limit,
     lora_update_is_zero,
     model_config,
@@ -302,6 +303,7 @@ def _new_record(prepared: PreparedRun, tokenizer, targets, trained_in_full, worl
         "max_new_tokens": task.kind.fitted_max_new_tokens(tokenizer, prepared.examples, config.max_target_tokens),
         "head_seed": config.seed,
         "dtype": prepared.dtype,
+        "dtype_reason": dtype_reason(prepared.config.dtype, prepared.dtype),
         "versions": library_versions(),
         "command": config.cli_command(),
         "argv": shlex.join(sys.argv),

@@ -67,6 +67,7 @@ def _learn_constant_summary(tiny_t5, data, runs_dir, dtype="auto"):
 def test_seq2seq_fine_tune_beats_base(tiny_t5, constant_summaries, runs_dir):
     task = get_task("dialogue")
     info = _learn_constant_summary(tiny_t5, constant_summaries, runs_dir)
+    assert info["dtype"] == "float32" and info["dtype_reason"].startswith("auto: float32")  # the choice, and why
     loaded = load_model(task, tiny_t5, info["dir"])
     examples = load_examples(task, constant_summaries)[:16]
     result = evaluate_pair(loaded, examples, GenerationSettings(max_new_tokens=12), scorer=MINILM, progress=False)
@@ -82,6 +83,7 @@ def test_bfloat16_training_and_evaluation(tiny_t5, constant_summaries, runs_dir,
     task = get_task("dialogue")
     info = _learn_constant_summary(tiny_t5, constant_summaries, runs_dir, dtype="bfloat16")
     assert info["dtype"] == "bfloat16" and info["command"].endswith("--dtype bfloat16")
+    assert info["dtype_reason"] == "asked for (bfloat16)"
     adapter = load_file(str(Path(info["dir"]) / "adapter" / "adapter_model.safetensors"))
     assert {v.dtype for v in adapter.values()} == {torch.float32}
 
