@@ -75,13 +75,13 @@ class RequestGuard:
         fn = self._fn(path, body)
         events = [e for e in self._pending() if visitor_key(e.request.headers, _client(e.request)) == visitor]
         if len(events) >= MAX_EVENTS:
-            return f"you have {len(events)} requests waiting or running: wait for them to finish"
+            return f"you have {len(events)} requests waiting or running, the most one visitor may: wait for them"
         if fn is not None and fn.concurrency_id == MODEL_WORK:
             heavy = sum(e.fn.concurrency_id == MODEL_WORK for e in events)
             if heavy >= self.model_events:
                 return (
-                    f"you have {heavy} model requests (Compare, Evaluate, previews) waiting or running: wait for "
-                    "them to finish"
+                    f"you have {heavy} model requests (Compare, Evaluate, previews) waiting or running, the most "
+                    f"one visitor may have at once is {self.model_events}: wait for them to finish"
                 )
         return None
 
