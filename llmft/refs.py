@@ -128,24 +128,24 @@ def max_hub_mb() -> float | None:
     return float(raw) if raw else None
 
 
-def check_hub_size(repo_id: str, kind: str = "model") -> None:
+def check_hub_size(repo_id: str, repo_type: str = "model") -> None:
     """Refuse hub repo `repo_id` (a model's safetensors weights, or every file of a dataset) when the hub's file
     sizes add up to more than `max_hub_mb()`; nothing is downloaded. A repo already in the local cache passes."""
     cap = max_hub_mb()
-    if cap is None or (kind == "model" and in_hub_cache(repo_id)):
+    if cap is None or (repo_type == "model" and in_hub_cache(repo_id)):
         return
     from huggingface_hub import HfApi
 
     api = HfApi()
     try:
-        info = (api.model_info if kind == "model" else api.dataset_info)(repo_id, files_metadata=True)
+        info = (api.model_info if repo_type == "model" else api.dataset_info)(repo_id, files_metadata=True)
     except Exception as err:  # not found, gated, private, unreachable: many types
-        raise LlmftError(f"{kind} {repo_id} cannot be looked up on the hub ({type(err).__name__})") from None
-    files = [f for f in info.siblings or [] if kind != "model" or f.rfilename.endswith(".safetensors")]
+        raise LlmftError(f"{repo_type} {repo_id} cannot be looked up on the hub ({type(err).__name__})") from None
+    files = [f for f in info.siblings or [] if repo_type != "model" or f.rfilename.endswith(".safetensors")]
     size_mb = sum(f.size or 0 for f in files) / 2**20
     if size_mb > cap:
         raise LlmftError(
-            f"{kind} {repo_id} is {size_mb:,.0f} MB on the hub, over this server's limit of {cap:,.0f} MB "
+            f"{repo_type} {repo_id} is {size_mb:,.0f} MB on the hub, over this server's limit of {cap:,.0f} MB "
             "(LLMFT_MAX_HUB_MB)"
         )
 
