@@ -59,6 +59,23 @@ def page(app_url):
         browser.close()
 
 
+def enter(field, value: str) -> None:
+    """Type `value` into `field`, commit it (Tab: a number field keeps its old value until blur) and check it holds.
+    Gradio mounts a tab's or accordion's fields when it is first shown; on a busy machine a field typed into while
+    it mounts comes back with its default, as it would for a person: then it is typed again, at most twice more."""
+    from playwright.sync_api import expect
+
+    for attempt in range(3):
+        field.fill(value)
+        field.press("Tab")
+        try:
+            expect(field).to_have_value(value, timeout=5_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+
+
 def test_compare_fine_tune_evaluate(page):
     from playwright.sync_api import expect
 
@@ -72,12 +89,10 @@ def test_compare_fine_tune_evaluate(page):
     # Fine-tune: a tiny run from the browser, followed to completion.
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
-    field("model").fill("minilm")
-    steps = field("max_steps")
-    steps.fill("40")
-    steps.press("Tab")
-    field("time_budget").fill("0")  # exactly 40 steps, however busy the machine (the quick preset's 60 s off)
-    field("run_name").fill("browser-run")
+    enter(field("model"), "minilm")
+    enter(field("max_steps"), "40")
+    enter(field("time_budget"), "0")  # exactly 40 steps, however busy the machine (the quick preset's 60 s off)
+    enter(field("run_name"), "browser-run")
     page.get_by_role("button", name="Start").click()
     expect(page.get_by_text("Started run browser-run")).to_be_visible(timeout=60_000)  # the child has started
     expect(page.get_by_text("python -m llmft train --task sentiment", exact=False)).to_be_visible()
@@ -88,7 +103,7 @@ def test_compare_fine_tune_evaluate(page):
     # Evaluate this run: the button switches tabs with the run picked.
     page.get_by_role("button", name="Evaluate this run").click()
     expect(page.get_by_role("tab", name="Evaluate", selected=True)).to_be_visible()
-    page.get_by_label("Examples", exact=True).fill("30")
+    enter(page.get_by_label("Examples", exact=True), "30")
     page.get_by_role("button", name="Evaluate", exact=True).click()
     expect(page.get_by_text("run browser-run, n = 30", exact=False)).to_be_visible(timeout=120_000)
     page.wait_for_timeout(1500)  # let plotly draw before the screenshot
@@ -292,26 +307,12 @@ def test_a_hyperparameter_search_from_the_browser(page, app_url):
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
 
-    def enter(name: str, value: str) -> None:
-        """Type a value, commit it (Tab: a number field keeps its old value until blur) and check it holds. On a
-        busy machine a field that mounts as it is typed into (the search accordion's, on its first opening) can
-        come back with its default, as it would for a person: then it is typed again, at most twice more."""
-        for attempt in range(3):
-            field(name).fill(value)
-            field(name).press("Tab")
-            try:
-                expect(field(name)).to_have_value(value, timeout=5_000)
-                return
-            except AssertionError:
-                if attempt == 2:
-                    raise
-
     for name, value in (("model", "minilm"), ("max_steps", "6"), ("time_budget", "0"), ("train_samples", "120")):
-        enter(name, value)
+        enter(field(name), value)
     page.get_by_text("Hyperparameter search (Optuna) instead of one run").click()
     expect(field("trials")).to_be_visible()
     for name, value in (("trials", "3"), ("study", "browser-search")):
-        enter(name, value)
+        enter(field(name), value)
     for name, value in (("max_steps", "6"), ("time_budget", "0"), ("train_samples", "120"), ("trials", "3")):
         expect(field(name)).to_have_value(value)  # nothing typed was undone by a late page event
     page.wait_for_timeout(500)  # let the last change reach the server before the click reads the form
