@@ -9,6 +9,7 @@ page or a restarted app finds a running child again through run.json.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -16,12 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .access import env_number
 from .config import TrainConfig, cli_args
 from .errors import LlmftError, first_line
+from .files import write_json_atomic
 from .loading import resolve_model
 from .runs import (
     CANCELLED,
@@ -129,8 +131,8 @@ ANY = object()
 
 @dataclass
 class Waiting:
-    """A training request waiting for a free slot. The line lives in this server's memory: a restart empties
-    it (no run was created for a waiting request, so nothing is left behind)."""
+    """A training request waiting for a free slot. The line is written to `<runs>/.jobs/waiting.json` at every
+    change, and a restarted server takes it up again in the same order (no run exists for a waiting request)."""
 
     run_name: str
     config: TrainConfig = field(repr=False)
@@ -205,6 +207,38 @@ class Jobs:
         self._last_of: dict[str | None, Job | Waiting] = {}
         self._waiting: list[Waiting] = []
         self._dispatcher: threading.Thread | None = None
+        self._restore_line()
+
+    def _line_file(self) -> Path:
+        return Path(self.ctx.runs_dir) / ".jobs" / "waiting.json"
+
+    def _save_line(self) -> None:
+        """Write the waiting line down (under the lock), so a restarted server takes it up again."""
+        entries = [
+            {"run_name": w.run_name, "owner": w.owner, "started_at": w.started_at, "config": asdict(w.config)}
+            for w in self._waiting
+        ]
+        self._line_file().parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self._line_file(), entries)
+
+    def _restore_line(self) -> None:
+        """The waiting line a previous server left, in its order; a request whose run exists by now, or whose
+        config no longer loads (its task file gone), is dropped."""
+        try:
+            entries = json.loads(self._line_file().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        known = {f.name for f in fields(TrainConfig)}
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                config = TrainConfig(**{k: v for k, v in entry["config"].items() if k in known})
+            except Exception:  # a config this version cannot build: never a crash at start-up
+                continue
+            if not (self.ctx.runs_dir / entry["run_name"]).exists():
+                self._waiting.append(Waiting(entry["run_name"], config, entry.get("owner"), entry["started_at"]))
+        if self._waiting:
+            self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="llmft-queue")
+            self._dispatcher.start()
 
     def _attach_running(self) -> None:
         """Adopt children that run.json says are running (a restarted app, another page of this one)."""
@@ -277,6 +311,7 @@ class Jobs:
             if len(self.running()) >= self.slots or self._waiting:
                 waiting = Waiting(config.run_name, config, config.owner)
                 self._waiting.append(waiting)
+                self._save_line()
                 self._last_of[config.owner] = waiting
                 if self._dispatcher is None or not self._dispatcher.is_alive():
                     self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="llmft-queue")
@@ -391,6 +426,7 @@ class Jobs:
                 if len(self.running()) >= self.slots:
                     continue
                 waiting = self._waiting.pop(0)
+                self._save_line()
                 try:
                     self._launch(waiting.config)
                 except Exception as err:  # its requester is not waiting on a reply: keep the reason for them
@@ -436,6 +472,7 @@ class Jobs:
             waiting = next((w for w in self._waiting if w.run_name == run_name), None)
             if waiting is not None:
                 self._waiting.remove(waiting)
+                self._save_line()
                 waiting.error = "cancelled before it started"
                 return True
         job = self._jobs.get(run_name) if run_name else self.current()

@@ -124,3 +124,25 @@ def test_a_child_that_fails_while_preparing_reports_one_line_and_leaves_nothing(
         ctx.jobs.start(TrainConfig(task="sentiment", model="minilm", data=str(bad), run_name="bad"))
     assert not (runs / "bad").exists()
     assert ctx.jobs.current().status().startswith("failed: column 'text' not found")
+
+
+def test_the_waiting_line_survives_a_restart_in_its_order(tiny_distilbert, tmp_path):
+    """Requests waiting for a training slot are written down: a server started again on the same runs home takes
+    them up in the same order (a cancelled one stays out) and starts them by itself as slots free up."""
+    runs = tmp_path / "runs"
+    jobs = Jobs(Context.create(runs), slots=0)  # no slot: every request waits
+    for name in ("first", "second", "third"):
+        config = TrainConfig(
+            task="sentiment", model=tiny_distilbert, run_name=name, max_steps=2, train_samples=16, owner=name
+        )  # three visitors: one request each
+        assert jobs.start(config).status() == "waiting"
+    jobs.cancel("second")
+
+    restarted = Jobs(Context.create(runs), slots=0)  # the app again, after a restart
+    assert [restarted.position(n) for n in ("first", "second", "third")] == [(1, 2), None, (2, 2)]
+    assert restarted.find("third").config.max_steps == 2
+    restarted.slots = 1  # a slot frees: the line moves by itself, first come first served
+    wait_until(lambda: (runs / "third" / "run.json").is_file(), timeout=180, what="the line to reach 'third'")
+    wait_until(lambda: not restarted.running(), timeout=180, what="the runs to end")
+    assert read_run(runs / "first")["status"] == "completed" and not (runs / "second").exists()
+    assert read_run(runs / "first")["started_at"] <= read_run(runs / "third")["started_at"]
