@@ -414,7 +414,8 @@ def _read_json(path: Path, counter: _Counter) -> list[tuple[int, dict]]:
 def _read_delimited(path: Path, sep: str, counter: _Counter) -> list[tuple[int, dict]]:
     import pandas as pd
 
-    head = path.read_bytes()[:512].lstrip().lower()
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype", b"<html", b"<svg", b"<?xml")):
         raise LlmftError(f"{path} looks like HTML/XML, not a {'TSV' if sep == chr(9) else 'CSV'} file")
     with open(path, encoding="utf-8") as f:  # the header first: a 10 MB line can name a million columns
