@@ -234,14 +234,16 @@ class Access:
             return Path(info["dir"])
         return Path(runs_dir) / VISITORS / (user.name if user.signed_in else ANONYMOUS) / Path(info["dir"]).name
 
-    def make_room_for_evaluation(self, runs_dir, user: User, home: Path, runs: list[dict]) -> None:
+    def make_room_for_evaluation(self, runs_dir, user: User, home: Path) -> None:
         """Before an evaluation is written into `home` (`evaluation_home`): a signed-in visitor within their disk
         quota (their runs and evaluations); for anonymous visitors, the oldest anonymous evaluations removed until
-        the shared folder has room under its cap."""
+        the shared folder has room under its cap. Nothing to do for a run's own folder."""
         if not self.space or user.admin or Path(home).parent.parent.name != VISITORS:
             return
         if user.signed_in:
-            self._check_disk(user, [r for r in runs if owner_of(r) == user.name], runs_dir)
+            from .runs import list_runs
+
+            self._check_disk(user, [r for r in list_runs(runs_dir) if owner_of(r) == user.name], runs_dir)
             return
         shared = Path(runs_dir) / VISITORS / ANONYMOUS
         oldest_first = sorted(shared.glob("*/evaluations/*"), key=lambda p: p.stat().st_mtime)

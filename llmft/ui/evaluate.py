@@ -13,7 +13,6 @@ from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import evaluate, resolve_task
 from ..results import EvalResult
-from ..runs import list_runs
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
@@ -82,7 +81,7 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
     info = ctx.access.find(ctx.runs_dir, user, run)
     ctx.access.check_local_ref(ctx.runs_dir, user, scorer)
     home = ctx.access.evaluation_home(ctx.runs_dir, user, info)  # a visitor's own folder, unless the run is theirs
-    ctx.access.make_room_for_evaluation(ctx.runs_dir, user, home, list_runs(ctx.runs_dir))
+    ctx.access.make_room_for_evaluation(ctx.runs_dir, user, home)
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)
