@@ -247,12 +247,13 @@ class Access:
             return
         shared = Path(runs_dir) / VISITORS / ANONYMOUS
         oldest_first = sorted(shared.glob("*/evaluations/*"), key=lambda p: p.stat().st_mtime)
-        for folder in [f for f in oldest_first if f.stat().st_mtime < time.time() - ANONYMOUS_MAX_AGE_S]:
-            shutil.rmtree(folder, ignore_errors=True)  # a day old: nobody is reviewing it any more
-            oldest_first.remove(folder)
-        while oldest_first and _folder_mb(shared) > self.max_anonymous_mb - EVALUATION_ROOM_MB:
-            shutil.rmtree(oldest_first.pop(0), ignore_errors=True)
-        if _folder_mb(shared) > self.max_anonymous_mb - EVALUATION_ROOM_MB:
+        used, most = _folder_mb(shared), self.max_anonymous_mb - EVALUATION_ROOM_MB  # measured once
+        for folder in oldest_first:
+            if folder.stat().st_mtime >= time.time() - ANONYMOUS_MAX_AGE_S and used <= most:
+                break  # oldest first: every folder after this one is younger, and there is room
+            used -= _folder_mb(folder)  # a day old (nobody is reviewing it any more), or room is needed
+            shutil.rmtree(folder, ignore_errors=True)
+        if used > most:
             raise LlmftError("the storage for evaluations without sign-in is full: sign in, or try again later")
 
     def push_target(self, user: User, repo_id: str) -> tuple[str, str | None]:
