@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LlmftError
+from .runs import UPLOADS, VISITORS
 
 SIGN_IN = "sign in with Hugging Face (the button at the top of the page)"
-VISITORS = ".visitors"
-"""Under the runs home: each visitor's evaluations of runs that are not theirs, `<name>/<run>/evaluations/`."""
 ANONYMOUS = ".anonymous"
-"""The shared, capped folder of anonymous visitors' evaluations (no Hugging Face name starts with a dot)."""
+"""The shared, capped folder of anonymous visitors' evaluations and uploads (no Hugging Face name starts with a
+dot)."""
 EVALUATION_ROOM_MB = 10.0
 """Room made before an anonymous evaluation is written (one is well under 6 MB)."""
 ANONYMOUS_MAX_AGE_S = 24 * 3600
@@ -47,6 +47,16 @@ def env_number(name: str, default: float) -> float:
     if value < 0:
         raise LlmftError(f"{name} must be 0 or more, got {raw!r}")
     return value
+
+
+def qualified(owner: str | None, name: str) -> str:
+    """What a Space visitor names (a run, a study, an own task) is theirs: `<owner>.<name>`, so visitors' names
+    never collide and no name tells one visitor whether another's private run or task exists (no Hugging Face
+    name has a dot, so no visitor can pose as another). Unchanged for the server's own names (`owner` None)
+    and for a name already theirs."""
+    if not owner or name.startswith(f"{owner}."):
+        return name
+    return f"{owner}.{name}"
 
 
 @dataclass(frozen=True)
@@ -215,46 +225,69 @@ class Access:
             )
         self._check_disk(user, mine, runs_dir)
 
-    def _check_disk(self, user: User, mine: list[dict], runs_dir) -> None:
-        """Refuse when `user`'s runs (`mine`) and their evaluations of others' runs fill their disk quota."""
+    def _check_disk(self, user: User, mine: list[dict], runs_dir, incoming_mb: float = 0.0) -> None:
+        """Refuse when `user`'s runs (`mine`) and their visitor folder (uploads, own tasks, evaluations of others'
+        runs), with `incoming_mb` more, fill their disk quota."""
         used = sum(_folder_mb(Path(r["dir"])) for r in mine)
         used += _folder_mb(Path(runs_dir) / VISITORS / user.name) if runs_dir else 0.0
-        if used >= self.max_disk_mb:
+        if used >= self.max_disk_mb or incoming_mb and used + incoming_mb > self.max_disk_mb:
+            adds = f" and this adds {incoming_mb:.1f} MB" if used < self.max_disk_mb else ""
             raise LlmftError(
-                f"your runs take {used:.1f} MB here, the most one user may use is {self.max_disk_mb:g} MB; "
+                f"your runs take {used:.1f} MB here{adds}, the most one user may use is {self.max_disk_mb:g} MB; "
                 "delete some in the Runs tab"
             )
+
+    def visitor_home(self, runs_dir, user: User) -> Path | None:
+        """On a Space, the folder of what `user` makes besides runs (uploads, own tasks, evaluations of runs not
+        theirs): `<runs home>/.visitors/<name>` (anonymous visitors share `.visitors/.anonymous`); None for the
+        local user and admins, whose things go to the runs home itself."""
+        if not self.space or user.admin:
+            return None
+        return Path(runs_dir) / VISITORS / (user.name if user.signed_in else ANONYMOUS)
 
     def evaluation_home(self, runs_dir, user: User, info: dict) -> Path:
         """The folder that holds `user`'s evaluations of run `info` (in its `evaluations/`) and their blind votes:
         the run's own folder for its owner, an admin or the local user. On a Space anyone else's go to their own
-        folder, `<runs home>/.visitors/<name>/<run>` (anonymous visitors': `.visitors/.anonymous/<run>`), and
-        never into another's run, its Runs tab or its model card."""
-        if not self.space or user.admin or (user.signed_in and owner_of(info) == user.name):
+        folder, `<visitor_home>/<run>`, and never into another's run, its Runs tab or its model card."""
+        home = self.visitor_home(runs_dir, user)
+        if home is None or (user.signed_in and owner_of(info) == user.name):
             return Path(info["dir"])
-        return Path(runs_dir) / VISITORS / (user.name if user.signed_in else ANONYMOUS) / Path(info["dir"]).name
+        return home / Path(info["dir"]).name
 
-    def make_room_for_evaluation(self, runs_dir, user: User, home: Path) -> None:
-        """Before an evaluation is written into `home` (`evaluation_home`): a signed-in visitor within their disk
-        quota (their runs and evaluations); for anonymous visitors, the oldest anonymous evaluations removed until
-        the shared folder has room under its cap. Nothing to do for a run's own folder."""
-        if not self.space or user.admin or Path(home).parent.parent.name != VISITORS:
+    def upload_home(self, runs_dir, user: User) -> Path:
+        """Where `user`'s uploads are kept: their visitor folder's `.uploads/` on a Space, else the runs home's."""
+        return (self.visitor_home(runs_dir, user) or Path(runs_dir)) / UPLOADS
+
+    def task_home(self, runs_dir, user: User) -> Path:
+        """Where `user`'s own tasks are saved: their visitor folder's `.tasks/` on a Space, else the runs home's."""
+        return (self.visitor_home(runs_dir, user) or Path(runs_dir)) / ".tasks"
+
+    def make_room(self, runs_dir, user: User, incoming_mb: float = EVALUATION_ROOM_MB) -> None:
+        """Before `incoming_mb` of a visitor's things (an evaluation, an upload) are written to their visitor folder:
+        a signed-in visitor within their disk quota (their runs, uploads, tasks and evaluations); for anonymous
+        visitors, the oldest anonymous evaluations and uploads removed until the shared folder has room under its
+        cap (and whatever is a day old). Nothing to check for the local user and admins."""
+        home = self.visitor_home(runs_dir, user)
+        if home is None:
             return
         if user.signed_in:
             from .runs import list_runs
 
-            self._check_disk(user, [r for r in list_runs(runs_dir) if owner_of(r) == user.name], runs_dir)
+            self._check_disk(user, [r for r in list_runs(runs_dir) if owner_of(r) == user.name], runs_dir, incoming_mb)
             return
-        shared = Path(runs_dir) / VISITORS / ANONYMOUS
-        oldest_first = sorted(shared.glob("*/evaluations/*"), key=lambda p: p.stat().st_mtime)
-        used, most = _folder_mb(shared), self.max_anonymous_mb - EVALUATION_ROOM_MB  # measured once
-        for folder in oldest_first:
-            if folder.stat().st_mtime >= time.time() - ANONYMOUS_MAX_AGE_S and used <= most:
-                break  # oldest first: every folder after this one is younger, and there is room
-            used -= _folder_mb(folder)  # a day old (nobody is reviewing it any more), or room is needed
-            shutil.rmtree(folder, ignore_errors=True)
+        things = [*home.glob("*/evaluations/*"), *home.glob(f"{UPLOADS}/*")]
+        oldest_first = sorted(things, key=lambda p: p.stat().st_mtime)
+        used, most = _folder_mb(home), self.max_anonymous_mb - incoming_mb  # measured once
+        for thing in oldest_first:
+            if thing.stat().st_mtime >= time.time() - ANONYMOUS_MAX_AGE_S and used <= most:
+                break  # oldest first: every one after this is younger, and there is room
+            used -= _folder_mb(thing) if thing.is_dir() else thing.stat().st_size / 2**20
+            if thing.is_dir():  # a day old (nobody is reviewing it any more), or room is needed
+                shutil.rmtree(thing, ignore_errors=True)
+            else:
+                thing.unlink(missing_ok=True)
         if used > most:
-            raise LlmftError("the storage for evaluations without sign-in is full: sign in, or try again later")
+            raise LlmftError("the storage for visitors without sign-in is full: sign in, or try again later")
 
     def push_target(self, user: User, repo_id: str) -> tuple[str, str | None]:
         """(repo id, token) of a push: locally the repo as given and the machine's own token (None: HF_TOKEN

@@ -294,4 +294,5 @@ class EvalConfig:
             "text_column": self.text_column,
             "target_columns": self.target_columns,
             "label_column": self.label_column,
+            "label_map": self.label_map,  # a test file's own label values, mapped onto the run's labels
         }

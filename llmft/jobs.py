@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .access import env_number
+from .access import env_number, qualified
 from .config import TrainConfig, cli_args
 from .errors import LlmftError, first_line
 from .files import write_json_atomic
@@ -303,8 +303,10 @@ class Jobs:
             resolve_model(task, config.model, self.ctx.allowed_roots)  # the child has no folder restriction
             config.runs_dir = str(self.ctx.runs_dir)
             config.dtype = self.ctx.dtype
-            if config.run_name is None:
-                config.run_name = new_run_name(task.name)
+            # A visitor's run is named `<visitor>.<name>` (`access.qualified`): "already exists" only ever
+            # answers about their own runs, never confirms another visitor's private one.
+            config.run_name = qualified(config.owner, config.run_name or new_run_name(task.name))
+            check_run_name(config.run_name)
             for name in {config.run_name, *(m.run_name for m in config.repeats())}:
                 if (self.ctx.runs_dir / name).exists() or any(w.run_name == name for w in self._waiting):
                     raise LlmftError(f"run {name!r} already exists; choose another name")
@@ -347,10 +349,7 @@ class Jobs:
             resolve_model(task, config.model, self.ctx.allowed_roots)
             config.runs_dir, config.dtype, config.run_name = str(self.ctx.runs_dir), self.ctx.dtype, None
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
-            if config.owner and not study.startswith(f"{config.owner}."):
-                # A visitor's studies are theirs ("alice.<name>"; no Hugging Face name has a dot): another
-                # visitor who types the same name starts his own, never resumes or sees hers.
-                study = f"{config.owner}.{study}"
+            study = qualified(config.owner, study)  # another visitor typing it starts his own, never sees hers
             check_run_name(f"{study}-t000")
             storage = default_storage(self.ctx.runs_dir)
             # The form's time budget is each trial's; the search's own `--time-budget` is `seconds`, for it all.

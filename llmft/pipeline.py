@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import EvalConfig
 from .context import Context
 from .data import describe_source, load_examples, sample_examples
-from .errors import LlmftError
+from .errors import LlmftError, hide_paths
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
 from .examples import text_hash
 from .files import free_mb, is_disk_full
@@ -172,6 +172,10 @@ def evaluate(
         result.generation["max_new_tokens_source"] = cap_source
     result.data = describe_source(config.data)
     result.split = "whole file" if Path(result.data).is_absolute() else split  # a local file is used whole
+    if ctx.access.space:  # a visitor's summary.json names their file and folders, not where the server keeps them
+        result.data, result.model, result.adapter = (
+            hide_paths(v) if v else v for v in (result.data, result.model, result.adapter)
+        )
     result.run = (run_info or {}).get("name")
     result.selection = selection_note(run_info or {})
     result.evaluated_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")

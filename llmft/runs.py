@@ -5,6 +5,11 @@ Layout of one run:
     <runs home>/<name>/adapter/        the final LoRA adapter (safetensors), present only once complete
     <runs home>/<name>/checkpoints/    Trainer checkpoints, for resume
     <runs home>/<name>/evaluations/    one folder per evaluation (summary.json, examples.csv, plots)
+Beside the runs, in folders whose names start with a dot (never a run's):
+    <runs home>/.uploads/              uploads kept for the server's own runs (the CLI's, a local app's)
+    <runs home>/.tasks/                own tasks saved from a local app's form
+    <runs home>/.visitors/<visitor>/   on a Space, what one visitor made besides runs: `.uploads/`, `.tasks/`,
+                                       `<run>/evaluations/` of runs not theirs (anonymous visitors: `.anonymous`)
 """
 
 from __future__ import annotations
@@ -115,6 +120,10 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[dict]:
     return sorted(runs, key=lambda r: r.get("started_at", ""), reverse=True)
 
 
+VISITORS = ".visitors"
+"""Under the runs home: what each Space visitor made besides runs (see the layout above)."""
+
+
 def delete_run(run_dir: Path) -> None:
     """Delete a run, its training log, and the upload it trained on unless another run uses that too."""
     info = read_run(run_dir)
@@ -124,7 +133,7 @@ def delete_run(run_dir: Path) -> None:
     home = Path(run_dir).parent
     (home / ".jobs" / f"{Path(run_dir).name}.log").unlink(missing_ok=True)  # its training log
     data = Path(str((info.get("config") or {}).get("data") or ""))
-    if data.parent == home / UPLOADS and str(data) not in _uploads_in_use(home):
+    if data.parent in upload_folders(home) and str(data) not in _uploads_in_use(home):
         data.unlink(missing_ok=True)
 
 
@@ -137,6 +146,12 @@ UPLOAD_MAX_AGE_S = float(os.environ.get("LLMFT_UPLOAD_MAX_AGE_H", "24")) * 3600
 """An upload no run trained on (an evaluation's test file, a start that failed) is removed after this."""
 DOWNLOAD_MAX_AGE_S = float(os.environ.get("LLMFT_DOWNLOAD_MAX_AGE_H", "1")) * 3600
 """Copies made for download are removed after this."""
+
+
+def upload_folders(home) -> list[Path]:
+    """Every folder that holds kept uploads: the server's own, and each Space visitor's."""
+    home = Path(home)
+    return [home / UPLOADS, *sorted((home / VISITORS).glob(f"*/{UPLOADS}"))]
 
 
 def _uploads_in_use(home: Path) -> set[str]:
@@ -153,7 +168,8 @@ def clean_storage(home, downloads: Path | None = None, now: float | None = None)
     home, now = Path(home), time.time() if now is None else now
     freed = 0
     in_use = _uploads_in_use(home)
-    old = [p for p in _files(home / UPLOADS) if str(p) not in in_use and now - p.stat().st_mtime > UPLOAD_MAX_AGE_S]
+    uploads = [p for folder in upload_folders(home) for p in _files(folder)]
+    old = [p for p in uploads if str(p) not in in_use and now - p.stat().st_mtime > UPLOAD_MAX_AGE_S]
     if downloads is not None:
         old += [p for p in _files(Path(downloads)) if now - p.stat().st_mtime > DOWNLOAD_MAX_AGE_S]
     for path in old:
@@ -168,7 +184,8 @@ def clean_storage(home, downloads: Path | None = None, now: float | None = None)
 
 def reserve_storage(home, downloads: Path | None, incoming: int) -> None:
     """Make room for `incoming` bytes of uploads or downloads (cleaning old ones first), or refuse in one line."""
-    kept = _files(Path(home) / UPLOADS) + (_files(Path(downloads)) if downloads is not None else [])
+    kept = [p for folder in upload_folders(home) for p in _files(folder)]
+    kept += _files(Path(downloads)) if downloads is not None else []
     used = sum(p.stat().st_size for p in kept)
     if used + incoming <= STORAGE_CAP:
         return

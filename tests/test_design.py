@@ -17,6 +17,7 @@ import torch
 
 from llmft import LlmftError
 from llmft import tasks as tasks_module
+from llmft.access import LOCAL_USER
 from llmft.config import EvalConfig, TrainConfig, add_arguments, from_args, hyperparameters, param
 from llmft.context import Context
 from llmft.kinds import Kind, Scored
@@ -201,7 +202,9 @@ def test_a_config_field_defined_here_reaches_every_surface(tiny_distilbert, tmp_
     assert "Warmup ratio" in labels and "warmup_ratio" in tab["fields"]
     values = {name: None for name in tab["fields"]} | {"task": "sentiment", "preset": "quick", "warmup_ratio": 0.1}
     values |= {"source": "bundled sample", "hub_id": "", "upload": None}
-    built = form_to_config(ctx, tab["picker"], tab["fields"], [values[n] for n in tab["fields"]], WarmupConfig)
+    built = form_to_config(
+        ctx, LOCAL_USER, tab["picker"], tab["fields"], [values[n] for n in tab["fields"]], WarmupConfig
+    )
     assert built.warmup_ratio == 0.1 and "--warmup-ratio 0.1" in built.cli_command()
 
 

@@ -6,6 +6,7 @@ signed with the app's session key, read by the real SessionMiddleware, and turne
 `gr.OAuthToken` by Gradio itself. The app's path is not replaced. Run: pytest tests/test_space.py
 """
 
+import json
 import shutil
 
 import pytest
@@ -148,13 +149,13 @@ def test_quotas_refuse_training_with_a_clear_message(space):
         access.max_runs = 1
         quota = r"you have 1 runs here and this makes 1 more; the most one user may keep is 1: delete some"
         with pytest.raises(Exception, match=quota):
-            alice.predict(*train_values(space, run_name="alice-2"), api_name="/train")
+            alice.predict(*train_values(space, run_name="second"), api_name="/train")
         access.max_runs, access.max_disk_mb = 20, 0.01
         with pytest.raises(Exception, match=r"your runs take [\d.]+ MB here, the most one user may use is 0.01 MB"):
-            alice.predict(*train_values(space, run_name="alice-2"), api_name="/train")
+            alice.predict(*train_values(space, run_name="second"), api_name="/train")
     finally:
         access.max_runs, access.max_disk_mb = saved
-    assert not (space.runs / "alice-2").exists()
+    assert not (space.runs / "alice.second").exists()
 
 
 def test_one_training_at_a_time_and_a_third_request_waits_with_its_position(space):
@@ -163,34 +164,34 @@ def test_one_training_at_a_time_and_a_third_request_waits_with_its_position(spac
     alice, bob, carol = space.visitor("alice"), space.visitor("bob"), space.visitor("carol")
     long_run = dict(steps=5000, train_samples=0)
     try:
-        started = alice.predict(*train_values(space, run_name="alice-long", **long_run), api_name="/train")
-        assert "Started run **alice-long**" in started[0]
-        bob_says = bob.predict(*train_values(space, run_name="bob-wait", **long_run), api_name="/train")
-        assert "Run bob-wait is waiting: number 1 of 1 in line" in bob_says[0]
-        carol_says = carol.predict(*train_values(space, run_name="carol-wait", **long_run), api_name="/train")
-        assert "Run carol-wait is waiting: number 2 of 2 in line" in carol_says[0]
-        with pytest.raises(Exception, match=r"a run is in progress \(alice-long"):
+        started = alice.predict(*train_values(space, run_name="long", **long_run), api_name="/train")
+        assert "Started run **alice.long**" in started[0]
+        bob_says = bob.predict(*train_values(space, run_name="wait", **long_run), api_name="/train")
+        assert "Run bob.wait is waiting: number 1 of 1 in line" in bob_says[0]
+        carol_says = carol.predict(*train_values(space, run_name="wait", **long_run), api_name="/train")
+        assert "Run carol.wait is waiting: number 2 of 2 in line" in carol_says[0]
+        with pytest.raises(Exception, match=r"a run is in progress \(alice.long"):
             alice.predict(*train_values(space, run_name="alice-again"), api_name="/train")
-        with pytest.raises(Exception, match=r"a run is waiting \(bob-wait"):
+        with pytest.raises(Exception, match=r"a run is waiting \(bob.wait"):
             bob.predict(*train_values(space, run_name="bob-again"), api_name="/train")
         # Each visitor's Fine-tune tab shows their own run: Bob's place in line, not Alice's progress.
         assert "number 1 of 2 in line" in bob.predict(api_name="/progress")[0]
-        assert "alice-long" in alice.predict(api_name="/progress")[0]
-        with pytest.raises(Exception, match="run 'alice-long' not found"):
-            bob.predict("alice-long", api_name="/cancel")
-        assert "left the line" in bob.predict("bob-wait", api_name="/cancel")
+        assert "alice.long" in alice.predict(api_name="/progress")[0]
+        with pytest.raises(Exception, match="run 'alice.long' not found"):
+            bob.predict("alice.long", api_name="/cancel")
+        assert "left the line" in bob.predict("bob.wait", api_name="/cancel")
         assert "number 1 of 1 in line" in carol.predict(api_name="/progress")[0]
-        assert not (space.runs / "bob-wait").exists()  # a request that never started leaves no run behind
+        assert not (space.runs / "bob.wait").exists()  # a request that never started leaves no run behind
         assert "Cancelling" in alice.predict("", api_name="/cancel")  # blank: the caller's own run
         # Alice's slot frees: Carol's run starts by itself.
-        wait_until(lambda: (space.runs / "carol-wait" / "run.json").is_file(), what="carol's run to start")
-        assert read_run(space.runs / "carol-wait")["config"]["owner"] == "carol"
-        assert "carol-wait" in carol.predict(api_name="/progress")[0]
+        wait_until(lambda: (space.runs / "carol.wait" / "run.json").is_file(), what="carol's run to start")
+        assert read_run(space.runs / "carol.wait")["config"]["owner"] == "carol"
+        assert "carol.wait" in carol.predict(api_name="/progress")[0]
     finally:
-        for name in ("alice-long", "bob-wait", "carol-wait"):
+        for name in ("alice.long", "bob.wait", "carol.wait"):
             space.ctx.jobs.cancel(name)
         wait_until(lambda: not space.ctx.jobs.running(), what="the trainings to stop")
-    assert read_run(space.runs / "alice-long")["status"] == "cancelled"
+    assert read_run(space.runs / "alice.long")["status"] == "cancelled"
 
 
 def test_red_team_paths_and_private_tasks_are_refused(space):
@@ -231,10 +232,10 @@ def test_a_training_past_the_servers_time_limit_is_stopped(space, monkeypatch):
     """On a Space a run may not hold the server for days: `LLMFT_MAX_TRAIN_MINUTES` (60 by default)."""
     monkeypatch.setenv("LLMFT_MAX_TRAIN_MINUTES", str(4 / 60))  # 4 seconds
     dave = space.visitor("dave")
-    dave.predict(*train_values(space, run_name="dave-long", steps=5000, train_samples=0), api_name="/train")
-    wait_until(lambda: read_run(space.runs / "dave-long")["status"] != "running", what="the limit to stop it")
-    wait_until(lambda: "limit" in (read_run(space.runs / "dave-long").get("error") or ""), what="the reason")
-    info = read_run(space.runs / "dave-long")
+    dave.predict(*train_values(space, run_name="long", steps=5000, train_samples=0), api_name="/train")
+    wait_until(lambda: read_run(space.runs / "dave.long")["status"] != "running", what="the limit to stop it")
+    wait_until(lambda: "limit" in (read_run(space.runs / "dave.long").get("error") or ""), what="the reason")
+    info = read_run(space.runs / "dave.long")
     assert info["status"] == "cancelled" and info["step"] < 5000
     assert info["error"] == "stopped: it ran past this server's limit of 0.0666667 minutes"
 
@@ -375,3 +376,71 @@ def test_the_spaces_hf_token_is_out_of_reach_of_every_hub_load_a_visitor_trigger
     from huggingface_hub.utils import get_token
 
     assert "HF_TOKEN" not in os.environ and get_token() is None
+
+
+def test_what_a_visitor_names_and_uploads_is_theirs_and_counts_in_their_quota(space, tmp_path):
+    """Own tasks, runs and uploads live in the visitor's space: Alice and Bob each train an own task called
+    "topics" from an upload and each gets theirs (`alice.topics`, `bob.topics`, no "already defined"); a run name
+    another visitor took starts a run of one's own instead of confirming hers; the task file and the upload sit in
+    the visitor's folder and count against her disk quota; an anonymous evaluation's upload goes to the shared,
+    capped folder."""
+    from gradio_client import handle_file
+
+    from llmft.access import VISITORS
+
+    rows = tmp_path / "topics.csv"
+    rows.write_text("text,label\n" + "".join(f"{w} item {i},{w}\n" for i in range(12) for w in ("good", "bad")))
+    alice, bob = space.visitor("alice"), space.visitor("bob")
+
+    def own(visitor, prompt):
+        values = form(
+            model=space.ctx.allowed_roots[-1].as_posix(), task="your own task", source="upload",
+            upload=handle_file(str(rows)), steps=1, train_samples=8, run_name="mine",
+        )  # fmt: skip
+        values.update(own_name="topics", own_prompt=prompt, text_column="text", label_column="label")
+        said = visitor.predict(*[values[name] for name in space.app.llmft_form_fields], api_name="/train")[0]
+        return said
+
+    try:
+        assert "alice.mine" in own(alice, "Topic: {text}")
+        wait_until(lambda: not space.ctx.jobs.running(), what="alice's run to end", timeout=120)
+        assert "bob.mine" in own(bob, "What is this about? {text}")  # her names are not his
+        wait_until(lambda: not space.ctx.jobs.running(), what="bob's run to end", timeout=120)
+    finally:
+        for job in list(space.ctx.jobs.running()):
+            space.ctx.jobs.cancel(job.run_name)
+    alice_run, bob_run = read_run(space.runs / "alice.mine"), read_run(space.runs / "bob.mine")
+    assert (alice_run["task"], bob_run["task"]) == ("alice.topics", "bob.topics")
+    assert alice_run["task_def"]["prompt"] == "Topic: {text}" and bob_run["task_def"]["prompt"].startswith("What")
+    home = space.runs / VISITORS / "alice"
+    assert (home / ".tasks" / "alice.topics.yaml").is_file() and not (space.runs / ".tasks").exists()
+    (upload,) = (home / ".uploads").iterdir()
+    assert alice_run["config"]["data"] == str(upload) and upload.name.endswith("-topics.csv")
+
+    access, saved = space.ctx.access, space.ctx.access.max_disk_mb
+    other = tmp_path / "other.csv"
+    other.write_text(rows.read_text() + "spare item,good\n")
+    data = ["upload", "", "", handle_file(str(other)), "text", None, "label", ""]
+    try:  # the upload counts: with her runs at the quota, a new upload is refused before it is kept
+        access.max_disk_mb = sum(f.stat().st_size for f in (space.runs / "alice.mine").rglob("*") if f.is_file())
+        access.max_disk_mb /= 2**20
+        with pytest.raises(Exception, match="your runs take"):
+            alice.predict("alice.mine", 8, 0, "", None, *data, api_name="/evaluate")
+        assert len(list((home / ".uploads").iterdir())) == 1
+    finally:
+        access.max_disk_mb = saved
+    anon = space.visitor()
+    with pytest.raises(
+        Exception
+    ) as refused:  # not the demo run's labels: the error names the file, not the server's path
+        anon.predict("demo", 8, 0, "", None, *data, api_name="/evaluate")
+    assert "other.csv line 2: unknown label 'good'" in str(refused.value) and "/" not in str(refused.value)
+    mapped = [*data[:-1], "good=Positive,bad=Negative"]  # mapped onto them, it evaluates
+    anon.predict("demo", 8, 0, "", None, *mapped, api_name="/evaluate")
+    assert len(list((space.runs / VISITORS / ".anonymous" / ".uploads").iterdir())) == 1
+    (summary,) = (space.runs / VISITORS / ".anonymous" / "demo" / "evaluations").glob("*/summary.json")
+    assert (
+        json.loads(summary.read_text())["data"].endswith("-other.csv") and str(space.runs) not in summary.read_text()
+    )
+    shown, _ = alice.predict("alice.mine", api_name="/run_details")
+    assert "topics.csv" in shown and str(space.runs) not in shown and "/tmp" not in shown

@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..access import User
-from ..errors import LlmftError, first_line
+from ..errors import LlmftError, first_line, hide_paths
 from ..runs import COMPLETED, list_runs, reserve_storage
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
@@ -21,13 +21,15 @@ DOWNLOADS = Path(tempfile.gettempdir()) / "llmft-downloads"
 MAX_UPLOAD = "20mb"
 
 
-def user_errors(fn):
-    """Show `LlmftError` (a problem the user can fix) as a gr.Error; keep other errors' text short too."""
+def user_errors(fn, public: bool = False):
+    """Show `LlmftError` (a problem the user can fix) as a gr.Error; keep other errors' text short too. `public`
+    (a Space): no error names a server path (`errors.hide_paths`)."""
 
     def report(err):
-        if isinstance(err, LlmftError):
-            return gr.Error(str(err))
-        return gr.Error(f"{type(err).__name__}: {first_line(err)}")
+        if isinstance(err, gr.Error):
+            return gr.Error(hide_paths(err.message), title=err.title) if public else err
+        text = str(err) if isinstance(err, LlmftError) else f"{type(err).__name__}: {first_line(err)}"
+        return gr.Error(hide_paths(text) if public else text)
 
     if _is_generator(fn):
 
@@ -35,8 +37,6 @@ def user_errors(fn):
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
             except Exception as err:
                 raise report(err) from None
 
@@ -46,8 +46,6 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except Exception as err:
             raise report(err) from None
 
@@ -71,18 +69,18 @@ def with_user(ctx, fn, progress: bool = False):
         ):
             return fn(caller(ctx, profile, token), *inputs, progress=progress)
 
-        return user_errors(progress_handler)
+        return user_errors(progress_handler, ctx.access.space)
     if _is_generator(fn):
 
         def gen_handler(profile: gr.OAuthProfile | None, token: gr.OAuthToken | None, *inputs):
             yield from fn(caller(ctx, profile, token), *inputs)
 
-        return user_errors(gen_handler)
+        return user_errors(gen_handler, ctx.access.space)
 
     def handler(profile: gr.OAuthProfile | None, token: gr.OAuthToken | None, *inputs):
         return fn(caller(ctx, profile, token), *inputs)
 
-    return user_errors(handler)
+    return user_errors(handler, ctx.access.space)
 
 
 def _is_generator(fn):

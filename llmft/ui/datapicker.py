@@ -14,7 +14,7 @@ import gradio as gr
 from ..data import SAMPLE, Limits, guess_columns, guess_label_map, load_examples, read_rows
 from ..errors import LlmftError
 from ..refs import is_hub_id
-from ..runs import UPLOADS, reserve_storage
+from ..runs import reserve_storage
 from ..tasks import get_task, task_names
 from .common import DOWNLOADS, MAX_UPLOAD, visible_task, with_user
 from .guard import MODEL_WORK
@@ -81,15 +81,18 @@ def refuse_url(path: str) -> None:
         raise LlmftError("an upload must be a file sent with the request, not a URL")
 
 
-def keep_upload(ctx, path: str) -> str:
-    """Copy an upload into the runs home so run.json points at a file that outlives the request; the copy is
-    named `<hash>-<the user's file name>` (see `results.data_label`)."""
+def keep_upload(ctx, user, path: str) -> str:
+    """Copy an upload into `user`'s upload folder (`Access.upload_home`: on a Space their own, counted in their
+    quota) so run.json points at a file that outlives the request; the copy is named
+    `<hash>-<the user's file name>` (see `results.data_label`)."""
     src = Path(path)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    dest = ctx.runs_dir / UPLOADS / f"{digest}-{src.name}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = ctx.access.upload_home(ctx.runs_dir, user) / f"{digest}-{src.name}"
     if not dest.exists():
-        reserve_storage(ctx.runs_dir, DOWNLOADS, src.stat().st_size)
+        size = src.stat().st_size
+        ctx.access.make_room(ctx.runs_dir, user, size / 2**20)  # the visitor's quota (or the anonymous cap)
+        reserve_storage(ctx.runs_dir, DOWNLOADS, size)  # and the server's storage for all uploads
+        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
     return str(dest)
 
@@ -158,10 +161,10 @@ class DataPicker:
         for trigger in kinds:
             trigger.change(column_visibility, kinds, self.kind_fields, api_name=False)
 
-    def resolve(self, task_name, values: dict) -> dict:
+    def resolve(self, user, task_name, values: dict) -> dict:
         """Config fields (data, split, columns, label_map) from the picker's values; an upload is checked here,
-        with errors that name the file as its user named it, before it is kept. `task_name`: a name, a task
-        file, or the `TaskSpec` itself (a run's, with its labels)."""
+        with errors that name the file as its user named it, before it is kept (in `user`'s upload folder).
+        `task_name`: a name, a task file, or the `TaskSpec` itself (a run's, with its labels)."""
         task = get_task(task_name) if isinstance(task_name, str) else task_name
         fields = {name: None for name in (*COLUMNS, "label_map")}
         for name in task.kind.column_fields:
@@ -190,5 +193,5 @@ class DataPicker:
                 load_examples(task, upload, "train", name=name, limits=UPLOAD_LIMITS, **fields)
             else:  # a new task file's labels are read from the data when training starts
                 read_rows(Path(upload), name, UPLOAD_LIMITS)
-            return {"data": keep_upload(self.ctx, upload), **fields}
+            return {"data": keep_upload(self.ctx, user, upload), **fields}
         return {"data": SAMPLE, **fields}

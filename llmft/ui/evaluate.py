@@ -81,14 +81,14 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
     info = ctx.access.find(ctx.runs_dir, user, run)
     ctx.access.check_local_ref(ctx.runs_dir, user, scorer)
     home = ctx.access.evaluation_home(ctx.runs_dir, user, info)  # a visitor's own folder, unless the run is theirs
-    ctx.access.make_room_for_evaluation(ctx.runs_dir, user, home)
+    ctx.access.make_room(ctx.runs_dir, user)  # the quota, or room in the anonymous folder
 
     def on_progress(stage, done, total):
         progress(done / max(total, 1), desc=stage)
 
     # The run's own task test sample needs no fields; an upload or a hub split is resolved (and checked) here.
     task = resolve_task(ctx, info["task"], run)  # the run's own task (a file task's stored labels)
-    data = {} if data_values.get("source") == SOURCES[0] else picker.resolve(task, data_values)
+    data = {} if data_values.get("source") == SOURCES[0] else picker.resolve(user, task, data_values)
     config = EvalConfig(
         task=info["task"],
         run=run,

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ..access import qualified
 from ..config import TrainConfig, field_type, form_fields, label_of, schema
 from ..errors import LlmftError
 from ..jobs import ANY, Job, SearchJob, Waiting
@@ -25,12 +26,16 @@ OWN_FIELDS = ("own_name", "own_type", "own_prompt", "own_labels")
 """The own-task widgets' names in the form (and in the /train endpoint's inputs)."""
 
 
-def own_task_file(ctx, form: dict) -> str:
-    """Save the own-task fields and the picked columns as a task file in `<runs>/.tasks/`; its path."""
+def own_task_file(ctx, user, form: dict) -> str:
+    """Save the own-task fields and the picked columns as a task file in `user`'s task folder
+    (`Access.task_home`); its path. On a Space the task is named `<visitor>.<name>` (`access.qualified`): each
+    visitor's names are their own, and nobody learns another's."""
     from ..tasks import save_task_definition
 
     kind_type = form.get("own_type") or "classify"
-    definition = {"name": (form.get("own_name") or "").strip(), "type": kind_type}
+    name = (form.get("own_name") or "").strip()
+    name = qualified(user.name if ctx.access.space else None, name) if name else name
+    definition = {"name": name, "type": kind_type}
     prompt = (form.get("own_prompt") or "").strip() or "{text}"
     definition["prompt"] = prompt
     if "{text}" in prompt:
@@ -42,7 +47,7 @@ def own_task_file(ctx, form: dict) -> str:
         labels = [v.strip() for v in (form.get("own_labels") or "").split(",") if v.strip()]
         if labels:
             definition["labels"] = labels
-    return str(save_task_definition(definition, ctx.runs_dir / ".tasks"))
+    return str(save_task_definition(definition, ctx.access.task_home(ctx.runs_dir, user)))
 
 
 def preset_values(task_name: str, preset_name: str, config_cls=TrainConfig, own_type: str = "classify") -> list:
@@ -83,18 +88,18 @@ def _convert(config_cls, f, value):
     return str(value).strip()
 
 
-def form_to_config(ctx, picker, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
-    """The config the form describes (`names[i]` is the field or picker key of `values[i]`)."""
+def form_to_config(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
+    """The config the form describes for `user` (`names[i]` is the field or picker key of `values[i]`)."""
     form = dict(zip(names, values))
     if form.get("task") == OWN:
-        form["task"] = own_task_file(ctx, form)
+        form["task"] = own_task_file(ctx, user, form)
     kwargs = {}
     for f in schema(config_cls):
         if f.name in form and f.metadata["group"] not in ("data", "columns"):
             value = _convert(config_cls, f, form[f.name])
             if value is not None or f.default is None:
                 kwargs[f.name] = value
-    kwargs.update(picker.resolve(form["task"], form))
+    kwargs.update(picker.resolve(user, form["task"], form))
     kwargs.update(runs_dir=str(ctx.runs_dir), dtype=ctx.dtype)
     return config_cls(**kwargs)
 
@@ -151,7 +156,7 @@ def _checked_config(ctx, user, picker, names, values, config_cls, new_runs: int 
     if ctx.access.space and form.get("task") not in (*builtin_task_names(), OWN):
         raise LlmftError(f"unknown task {form.get('task')!r}")
     ctx.access.check_local_ref(ctx.runs_dir, user, form.get("model"))
-    config = form_to_config(ctx, picker, names, values, config_cls)
+    config = form_to_config(ctx, user, picker, names, values, config_cls)
     config.owner = owner
     return config
 

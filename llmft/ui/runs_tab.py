@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..access import owner_of
 from ..config import TrainConfig, hyperparameters
-from ..errors import LlmftError
+from ..errors import LlmftError, hide_paths
 from ..jobs import log_path, log_tail
 from ..leaderboard import common_evaluations, leaderboard, rank, spread_text
 from ..packaged import minilm_path, smollm2_dir
@@ -131,7 +131,8 @@ def details(ctx, user, name):
     if info.get("status") == FAILED:  # what the training process printed last
         shown["log_tail"] = info.get("log_tail") or log_tail(log_path(ctx.runs_dir, name))
     history = info.get("loss_history", [])
-    return json.dumps(shown, indent=2, default=str), loss_curve(
+    text = json.dumps(shown, indent=2, default=str)
+    return hide_paths(text) if ctx.access.space else text, loss_curve(  # strangers see file names, not the server's
         history, f"Loss — {name}", info.get("val_history")
     ) if history else None
 
