@@ -191,9 +191,11 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
     import threading
     import time
 
+    from transformers import StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     updates: queue.Queue = queue.Queue()
+    closed = threading.Event()  # set when the caller stops reading (a closed page): generation stops at its next token
     _, truncated = input_stats(loaded, prompt, settings, special_tokens)
     enc = _model_inputs(_encode(loaded, [prompt, prompt], settings, special_tokens))
     stops = {*stop_tokens(loaded), loaded.tokenizer.pad_token_id}
@@ -216,6 +218,10 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
         def end(self):
             updates.put(None)
 
+    class _UntilClosed(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), closed.is_set(), dtype=torch.bool, device=input_ids.device)
+
     def work():
         try:
             with loaded.rows([False, True]) as selection, torch.inference_mode():
@@ -224,12 +230,13 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
                     **_generate_kwargs(loaded, settings, 1),
                     **selection,
                     streamer=_Streamer(),
+                    stopping_criteria=StoppingCriteriaList([_UntilClosed()]),
                 )
         except Exception as err:  # surfaced to the caller below
             updates.put(err)
 
     start = time.perf_counter()
-    threading.Thread(target=work, daemon=True).start()
+    threading.Thread(target=work, daemon=True, name="llmft-stream").start()
     first = [None, None]
     ids = [[], []]
 
@@ -246,13 +253,16 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
             for k, side in enumerate(SIDES)
         }
 
-    while (item := updates.get()) is not None:
-        if isinstance(item, Exception):
-            raise item
-        ids = item
-        first = [f if f is not None or not ids[k] else time.perf_counter() - start for k, f in enumerate(first)]
+    try:
+        while (item := updates.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            ids = item
+            first = [f if f is not None or not ids[k] else time.perf_counter() - start for k, f in enumerate(first)]
+            yield view()
         yield view()
-    yield view()
+    finally:  # also when the generator is closed unfinished: the generating thread stops too
+        closed.set()
 
 
 def classify_pair(loaded: LoadedModel, prompt: str, settings: GenerationSettings, labels, special_tokens=True) -> dict:

@@ -236,3 +236,29 @@ def test_classification_with_a_decoder_model_trains_a_score_head(tiny_llama, run
     assert loaded.model.config.pad_token_id == loaded.tokenizer.pad_token_id
     probs = loaded.task.kind.predict(loaded, TEXTS, GenerationSettings(), tuned=True, progress=False)
     assert len(probs) == 3 and all(abs(sum(p) - 1) < 1e-4 for p in probs)
+
+
+def test_a_compare_stream_closed_unfinished_stops_generating(tiny_llama, tmp_path):
+    """A Compare whose page went away (Gradio stops reading its stream and closes the generator) must not keep the
+    model busy to the token cap: the generating thread stops at its next token."""
+    import threading
+    import time
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmft.inference import GenerationSettings, stream_generate_pair
+
+    adapter = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=2, task_type="CAUSAL_LM"))
+    adapter.save_pretrained(tmp_path / "adapter")
+    loaded = load_model(get_task("dialogue"), tiny_llama, str(tmp_path / "adapter"))
+    settings = GenerationSettings(max_new_tokens=3000, min_new_tokens=3000)  # minutes of work if nothing stops it
+    stream = stream_generate_pair(loaded, "A: hello\nB: hi", settings)
+    for _ in range(3):
+        shown = next(stream)
+    assert 0 < shown["base"]["tokens"] < 3000
+    stream.close()
+    deadline = time.time() + 2  # the 3000 tokens would take this model over 10 s here
+    while any(t.name == "llmft-stream" for t in threading.enumerate()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "llmft-stream" for t in threading.enumerate())

@@ -444,3 +444,51 @@ def test_what_a_visitor_names_and_uploads_is_theirs_and_counts_in_their_quota(sp
     )
     shown, _ = alice.predict("alice.mine", api_name="/run_details")
     assert "topics.csv" in shown and str(space.runs) not in shown and "/tmp" not in shown
+
+
+def test_an_abandoned_or_stalled_evaluation_stops_instead_of_holding_the_model(space, monkeypatch):
+    """A visitor who closes the page mid-evaluation frees the model at the next batch (Gradio marks the event
+    dead when its stream closes; a plain function would run on for as long as it takes); one that runs past
+    `LLMFT_MAX_REQUEST_MINUTES` is stopped with a one-line reason."""
+    import time
+
+    import httpx
+
+    from llmft.ui import evaluate as evaluate_tab
+
+    stopped: list[str] = []
+    batches = []
+
+    def batches_forever(*args, on_progress, **kwargs):  # an evaluation as long as the visitor keeps waiting
+        try:
+            for batch in range(600):
+                on_progress("generating", batch, 600)
+                batches.append(batch)
+                time.sleep(0.1)
+        except Exception as err:
+            stopped.append(str(err))
+            raise
+        stopped.append("finished")
+        raise AssertionError("ran to the end")
+
+    monkeypatch.setattr(evaluate_tab, "evaluate", batches_forever)
+    sample = ["the run's test sample", "", "", None, None, None, None, ""]
+    fn_index = next(i for i, fn in space.app.fns.items() if fn.api_name == "evaluate")
+    session = "abandoning-visitor"
+    join = {"data": ["demo", 5, 0, "", None, *sample], "fn_index": fn_index, "session_hash": session}
+    assert httpx.post(f"{space.url}gradio_api/queue/join", json=join, timeout=30).status_code == 200
+    with httpx.stream("GET", f"{space.url}gradio_api/queue/data", params={"session_hash": session}, timeout=30) as r:
+        lines = r.iter_lines()
+        while "process_starts" not in next(lines):  # the page watches its evaluation start ...
+            pass
+        wait_until(lambda: len(batches) >= 5, what="five batches while the page is open", timeout=30)
+        assert not stopped  # ... and an open page's evaluation goes on
+    # The page is gone: the evaluation stops at its next batch.
+    wait_until(lambda: stopped, what="the abandoned evaluation to stop", timeout=30)
+    assert stopped == ["stopped: the page that asked for this has closed"] and len(batches) < 100
+
+    stopped.clear()
+    monkeypatch.setenv("LLMFT_MAX_REQUEST_MINUTES", str(2 / 60))  # 2 seconds
+    with pytest.raises(Exception, match="stopped: this request ran past this server's limit of 0.0333333 minutes"):
+        space.visitor().predict("demo", 5, 0, "", None, *sample, api_name="/evaluate")
+    assert stopped and stopped[0].startswith("stopped: this request ran past")

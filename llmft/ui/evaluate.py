@@ -16,7 +16,7 @@ from ..results import EvalResult
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
-from .guard import MODEL_WORK
+from .guard import MODEL_WORK, request_watch
 
 
 def examples_table(result: EvalResult) -> pd.DataFrame:
@@ -83,7 +83,10 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
     home = ctx.access.evaluation_home(ctx.runs_dir, user, info)  # a visitor's own folder, unless the run is theirs
     ctx.access.make_room(ctx.runs_dir, user)  # the quota, or room in the anonymous folder
 
+    still_wanted = request_watch(ctx.access.space)  # an abandoned or stalled evaluation stops at its next batch
+
     def on_progress(stage, done, total):
+        still_wanted()
         progress(done / max(total, 1), desc=stage)
 
     # The run's own task test sample needs no fields; an upload or a hub split is resolved (and checked) here.

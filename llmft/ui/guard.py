@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
+
+from ..access import env_number
+from ..errors import LlmftError
 
 MAX_BODY = int(float(os.environ.get("LLMFT_MAX_BODY_MB", "4")) * 2**20)
 """A request body (not a file upload, which Gradio caps at MAX_UPLOAD): Compare's two 200,000-character fields fit
@@ -19,6 +23,43 @@ MAX_EVENTS = int(os.environ.get("LLMFT_MAX_EVENTS_PER_VISITOR", "16"))
 """A visitor's events of any kind waiting or running at once (a fresh page sends six at once)."""
 MODEL_WORK = "model"
 """The concurrency group of every model-heavy event: one limit for all of them, not one per event."""
+
+
+def max_request_seconds(space: bool) -> float | None:
+    """How long one model-heavy request may run: on a Space `LLMFT_MAX_REQUEST_MINUTES` (30; 0: no limit), locally
+    no limit (the owner's own machine)."""
+    minutes = env_number("LLMFT_MAX_REQUEST_MINUTES", 30) if space else 0
+    return minutes * 60 or None
+
+
+def request_watch(space: bool):
+    """A check for a long handler to call between batches (an evaluation's progress): it raises `LlmftError` once the
+    page that asked has gone (Gradio marks the event dead when its stream closes: an abandoned request) or the
+    request ran past `max_request_seconds` (a stalled one), so neither holds the model for others. Called in the
+    handler's thread, which carries Gradio's event context."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    limit = max_request_seconds(space)
+    deadline = time.monotonic() + limit if limit else None
+
+    def check() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise LlmftError(f"stopped: this request ran past this server's limit of {limit / 60:g} minutes")
+        if blocks is not None and event_id is not None and _abandoned(blocks, event_id):
+            raise LlmftError("stopped: the page that asked for this has closed")
+
+    return check
+
+
+def _abandoned(blocks, event_id: str) -> bool:
+    """Whether Gradio has marked the running event `event_id` dead (its client disconnected)."""
+    queue = getattr(blocks, "_queue", None)
+    for job in getattr(queue, "active_jobs", None) or []:
+        for event in job or []:
+            if getattr(event, "_id", None) == event_id:
+                return not getattr(event, "alive", True)
+    return False
 
 
 def visitor_key(headers, client) -> str:
