@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -147,6 +148,45 @@ class Waiting:
         return f"failed: {self.error}" if self.error else "waiting"
 
 
+def _identity(pid: int) -> dict:
+    """A child as `runs.process_alive` recognises it after a restart (a pid alone may be another process's)."""
+    import psutil
+
+    return {"pid": pid, "host": socket.gethostname(), "pid_started": psutil.Process(pid).create_time()}
+
+
+def _study_trials(study: str, storage: str) -> list:
+    """The trials of Optuna study `study` ([] when there is none yet)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study, storage=storage).trials
+    except KeyError:
+        return []
+
+
+def _search_left(record: dict, storage: str) -> tuple[int | None, float | None] | None:
+    """(trials, seconds) a killed search of `record` had left, or None when it had done them all. Its trials that
+    the kill interrupted (still `RUNNING` in the study) are marked failed, and do not count as done."""
+    import optuna
+    from optuna.trial import TrialState
+
+    mine = [t for t in _study_trials(record["study"], storage) if t.number >= int(record.get("before") or 0)]
+    stale = [t.number for t in mine if t.state == TrialState.RUNNING]
+    if stale:
+        study = optuna.load_study(study_name=record["study"], storage=storage)
+        for number in stale:
+            study.tell(number, state=TrialState.FAIL)
+    done = [t for t in mine if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    trials = int(record["trials"]) - len(done) if record.get("trials") else None
+    spent = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done if t.datetime_complete)
+    seconds = float(record["seconds"]) - spent if record.get("seconds") else None
+    if (trials is not None and trials <= 0) or (seconds is not None and seconds < 10):
+        return None
+    return trials, seconds
+
+
 def max_run_seconds(space: bool) -> float | None:
     """How long one training may run before the server cancels it: `LLMFT_MAX_TRAIN_MINUTES` (default 60 on a
     Space, where one visitor must not hold the server for days; none locally). 0: no limit."""
@@ -166,15 +206,20 @@ def training_slots() -> int:
 @dataclass
 class SearchJob(Job):
     """A search child (`python -m llmft search ...`): its trials are runs; its state is the process and the
-    study (no run.json of its own). Kept in this server's memory: a restarted app does not re-attach to it."""
+    study (no run.json of its own). Written down in `<runs>/.jobs/searches.json` while it runs: a restarted
+    server adopts it if it still runs, else resumes its study with the trials (or seconds) it had left."""
 
     study: str = ""
     storage: str = ""
     trials: int | None = None
+    identity: dict = field(default_factory=dict, repr=False)
+    """pid, host and start time of an adopted child (a previous server's), whose process object is not ours."""
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        if self.process is None:
+            return bool(self.identity) and process_alive(self.identity)
+        return self.process.poll() is None
 
     def info(self) -> dict:
         return {}
@@ -207,6 +252,9 @@ class Jobs:
         self._last_of: dict[str | None, Job | Waiting] = {}
         self._waiting: list[Waiting] = []
         self._dispatcher: threading.Thread | None = None
+        self._searches: dict[str, dict] = {}
+        """The searches this server runs, as `searches.json` records them (what a restarted server needs)."""
+        self._restore_searches()  # they were running: before the waiting line, which was waiting
         self._restore_line()
 
     def _line_file(self) -> Path:
@@ -351,24 +399,87 @@ class Jobs:
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
             study = qualified(config.owner, study)  # another visitor typing it starts his own, never sees hers
             check_run_name(f"{study}-t000")
-            storage = default_storage(self.ctx.runs_dir)
-            # The form's time budget is each trial's; the search's own `--time-budget` is `seconds`, for it all.
-            args = cli_args(config, skip=("time_budget",))
-            argv = [sys.executable, "-m", "llmft", "search", *args, "--study", study, "--no-evaluate"]
-            argv += ["--trial-time-budget", f"{config.time_budget:g}"] if config.time_budget else []
-            argv += ["--trials", str(int(trials))] if trials else []
-            argv += ["--time-budget", f"{float(seconds):g}"] if seconds else []
-            log = log_path(self.ctx.runs_dir, study)
-            process = self._spawn(argv, log)
-            job = SearchJob(
-                study, self.ctx.runs_dir, log, shown_command(argv), pid=process.pid, process=process,
-                owner=config.owner, study=study, storage=storage, trials=trials,
-            )  # fmt: skip
-            self._jobs[study], self._last = job, study
-            self._last_of[job.owner] = job
-            threading.Thread(target=job.process.wait, daemon=True).start()
-            self._limit_time(job)
-            return job
+            before = len(_study_trials(study, default_storage(self.ctx.runs_dir)))
+            record = {
+                "study": study, "owner": config.owner, "config": asdict(config), "trials": trials,
+                "seconds": seconds, "before": before, "started_at": time.time(),
+            }  # fmt: skip
+            return self._spawn_search(record, trials, seconds, config)
+
+    def _spawn_search(self, record: dict, trials: int | None, seconds: float | None, config=None) -> SearchJob:
+        """Start the search child of `record` (under the lock) for `trials` trials or `seconds`, and write it down."""
+        from .search import default_storage
+
+        study = record["study"]
+        if config is None:
+            known = {f.name for f in fields(TrainConfig)}
+            config = TrainConfig(**{k: v for k, v in record["config"].items() if k in known})
+        storage = default_storage(self.ctx.runs_dir)
+        # The form's time budget is each trial's; the search's own `--time-budget` is `seconds`, for it all.
+        args = cli_args(config, skip=("time_budget",))
+        argv = [sys.executable, "-m", "llmft", "search", *args, "--study", study, "--no-evaluate"]
+        argv += ["--trial-time-budget", f"{config.time_budget:g}"] if config.time_budget else []
+        argv += ["--trials", str(int(trials))] if trials else []
+        argv += ["--time-budget", f"{float(seconds):g}"] if seconds else []
+        log = log_path(self.ctx.runs_dir, study)
+        process = self._spawn(argv, log)
+        job = SearchJob(
+            study, self.ctx.runs_dir, log, shown_command(argv), pid=process.pid, process=process,
+            owner=config.owner, study=study, storage=storage, trials=record["trials"],
+        )  # fmt: skip
+        self._jobs[study], self._last = job, study
+        self._last_of[job.owner] = job
+        self._searches[study] = {**record, "process": _identity(process.pid)}
+        self._save_searches()
+        threading.Thread(target=self._watch_search, args=(job,), daemon=True).start()
+        self._limit_time(job)
+        return job
+
+    def _searches_file(self) -> Path:
+        return Path(self.ctx.runs_dir) / ".jobs" / "searches.json"
+
+    def _save_searches(self) -> None:
+        self._searches_file().parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self._searches_file(), list(self._searches.values()))
+
+    def _watch_search(self, job: SearchJob) -> None:
+        """When the search child ends by itself (done, failed) or by a cancel, it is no longer written down. One
+        killed from outside (a container restart, the OOM killer) stays written down: the next server resumes it."""
+        code = job.process.wait()
+        if code >= 0 or job.cancel_requested:
+            with self._lock:
+                self._searches.pop(job.study, None)
+                self._save_searches()
+
+    def _restore_searches(self) -> None:
+        """Take up the searches a previous server left: one whose child still runs is adopted; one whose child was
+        killed is resumed (its study, the trials or seconds it had left; a trial the kill interrupted is marked
+        failed and run again). Never a crash at start-up: a search that cannot be resumed is dropped."""
+        try:
+            records = json.loads(self._searches_file().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        from .search import default_storage
+
+        storage = default_storage(self.ctx.runs_dir)
+        for record in records if isinstance(records, list) else []:
+            try:
+                study, identity = record["study"], record.get("process") or {}
+                if identity and process_alive(identity):
+                    job = SearchJob(
+                        study, self.ctx.runs_dir, log_path(self.ctx.runs_dir, study), "", pid=identity.get("pid"),
+                        owner=record.get("owner"), study=study, storage=storage, trials=record.get("trials"),
+                        identity=identity,
+                    )  # fmt: skip
+                    self._jobs[study] = self._last_of[job.owner] = job
+                    self._searches[study] = record
+                    continue
+                left = _search_left(record, storage)
+                if left is not None and len(self.running()) < self.slots:
+                    self._spawn_search(record, *left)
+            except Exception:  # a record this version cannot read, a study gone: dropped, never a crash
+                continue
+        self._save_searches()
 
     def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
         """Start `argv` in its own process group, its output in `log`. On a Space the child gets no HF_TOKEN:

@@ -133,16 +133,47 @@ def test_the_waiting_line_survives_a_restart_in_its_order(tiny_distilbert, tmp_p
     jobs = Jobs(Context.create(runs), slots=0)  # no slot: every request waits
     for name in ("first", "second", "third"):
         config = TrainConfig(
-            task="sentiment", model=tiny_distilbert, run_name=name, max_steps=2, train_samples=16, owner=name
+            task="sentiment", model=tiny_distilbert, run_name="run", max_steps=2, train_samples=16, owner=name
         )  # three visitors: one request each
-        assert jobs.start(config).status() == "waiting"
-    jobs.cancel("second")
+        assert jobs.start(config).status() == "waiting"  # each visitor's run: <visitor>.run
+    jobs.cancel("second.run")
 
     restarted = Jobs(Context.create(runs), slots=0)  # the app again, after a restart
-    assert [restarted.position(n) for n in ("first", "second", "third")] == [(1, 2), None, (2, 2)]
-    assert restarted.find("third").config.max_steps == 2
+    assert [restarted.position(n) for n in ("first.run", "second.run", "third.run")] == [(1, 2), None, (2, 2)]
+    assert restarted.find("third.run").config.max_steps == 2
     restarted.slots = 1  # a slot frees: the line moves by itself, first come first served
-    wait_until(lambda: (runs / "third" / "run.json").is_file(), timeout=180, what="the line to reach 'third'")
+    wait_until(lambda: (runs / "third.run" / "run.json").is_file(), timeout=180, what="the line to reach 'third'")
     wait_until(lambda: not restarted.running(), timeout=180, what="the runs to end")
-    assert read_run(runs / "first")["status"] == "completed" and not (runs / "second").exists()
-    assert read_run(runs / "first")["started_at"] <= read_run(runs / "third")["started_at"]
+    assert read_run(runs / "first.run")["status"] == "completed" and not (runs / "second.run").exists()
+    assert read_run(runs / "first.run")["started_at"] <= read_run(runs / "third.run")["started_at"]
+
+
+def test_a_search_killed_with_its_server_is_resumed_by_the_next_one(tiny_distilbert, tmp_path):
+    """A search the app started is written down while it runs: killed with its server (a container restart), the
+    next server resumes its study with the trials it had left; the trial the kill interrupted is marked failed in
+    the study and in its run, and run again (3 trials asked for: 3 finish)."""
+    import optuna
+
+    from llmft.jobs import SearchJob
+    from llmft.search import default_storage
+
+    runs = tmp_path / "runs"
+    jobs = Jobs(Context.create(runs))
+    config = TrainConfig(
+        task="sentiment", model=tiny_distilbert, max_steps=40, train_samples=48, val_split=8, eval_steps=20
+    )
+    job = jobs.start_search(config, 3, None, "restarts")
+    wait_until(lambda: training_step(runs, "restarts-t001"), timeout=180, what="the second trial's first steps")
+    os.killpg(job.pid, signal.SIGKILL)  # the container restarts: the search and its trial die with the server
+    job.process.wait()
+
+    restarted = Jobs(Context.create(runs))  # the app again, on the same runs home
+    resumed = restarted.find("restarts")
+    assert isinstance(resumed, SearchJob) and resumed.pid != job.pid and "--trials 2" in resumed.command
+    wait_until(lambda: not resumed.running, timeout=240, what="the resumed search to end")
+    assert resumed.status() == "completed", resumed.tail()
+    trials = optuna.load_study(study_name="restarts", storage=default_storage(runs)).trials
+    states = [t.state.name for t in trials]
+    assert states[1] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 3, states
+    assert read_run(runs / "restarts-t001")["status"] == "failed"
+    assert json.loads((runs / ".jobs" / "searches.json").read_text()) == []  # done: nothing left to resume
