@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LlmftError
+from .files import env_number
 from .runs import UPLOADS, VISITORS
 
 SIGN_IN = "sign in with Hugging Face (the button at the top of the page)"
@@ -33,20 +34,6 @@ EVALUATION_ROOM_MB = 10.0
 """Room made before an anonymous evaluation is written (one is well under 6 MB)."""
 ANONYMOUS_MAX_AGE_S = 24 * 3600
 """An anonymous evaluation is removed a day after it was made."""
-
-
-def env_number(name: str, default: float) -> float:
-    """A setting from the environment: a number of at least 0 (`default` when unset), else a one-line error."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise LlmftError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise LlmftError(f"{name} must be 0 or more, got {raw!r}")
-    return value
 
 
 def qualified(owner: str | None, name: str) -> str:

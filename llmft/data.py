@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import LlmftError, first_line
 from .examples import Example, normalize_label
-from .refs import check_hub_size, parse_ref
+from .refs import check_hub_size, max_hub_mb, parse_ref
 from .tasks import MAX_LABELS, TaskSpec
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -441,9 +441,10 @@ def _read_delimited(path: Path, sep: str, counter: _Counter) -> list[tuple[int, 
 def _read_hub(dataset_id: str, split: str, counter: _Counter) -> list[tuple[int, dict]]:
     import datasets
 
-    check_hub_size(dataset_id, "dataset")  # its files' sizes from the hub, before load_dataset fetches them all
+    check_hub_size(dataset_id, "dataset", split)  # the split's files' sizes from the hub, before any is fetched
     try:
-        ds = datasets.load_dataset(dataset_id, split=split)
+        # With a cap on hub data (a public server), the split is streamed: only the rows read are downloaded.
+        ds = datasets.load_dataset(dataset_id, split=split, streaming=max_hub_mb() is not None)
     except ValueError as err:  # e.g. an unknown split
         raise LlmftError(f"cannot load split {split!r} of dataset {dataset_id}: {first_line(err)}") from None
     except Exception as err:  # connection and not-found errors come in many types

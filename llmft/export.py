@@ -12,7 +12,7 @@ from .errors import LlmftError, first_line
 from .loading import load_model, resolve_model
 from .packaged import SMOLLM2
 from .refs import is_hub_id
-from .results import EvalResult, latest_evaluation
+from .results import EvalResult, latest_evaluation, markdown_safe
 from .runs import COMPLETED, find_run, read_run
 from .tasks import task_of_run
 from .votes import source_text, tallies, tally_text
@@ -95,9 +95,9 @@ def model_card(
             f"n = {evaluation.n} test examples ({evaluation.data_name()}, split {evaluation.split}, seed "
             f"{evaluation.seed}, {evaluation.dtype} weights){scorer}. Headline metric: {evaluation.headline}.",
             "",
-            f"**Verdict: {evaluation.verdict}** — {evaluation.verdict_text()}",
-            *([f"- Selection: {evaluation.selection}"] if evaluation.selection else []),
-            *(f"- Warning: {w}" for w in evaluation.warnings),
+            f"**Verdict: {evaluation.verdict}** — {markdown_safe(evaluation.verdict_text())}",
+            *([f"- Selection: {markdown_safe(evaluation.selection)}"] if evaluation.selection else []),
+            *(f"- Warning: {markdown_safe(w)}" for w in evaluation.warnings),
             "",
             evaluation.markdown_table(),
         ]

@@ -10,6 +10,38 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import LlmftError
+
+
+def env_number(name: str, default: float) -> float:
+    """A setting from the environment: a number of at least 0 (`default` when unset), else a one-line error."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise LlmftError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise LlmftError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
+def cap_file_size(mb: float) -> None:
+    """Let no file this process or its children write grow past `mb` (the OS's RLIMIT_FSIZE: a write past it fails
+    with EFBIG, which `SIGXFSZ` ignored turns into an error instead of a kill). A public server caps every download
+    this way, whatever the hub's metadata said. The soft limit only: the server's owner may raise it again."""
+    import resource
+    import signal
+
+    try:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited by children across exec
+    except ValueError:  # not the main thread: a write past the cap would kill instead of fail, still capped
+        pass
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    cap = int(mb * 2**20)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+
 
 def llmft_home() -> Path:
     """Where llmft keeps what it makes: $LLMFT_HOME, else /data/llmft on a Space with storage, else

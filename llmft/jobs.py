@@ -21,10 +21,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .access import env_number, qualified
+from .access import qualified
 from .config import TrainConfig, cli_args
 from .errors import LlmftError, first_line
-from .files import write_json_atomic
+from .files import env_number, write_json_atomic
 from .loading import resolve_model
 from .runs import (
     CANCELLED,

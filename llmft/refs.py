@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import LlmftError
+from .files import env_number
 from .packaged import PACKAGED
 
 log = logging.getLogger(__name__)
@@ -122,15 +123,21 @@ def in_hub_cache(repo_id: str) -> bool:
 
 
 def max_hub_mb() -> float | None:
-    """What a hub model's weights or a hub dataset's files may take (`LLMFT_MAX_HUB_MB`; a Space defaults it to
-    2,000; unset: no limit), checked against the hub's file metadata before anything is downloaded."""
-    raw = os.environ.get("LLMFT_MAX_HUB_MB", "").strip()
-    return float(raw) if raw else None
+    """What a hub model's files or a hub dataset's split may take (`LLMFT_MAX_HUB_MB`; a Space defaults it to
+    2,000, and caps every file the server writes at it, downloads included: `files.cap_file_size`; unset: no
+    limit), checked against the hub's file metadata before anything is downloaded."""
+    return env_number("LLMFT_MAX_HUB_MB", 0) or None
 
 
-def check_hub_size(repo_id: str, repo_type: str = "model") -> None:
-    """Refuse hub repo `repo_id` (a model's safetensors weights, or every file of a dataset) when the hub's file
-    sizes add up to more than `max_hub_mb()`; nothing is downloaded. A repo already in the local cache passes."""
+OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".onnx_data", ".gguf", ".ckpt", ".ot", ".tflite")
+"""Weights in formats llmft never loads (it reads safetensors only): not fetched, so not counted."""
+
+
+def check_hub_size(repo_id: str, repo_type: str = "model", split: str | None = None) -> None:
+    """Refuse hub repo `repo_id` when the files a load fetches add up to more than `max_hub_mb()`, by the hub's
+    file metadata, before anything is downloaded: a model's files but weights in formats never loaded; a dataset's
+    files of `split` (as `datasets` resolves them; all its files when that cannot be told). A model already in the
+    local cache passes."""
     cap = max_hub_mb()
     if cap is None or (repo_type == "model" and in_hub_cache(repo_id)):
         return
@@ -141,13 +148,33 @@ def check_hub_size(repo_id: str, repo_type: str = "model") -> None:
         info = (api.model_info if repo_type == "model" else api.dataset_info)(repo_id, files_metadata=True)
     except Exception as err:  # not found, gated, private, unreachable: many types
         raise LlmftError(f"{repo_type} {repo_id} cannot be looked up on the hub ({type(err).__name__})") from None
-    files = [f for f in info.siblings or [] if repo_type != "model" or f.rfilename.endswith(".safetensors")]
+    files = list(info.siblings or [])
+    if repo_type == "model":
+        files = [f for f in files if not f.rfilename.lower().endswith(OTHER_WEIGHTS)]
+    elif split:
+        wanted = _split_files(repo_id, split)
+        files = [f for f in files if f.rfilename in wanted] if wanted else files
     size_mb = sum(f.size or 0 for f in files) / 2**20
     if size_mb > cap:
+        what = f"split {split!r} of dataset" if repo_type == "dataset" and split else repo_type
         raise LlmftError(
-            f"{repo_type} {repo_id} is {size_mb:,.0f} MB on the hub, over this server's limit of {cap:,.0f} MB "
+            f"{what} {repo_id} is {size_mb:,.0f} MB on the hub, over this server's limit of {cap:,.0f} MB "
             "(LLMFT_MAX_HUB_MB)"
         )
+
+
+def _split_files(dataset_id: str, split: str) -> set[str]:
+    """The repo paths of the data files of `split` of hub dataset `dataset_id`, as `datasets` resolves them from
+    the repo's listing and card (no data is downloaded); empty when it cannot tell."""
+    try:
+        import datasets
+
+        data_files = datasets.load_dataset_builder(dataset_id).config.data_files or {}
+        urls = data_files.get(split) or []
+    except Exception:  # no builder for it (yet): the whole repo counts
+        return set()
+    marker = f"{dataset_id}@"
+    return {url.split(marker, 1)[1].split("/", 1)[1] for url in map(str, urls) if marker in url}
 
 
 def check_model_ref(ref: str, roots: list[Path] | None = None) -> str:

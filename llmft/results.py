@@ -37,6 +37,16 @@ UPLOAD_PREFIX_RE = r"[0-9a-f]{12}-"
 """Kept uploads are named `<12 hex digits of their hash>-<the user's file name>`."""
 
 
+def markdown_safe(text) -> str:
+    """`text` (a sentence naming labels, files or runs a visitor chose) made inert in Markdown: no link, image,
+    HTML tag or table cell break can come from a label such as `![x](https://...)` into another visitor's verdict
+    or a model card."""
+    text = str(text)
+    for char in "\\[]()|`":
+        text = text.replace(char, "\\" + char)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def data_label(source: str | None) -> str:
     """A data source as its user named it: `sample`, a hub id, or a file's name (without the upload prefix)."""
     import re
@@ -258,7 +268,8 @@ class EvalResult:
         for rows in filter(None, tables):
             columns = list(rows[0])
             lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            out.append("\n".join(lines + ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]))
+            cells = ("| " + " | ".join(markdown_safe(r[c]) for c in columns) + " |" for r in rows)
+            out.append("\n".join([*lines, *cells]))
         return "\n\n".join(out)
 
     def headline_text(self) -> str:

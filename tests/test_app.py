@@ -272,6 +272,10 @@ def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):
         client.predict("sentiment", "/etc", "ready", "good film", "", 8, api_name="/compare")
     with pytest.raises(Exception, match="not a hub dataset id"):
         client.predict(*form_values(source="hub dataset", hub_id="/etc/passwd.csv"), api_name="/train")
+    # A relative path looks like owner/name, and would be read from the server's working folder: refused too.
+    for near in ("tests/test_app.py", "assets/sentiment", "data/train.csv"):
+        with pytest.raises(Exception, match="not a hub dataset id"):
+            client.predict(*form_values(source="hub dataset", hub_id=near, run_name="near"), api_name="/train")
 
 
 def test_evaluation_state_stays_in_its_own_session(served):

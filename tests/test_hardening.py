@@ -407,8 +407,9 @@ def test_small_files_that_decode_to_gigabytes_are_refused_before_decoding_in_pre
 
 
 def test_a_hub_model_or_dataset_over_the_servers_limit_is_refused_before_any_download(monkeypatch):
-    """With LLMFT_MAX_HUB_MB (a Space sets 2,000), a hub model whose safetensors weights, or a hub dataset whose
-    files, add up to more than the limit on the hub's file metadata is refused in one line; nothing is fetched."""
+    """With LLMFT_MAX_HUB_MB (a Space sets 2,000), a hub model whose files (but weights never loaded), or a hub
+    dataset split whose files, add up to more than the limit on the hub's file metadata is refused in one line;
+    nothing is fetched. A split under the limit is streamed: a huge split beside it is neither counted nor fetched."""
     from types import SimpleNamespace
 
     import datasets
@@ -429,13 +430,69 @@ def test_a_hub_model_or_dataset_over_the_servers_limit_is_refused_before_any_dow
         refs.check_model_ref("someone/huge")
     assert refs.check_model_ref("someone/small") == "someone/small"  # pickle files are never loaded: not counted
 
-    files = [SimpleNamespace(rfilename="data/train-00000.parquet", size=300 * 2**20)]
+    files = {
+        "someone/big": [SimpleNamespace(rfilename="data/train-00000.parquet", size=300 * 2**20)],
+        "someone/mixed": [  # a small train split beside a huge one nobody asked for
+            SimpleNamespace(rfilename="plain_text/train-00000.parquet", size=10 * 2**20),
+            SimpleNamespace(rfilename="plain_text/unsupervised-00000.parquet", size=300 * 2**20),
+        ],
+    }
     monkeypatch.setattr(
-        HfApi, "dataset_info", lambda self, repo, files_metadata=False: SimpleNamespace(siblings=files)
+        HfApi, "dataset_info", lambda self, repo, files_metadata=False: SimpleNamespace(siblings=files[repo])
     )
+    splits = {
+        split: [f"hf://datasets/someone/mixed@abc123/plain_text/{split}-00000.parquet"]
+        for split in ("train", "unsupervised")
+    }
+
+    def builder(dataset_id, **kwargs):  # how `datasets` resolves a split's files from the repo listing
+        if dataset_id != "someone/mixed":
+            raise FileNotFoundError(dataset_id)
+        return SimpleNamespace(config=SimpleNamespace(data_files=splits))
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", builder)
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: pytest.fail("the dataset was fetched"))
     with pytest.raises(LlmftError, match=r"dataset someone/big is 300 MB on the hub, over this server's limit"):
-        load_examples(get_task("sentiment"), "someone/big", "train")
+        load_examples(get_task("sentiment"), "someone/big", "train")  # its splits unknown: every file counts
+    with pytest.raises(LlmftError, match=r"split 'unsupervised' of dataset someone/mixed is 300 MB on the hub"):
+        load_examples(get_task("sentiment"), "someone/mixed", "unsupervised")
+    asked = {}
+
+    def streamed(dataset_id, split, **kwargs):  # the split asked for is streamed: only the rows read are fetched
+        asked.update(kwargs, split=split)
+        return iter([{"text": f"a film {i}", "label": i % 2} for i in range(6)])
+
+    monkeypatch.setattr(datasets, "load_dataset", streamed)
+    assert len(load_examples(get_task("sentiment"), "someone/mixed", "train")) == 6
+    assert asked == {"split": "train", "streaming": True}
     monkeypatch.delenv("LLMFT_MAX_HUB_MB")  # no limit set (the CLI's default): nothing is looked up
     monkeypatch.setattr(HfApi, "model_info", lambda *args, **kwargs: pytest.fail("looked up without a limit"))
     assert refs.check_model_ref("someone/huge") == "someone/huge"
+
+
+def test_a_download_past_the_servers_cap_fails_instead_of_filling_the_disk(tmp_path):
+    """A public server caps every file it or its children write at LLMFT_MAX_HUB_MB (RLIMIT_FSIZE), whatever a hub's
+    metadata said: a write past it fails with an error (EFBIG), the process is not killed, and a training child
+    inherits the cap."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, subprocess, sys\n"
+        "from llmft.files import cap_file_size\n"
+        "cap_file_size(1)\n"
+        "child = subprocess.run([sys.executable, '-c', 'import resource; "
+        "print(resource.getrlimit(resource.RLIMIT_FSIZE)[0])'], capture_output=True, text=True)\n"
+        "print('child', child.stdout.strip())\n"
+        f"with open({str(tmp_path / 'download.bin')!r}, 'wb') as f:\n"
+        "    try:\n"
+        "        f.write(b'x' * 2**20)\n"
+        "        f.write(b'x' * 2**20)\n"
+        "        f.flush()\n"
+        "    except OSError as err:\n"
+        "        print('refused', err.errno)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr  # not killed by SIGXFSZ
+    assert f"child {2**20}" in done.stdout and "refused 27" in done.stdout, done.stdout  # 27: EFBIG
+    assert (tmp_path / "download.bin").stat().st_size <= 2**20

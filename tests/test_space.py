@@ -437,8 +437,9 @@ def test_what_a_visitor_names_and_uploads_is_theirs_and_counts_in_their_quota(sp
     assert "other.csv line 2: unknown label 'good'" in str(refused.value) and "/" not in str(refused.value)
     mapped = [*data[:-1], "good=Positive,bad=Negative"]  # mapped onto them, it evaluates
     anon.predict("demo", 8, 0, "", None, *mapped, api_name="/evaluate")
-    assert len(list((space.runs / VISITORS / ".anonymous" / ".uploads").iterdir())) == 1
-    (summary,) = (space.runs / VISITORS / ".anonymous" / "demo" / "evaluations").glob("*/summary.json")
+    assert any(p.name.endswith("-other.csv") for p in (space.runs / VISITORS / ".anonymous" / ".uploads").iterdir())
+    evaluations = (space.runs / VISITORS / ".anonymous" / "demo" / "evaluations").glob("*/summary.json")
+    summary = max(evaluations, key=lambda p: p.stat().st_mtime)  # this one (the module's others evaluate demo too)
     assert (
         json.loads(summary.read_text())["data"].endswith("-other.csv") and str(space.runs) not in summary.read_text()
     )

@@ -243,3 +243,30 @@ def test_examples_csv_keeps_a_strangers_formula_as_text_and_reads_it_back_unchan
     assert loaded.rows[0]["base_output"] == "- a dash" and loaded.rows[1]["input"] == "plain text"
     assert loaded.rows[1]["tuned_output"] == "'=kept as typed"
     assert [r["base_overall"] for r in loaded.rows] == [0.5, 0.2]
+
+
+def test_markdown_in_a_strangers_labels_stays_text_in_verdicts_and_model_card_tables():
+    """A label is whatever a visitor's data or task file says: `![x](https://...)` or an HTML tag in one must not
+    become an image, a link or a tag in another visitor's verdict or in a model card."""
+    import dataclasses
+
+    from markdown_it import MarkdownIt
+
+    from llmft.ui.evaluate import verdict_markdown
+
+    hostile = ("![x](https://evil.example/p.png)", "<img src=x onerror=alert(1)>")
+    task = dataclasses.replace(SENTIMENT, labels=hostile)
+    labels = [1] * 30 + [0] * 10
+    examples = [Example(str(i), f"text {i}", label=y) for i, y in enumerate(labels)]
+    onehot = [[1.0 - p, float(p)] for p in [1 - y for y in labels]], [[0.0, 1.0]] * len(labels)
+    s = task.kind.score(task, examples, *onehot, None, 0)
+    result = EvalResult(
+        "sentiment", "classification", 40, "macro_f1", s.metrics, s.per_example, "p_true_label", s.rows, **s.extra
+    )  # as evaluation.evaluate_pair builds it: the labels and per-class figures too
+    result.data, result.split, result.warnings, result.run = "sample", "test", s.warnings, "r"
+    result.judge(s.not_better)
+    assert any("<img src=x" in w for w in result.warnings)  # the label is named in a warning...
+    render = MarkdownIt("commonmark").enable("table").render
+    verdict, table = render(verdict_markdown(result)), render(result.markdown_table())
+    assert "&lt;img src=x" in verdict and "<img" not in verdict  # ... as text
+    assert "evil.example" in table and "<img" not in table and "<a " not in table

@@ -10,9 +10,11 @@ from starlette.middleware import Middleware
 from ..access import Access
 from ..config import TrainConfig
 from ..context import Context
+from ..files import cap_file_size
 from ..jobs import Jobs
 from ..packaged import minilm_path, smollm2_dir
 from ..pipeline import known_tasks
+from ..refs import max_hub_mb
 from ..runs import clean_storage, runs_home
 from . import about, compare, evaluate, finetune, runs_tab
 from .common import DOWNLOADS, MAX_UPLOAD, completed_runs, visible_runs, with_user
@@ -52,6 +54,8 @@ def build_app(
         for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
             os.environ.pop(name, None)
         os.environ.setdefault("LLMFT_MAX_HUB_MB", "2000")  # a hub model or dataset a visitor names (refs.max_hub_mb)
+        if max_hub_mb():  # and no file written here or by a training child, a download included, grows past it
+            cap_file_size(max_hub_mb())
     roots = [home, minilm_path(), smollm2_dir(), *model_dirs]  # the packaged models: by alias, and as runs name them
     ctx = Context.create(home, dtype, allowed_roots=roots, access=access)
     Jobs(ctx)  # the trainings this server starts (and the ones it finds running)

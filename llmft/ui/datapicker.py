@@ -11,9 +11,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..data import SAMPLE, Limits, guess_columns, guess_label_map, load_examples, read_rows
+from ..data import FILE_SUFFIXES, SAMPLE, Limits, guess_columns, guess_label_map, load_examples, read_rows
 from ..errors import LlmftError
-from ..refs import is_hub_id
+from ..refs import is_hub_id, looks_local
 from ..runs import reserve_storage
 from ..tasks import get_task, task_names
 from .common import DOWNLOADS, MAX_UPLOAD, visible_task, with_user
@@ -178,7 +178,7 @@ class DataPicker:
             data = (values.get("hub_id") or "").strip()
             if not data:
                 raise LlmftError("enter a hub dataset id, or choose another data source")
-            if not is_hub_id(data):
+            if not is_hub_id(data) or looks_local(data, FILE_SUFFIXES):  # never a file near the server's folder
                 raise LlmftError(f"not a hub dataset id: {data[:80]!r} (owner/name; local files go through Upload)")
             split = (values.get("split") or "").strip() or None
             return {"data": data, "split": split, **fields} if self.split is not None else {"data": data, **fields}

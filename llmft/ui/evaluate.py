@@ -12,7 +12,7 @@ from ..access import User
 from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import evaluate, resolve_task
-from ..results import EvalResult
+from ..results import EvalResult, markdown_safe
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
@@ -60,18 +60,20 @@ def example_detail(result: EvalResult | None, example_id: str) -> str:
 
 
 def verdict_markdown(result: EvalResult) -> str:
-    """The header: what was compared, the verdict sentence, and every warning."""
+    """The header: what was compared, the verdict sentence, and every warning (labels, files and names a visitor
+    chose are made inert: `markdown_safe`)."""
+    safe = markdown_safe
     head = (
-        f"**{result.task}**, run **{result.run}**, n = {result.n} examples of **{result.data_name()}** "
-        f"[{result.split}], {result.dtype} weights"
+        f"**{safe(result.task)}**, run **{safe(result.run)}**, n = {result.n} examples of "
+        f"**{safe(result.data_name())}** [{safe(result.split)}], {result.dtype} weights"
         + (f", BERTScore scorer `{result.scorer}`" if result.scorer else "")
         + (" · base outputs from cache" if result.base_outputs_cached else "")
     )
     mark = {"better": "✅", "worse": "❌", "no clear difference": "➖"}[result.verdict]
-    lines = [head, f"{mark} **{result.verdict}** — {result.verdict_text()}"]
-    lines += [f"🔎 **Selection:** {result.selection}"] if result.selection else []
-    lines += [f"⚠️ **Warning:** {w}" for w in result.warnings]
-    lines += [f"🗳️ **Blind votes:** {result.votes_text()}"] if result.votes_text() else []
+    lines = [head, f"{mark} **{result.verdict}** — {safe(result.verdict_text())}"]
+    lines += [f"🔎 **Selection:** {safe(result.selection)}"] if result.selection else []
+    lines += [f"⚠️ **Warning:** {safe(w)}" for w in result.warnings]
+    lines += [f"🗳️ **Blind votes:** {safe(result.votes_text())}"] if result.votes_text() else []
     return "\n\n".join(lines)
 
 

@@ -11,8 +11,8 @@ import json
 import os
 import time
 
-from ..access import env_number
 from ..errors import LlmftError
+from ..files import env_number
 
 MAX_BODY = int(float(os.environ.get("LLMFT_MAX_BODY_MB", "4")) * 2**20)
 """A request body (not a file upload, which Gradio caps at MAX_UPLOAD): Compare's two 200,000-character fields fit
