@@ -96,7 +96,7 @@ def main(size: str = "base", model: str | None = None) -> dict:
         "two_copies_model_mb": round(two["peak_mb"] - two["before_mb"]),
         "model_ratio": round((one["peak_mb"] - one["before_mb"]) / (two["peak_mb"] - two["before_mb"]), 3),
         # fp32 safetensors weights stay memory-mapped: RSS counts the same file pages once per mapping, PSS
-        # (and the machine's free memory) counts them once. See the README's Performance section.
+        # (and the machine's free memory) counts them once. See docs/performance.md.
         "one_instance_pss_mb": round(one["pss_mb"]),
         "two_copies_pss_mb": round(two["pss_mb"]),
         "pss_ratio": round(one["pss_mb"] / two["pss_mb"], 3),

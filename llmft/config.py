@@ -40,7 +40,7 @@ class TrainConfig:
     """Everything that defines a training run; `None` hyperparameters take the preset's value."""
 
     task: str = param(
-        help="task name, or a task file (.yaml/.json; see README 'Your own task')", required=True, group="task"
+        help="task name, or a task file (.yaml/.json; see docs/own-task.md)", required=True, group="task"
     )
     preset: str = param("quick", "quick (CPU-sized) or full (the origin's settings)", choices=PRESETS, group="task")
     model: str | None = param(

@@ -5,7 +5,7 @@ Written with the `gguf` package's own writer, tensor-name map and Q8_0 quantizer
 converter for Llama: q and k projections permuted for its rotary layout (transformers' GGUF loader reverses
 it), 1-D tensors (norms) in F32, the output head left out when it is tied to the embeddings. Only transformers'
 GGUF loader has read these files back here: llama.cpp's prebuilt wheels need a newer glibc than these machines
-have, so it was not run (README "Export").
+have, so it was not run (docs/export.md).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def dtype_reason(requested: str, chosen: str) -> str:
     if not native_cpu_bf16():
         return "auto: float32 on a CPU without native bf16 (bf16 would be emulated, 7-100x slower)"
     # The rule for auto on a CPU with native bf16: bf16 only where its greedy outputs agree with fp32 on the real
-    # model. Measured on SmolLM2-135M-Instruct (README, Performance): 1.12x faster, but 13 of 50 base outputs
+    # model. Measured on SmolLM2-135M-Instruct (docs/performance.md): 1.12x faster, but 13 of 50 base outputs
     # equal fp32's (48 of 50 tuned): they do not agree, so auto keeps fp32; --dtype bfloat16 is the opt-in.
     return (
         "auto: float32; this CPU has native bf16, but on the real SmolLM2 bf16 changed 37 of 50 base greedy "
