@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = "seconds for the whole search: no trial starts after it (with or instead of --trials)"
     s.add_argument("--trials", type=int, help="trials this worker runs (other workers of the study add theirs)")
     s.add_argument("--trial-time-budget", type=float, help="each trial's own time budget in seconds")
-    s.add_argument("--space", help="a YAML/JSON file narrowing or widening the search space (docs/validation-and-search.md)")
+    s.add_argument(
+        "--space", help="a YAML/JSON file narrowing or widening the search space (docs/validation-and-search.md)"
+    )
     s.add_argument("--storage", help="an Optuna RDB URL (default: SQLite in the runs home)")
     s.add_argument("--study", help="the study's name: resumed when it exists (default: <task>-search-<time>)")
     s.add_argument("--no-evaluate", action="store_true", help="do not evaluate the best trial on the test split")

@@ -8,26 +8,49 @@ import tempfile
 from pathlib import Path
 
 from .config import TrainConfig, hyperparameters
-from .errors import LlmftError, first_line
+from .errors import LlmftError, first_line, hide_paths
 from .loading import load_model, resolve_model
-from .packaged import SMOLLM2
+from .packaged import SMOLLM2, minilm_path
 from .refs import is_hub_id
-from .results import EvalResult, latest_evaluation, markdown_safe
+from .results import EvalResult, data_label, latest_evaluation, markdown_safe
 from .runs import COMPLETED, find_run, read_run
 from .tasks import task_of_run
 from .votes import source_text, tallies, tally_text
 
+PIPELINE_TAGS = {"classification": "text-classification", "seq2seq": "summarization", "causal_lm": "text-generation"}
+"""The hub's pipeline tag of each kind (a generation task on a decoder-only model is text generation)."""
+
+
+def card_name(ref: str | None) -> str:
+    """A model or data reference as a card shows it: a hub id as it is, a local folder or file by its name (never
+    where this machine keeps it), the packaged models by their hub ids."""
+    if not ref:
+        return "-"
+    if ref == minilm_path():
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    path = Path(ref)
+    if path.is_absolute():
+        return data_label(ref) if path.suffix else path.name
+    return ref
+
 
 def model_card(
     info: dict, evaluation: EvalResult | None, merged: bool, gguf: bool = False, votes: list[dict] | None = None
-) -> str:
-    """README.md for an exported run: what it is, how it was made, and its latest evaluation."""
+):
+    """The model card (a `huggingface_hub.ModelCard`, README.md) of an exported or downloaded run: what it is, how
+    it was made (task, data, hyperparameters), and its latest evaluation, as text and as the hub's eval-results
+    metadata. Models and data are named by hub id or by file and folder name, never by this machine's paths."""
+    from huggingface_hub import EvalResult as HubEvalResult
+    from huggingface_hub import ModelCard, ModelCardData
+
     task = task_of_run(info)
     cfg = info.get("config", {})
-    rows = "\n".join(f"| {k} | {v} |" for k, v in hyperparameters(TrainConfig, cfg))
+    rows = "\n".join(f"| {k} | {markdown_safe(v)} |" for k, v in hyperparameters(TrainConfig, cfg))
     library = "transformers" if merged else "peft"
     source = info.get("base_model_source") or {}
-    base = source.get("model") or info["base_model"]  # a packaged model by its hub id, not this machine's path
+    base = source.get("model") or card_name(info["base_model"])  # a packaged model by its hub id
+    data = card_name(info.get("data") or cfg.get("data"))
+    kind = info.get("kind", task.kind.name)
     weights = (
         [
             f"- base weights: `{source['gguf_file']}` from `{source['package']}` ({source['quantization']}), "
@@ -45,19 +68,37 @@ def model_card(
         if gguf
         else []
     )
+    results = []
+    if evaluation:
+        evaluated_on = card_name(evaluation.data) if evaluation.data != "sample" else f"{task.name} sample"
+        for row in evaluation.table():
+            value = evaluation.metrics.get(row["metric"], {}).get("tuned_mean")
+            if isinstance(value, int | float):
+                results.append(
+                    HubEvalResult(
+                        task_type=PIPELINE_TAGS.get(kind, "text-generation"),
+                        dataset_type=evaluated_on if is_hub_id(evaluated_on, needs_owner=True) else "local",
+                        dataset_name=evaluated_on,
+                        dataset_split=str(evaluation.split),
+                        metric_type=row["metric"],
+                        metric_value=round(float(value), 4),
+                        metric_name=f"{row['metric']} (tuned; base {row['base']}, delta 95% CI {row['95% CI']})",
+                    )
+                )
+    local_data = not cfg.get("data") or cfg.get("data") == "sample" or Path(str(cfg.get("data"))).is_absolute()
+    card_data = ModelCardData(
+        base_model=base if source or not Path(info["base_model"]).is_absolute() else None,  # hub ids only
+        library_name=library,
+        pipeline_tag=PIPELINE_TAGS.get(kind),
+        tags=["llmft", "lora", kind],
+        datasets=None if local_data else [data],
+        model_name=info["name"],
+        eval_results=results or None,
+    )
     lines = [
-        "---",
-        f"library_name: {library}",
-        f"base_model: {base}",
-        "tags:",
-        "- llmft",
-        "- lora",
-        f"- {info.get('kind', task.kind.name)}",
-        "---",
-        "",
         f"# {info['name']}",
         "",
-        f"A LoRA fine-tune of `{base}` for **{task.name}**: {task.description}",
+        f"A LoRA fine-tune of `{base}` for **{markdown_safe(task.name)}**: {markdown_safe(task.description)}",
         "This folder holds "
         + (
             "the base model with the adapter merged in (plain transformers, safetensors)."
@@ -68,7 +109,7 @@ def model_card(
         "",
         "## Training",
         *weights,
-        f"- data: `{info.get('data')}` ({info.get('train_examples')} examples)",
+        f"- data: `{data}` ({info.get('train_examples')} examples)",
         f"- LoRA target modules: {', '.join(info.get('lora_target_modules_resolved', []))}",
         f"- trained in full (head, modules the checkpoint lacked): {', '.join(info.get('trained_in_full') or ['-'])}",
         f"- steps: {info.get('step')}, final loss {info.get('final_loss')}, duration {info.get('duration_s')} s",
@@ -78,10 +119,10 @@ def model_card(
         "|---|---|",
         rows,
         "",
-        "Reproduce with:",
+        "Reproduce with (files and folders by name):",
         "",
         "```",
-        info.get("command", ""),
+        hide_paths(info.get("command", "")),
         "```",
         "",
         "## Evaluation (base vs tuned, same examples)",
@@ -89,11 +130,11 @@ def model_card(
     if not evaluation:
         lines += ["", f"Not evaluated yet: `python -m llmft evaluate --task {task.name} --run {info['name']}`."]
     else:
-        scorer = f", BERTScore scorer `{evaluation.scorer}`" if evaluation.scorer else ""
+        scorer = f", BERTScore scorer `{card_name(evaluation.scorer)}`" if evaluation.scorer else ""
         lines += [
             "",
-            f"n = {evaluation.n} test examples ({evaluation.data_name()}, split {evaluation.split}, seed "
-            f"{evaluation.seed}, {evaluation.dtype} weights){scorer}. Headline metric: {evaluation.headline}.",
+            f"n = {evaluation.n} test examples ({markdown_safe(evaluation.data_name())}, split {evaluation.split}, "
+            f"seed {evaluation.seed}, {evaluation.dtype} weights){scorer}. Headline metric: {evaluation.headline}.",
             "",
             f"**Verdict: {evaluation.verdict}** — {markdown_safe(evaluation.verdict_text())}",
             *([f"- Selection: {markdown_safe(evaluation.selection)}"] if evaluation.selection else []),
@@ -104,7 +145,7 @@ def model_card(
     if votes:
         lines += ["", "## Blind human votes (tuned vs base, shown as A and B in a random order)", ""]
         lines += [f"- {source_text(t['source'])}: {tally_text(t)}" for t in votes]
-    return "\n".join(lines) + "\n"
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
 
 
 def export_run(
@@ -143,8 +184,7 @@ def export_run(
                 _write_gguf(merged, loaded.tokenizer, staging, info)
         else:
             shutil.copytree(run_dir / "adapter", staging, dirs_exist_ok=True)
-        card = model_card(info, latest_evaluation(run_dir), merge, gguf, tallies(run_dir))
-        (staging / "README.md").write_text(card, encoding="utf-8")
+        model_card(info, latest_evaluation(run_dir), merge, gguf, tallies(run_dir)).save(staging / "README.md")
         if out.exists():
             out.rmdir()
         os.replace(staging, out)

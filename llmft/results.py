@@ -39,11 +39,12 @@ UPLOAD_PREFIX_RE = r"[0-9a-f]{12}-"
 
 def markdown_safe(text) -> str:
     """`text` (a sentence naming labels, files or runs a visitor chose) made inert in Markdown: no link, image,
-    HTML tag or table cell break can come from a label such as `![x](https://...)` into another visitor's verdict
-    or a model card."""
+    HTML tag, code span or table cell break can come from a label such as `![x](https://...)` into another
+    visitor's verdict or a model card; plain brackets (an interval) stay as they are."""
     text = str(text)
-    for char in "\\[]()|`":
+    for char in "\\|`":
         text = text.replace(char, "\\" + char)
+    text = text.replace("](", "]\\(").replace("![", "!\\[")
     return text.replace("<", "&lt;").replace(">", "&gt;")
 
 

@@ -264,6 +264,13 @@ def test_downloads_are_served(served):
     client, _ = served
     zip_path = client.predict("ready", api_name="/download_adapter")
     assert Path(zip_path).name == "ready-adapter.zip" and Path(zip_path).stat().st_size > 1000
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as archive:  # llmft's model card, not peft's template
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(archive.namelist())
+        card = archive.read("README.md").decode()
+    assert "# ready" in card and "| hyperparameter | value |" in card and "[More Information Needed]" not in card
+    assert "/tmp/" not in card  # models and data by name, never this machine's paths
 
 
 def test_local_paths_typed_into_the_app_are_refused(served, tmp_path):

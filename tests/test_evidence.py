@@ -234,7 +234,7 @@ def test_the_model_card_carries_the_blind_votes_and_the_power_line(group):
 
     run_dir = group / "rep-seed42"
     info = {**json.loads((run_dir / "run.json").read_text()), "dir": str(run_dir)}
-    card = model_card(info, latest_evaluation(run_dir), False, votes=votes.tallies(run_dir))
+    card = str(model_card(info, latest_evaluation(run_dir), False, votes=votes.tallies(run_dir)))
     assert "## Blind human votes" in card and "tuned preferred in" in card
     assert "Power: smallest difference n=" in card
 

@@ -14,6 +14,7 @@ from llmft.cli import main
 from llmft.config import EvalConfig
 from llmft.context import Context
 from llmft.data import load_examples
+from llmft.errors import hide_paths
 from llmft.export import export_run, push_run
 from llmft.loading import load_model
 from llmft.pipeline import evaluate
@@ -155,17 +156,26 @@ def test_adapter_export_and_model_card(sentiment_run, tmp_path):
     summary = json.loads(next((Path(info["dir"]) / "evaluations").glob("*/summary.json")).read_text())
     for needle in (
         "library_name: peft",
+        "pipeline_tag: text-classification",
         "sentiment",
-        info["base_model"],
+        f"`{Path(info['base_model']).name}`",  # a local base model by its folder's name
         "data: `sample`",
         "| lora_r | 8 |",
         "| learning_rate | 0.05 |",
-        info["command"],
+        hide_paths(info["command"]),
         "n = 20 test examples",
         "| metric | base | tuned | delta | 95% CI | p-value | win/tie/loss |",
     ):
         assert needle in card, needle
+    assert str(tmp_path.parent) not in card and "[More Information Needed]" not in card  # no server path, no template
+    # The hub's eval-results metadata, as huggingface_hub reads it back.
+    from huggingface_hub import ModelCard
+
+    results = ModelCard.load(out / "README.md").data.eval_results
+    macro = next(r for r in results if r.metric_type == "macro_f1")
+    assert macro.task_type == "text-classification" and macro.dataset_split == "test"
     f1 = summary["metrics"]["macro_f1"]
+    assert macro.metric_value == round(f1["tuned_mean"], 4)
     assert (
         f"| macro_f1 | {f1['base_mean']:.4f} | {f1['tuned_mean']:.4f} | {f1['delta_mean']:+.4f} | "
         f"[{f1['ci95'][0]:+.4f}, {f1['ci95'][1]:+.4f}] | {f1['p_value']:.3g} (permutation)"

@@ -179,10 +179,18 @@ def confirm_delete(ctx, user, pending):
 
 
 def download_adapter(ctx, user, name):
+    """A zip of run `name`'s adapter with llmft's model card (`export.export_run`, as the CLI's export writes it),
+    not the template peft saved beside the weights."""
+    import tempfile
+
+    from ..export import export_run
+
     run_dir = Path(ctx.access.find(ctx.runs_dir, user, name)["dir"])
     if not (run_dir / "adapter").is_dir():
         raise LlmftError(f"run {name} has no final adapter")
-    return zip_for_download(ctx, run_dir / "adapter", f"{name}-adapter")
+    with tempfile.TemporaryDirectory(prefix="llmft-card-") as tmp:
+        folder = export_run(name, Path(tmp) / f"{name}-adapter", runs_dir=str(ctx.runs_dir))
+        return zip_for_download(ctx, folder, f"{name}-adapter")
 
 
 def push(ctx, user, name, repo_id, private, merge):
