@@ -213,7 +213,7 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
                     self.done[row] = token in stops
                     if not self.done[row]:
                         self.ids[row].append(token)
-            updates.put([list(ids) for ids in self.ids])
+            updates.put(([list(ids) for ids in self.ids], list(self.done)))
 
         def end(self):
             updates.put(None)
@@ -240,6 +240,8 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
     first = [None, None]
     ids = [[], []]
 
+    ended = [None, None]  # when each side's row finished: one stops early while the other goes on
+
     def view():
         now = time.perf_counter() - start
         return {
@@ -247,7 +249,7 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
                 "text": loaded.tokenizer.decode(ids[k], skip_special_tokens=True).strip(),
                 "tokens": len(ids[k]),
                 "ttft_s": first[k],
-                "elapsed_s": now,
+                "elapsed_s": ended[k] if ended[k] is not None else now,
                 "truncated": truncated,
             }
             for k, side in enumerate(SIDES)
@@ -257,8 +259,10 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
         while (item := updates.get()) is not None:
             if isinstance(item, Exception):
                 raise item
-            ids = item
-            first = [f if f is not None or not ids[k] else time.perf_counter() - start for k, f in enumerate(first)]
+            ids, done = item
+            now = time.perf_counter() - start
+            first = [f if f is not None or not ids[k] else now for k, f in enumerate(first)]
+            ended = [e if e is not None or not done[k] else now for k, e in enumerate(ended)]
             yield view()
         yield view()
     finally:  # also when the generator is closed unfinished: the generating thread stops too

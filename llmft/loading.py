@@ -153,4 +153,4 @@ def load_model(
             model = PeftModel.from_pretrained(model, adapter, is_trainable=False).to(device).eval()
         except (OSError, ValueError, RuntimeError) as err:
             raise LlmftError(f"cannot attach adapter {adapter} to {model_ref}: {first_line(err)}") from None
-    return LoadedModel(model, base.tokenizer, task, model_ref, adapter, device, head_seed, weights)
+    return LoadedModel(model, base.tokenizer, task, model_ref, adapter, device, head_seed, weights, base.fresh_modules)

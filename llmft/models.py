@@ -129,6 +129,8 @@ class LoadedModel:
     head_seed: int
     dtype: str = "float32"
     """The weights' dtype as loaded (`float32` or `bfloat16`); recorded with every evaluation."""
+    fresh_modules: list = field(default_factory=list)
+    """Modules the base checkpoint had no weights for (a classification head): the base model's are untrained."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held for each batch: peft selects base or tuned per row through forward hooks on the shared modules,
     so two batches must not run through one model at once."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import EvalConfig
 from .context import Context
-from .data import describe_source, load_examples, sample_examples
+from .data import SAMPLE, bundled_path, describe_source, load_examples, sample_examples
 from .errors import LlmftError, hide_paths
 from .evaluation import GenerationSettings, ProgressFn, evaluate_pair
 from .examples import text_hash
@@ -17,7 +17,7 @@ from .kinds import get_kind
 from .loading import load_model, resolve_model
 from .models import LoadedModel
 from .refs import check_model_ref
-from .results import EvalResult
+from .results import EvalResult, data_label
 from .runs import COMPLETED, TRAIN_HASHES, find_run, list_runs, read_run
 from .tasks import TASK_FILE_SUFFIXES, TaskSpec, builtin_task_names, get_task, task_of_run, use_task
 
@@ -67,6 +67,23 @@ def run_task(ctx: Context, task: TaskSpec | str, run: str) -> tuple[TaskSpec, di
     if run_info.get("task") != name:
         raise LlmftError(f"run {run} is a {run_info.get('task')!r} run, not {name!r}")
     return task_of_run(run_info), run_info
+
+
+def default_test_data(task: TaskSpec, run_info: dict | None) -> str | None:
+    """The data an evaluation reads when none is named: the task's bundled test sample (None); for a task without
+    one (your own), the hub dataset the run trained on, whose test split is read. A run trained on a file has no
+    test data but the file the user holds out: one line saying so, naming no server path."""
+    if bundled_path(task, task.test_split).is_file():
+        return None
+    trained_on = ((run_info or {}).get("config") or {}).get("data")
+    if trained_on and trained_on != SAMPLE and not Path(str(trained_on)).is_absolute():
+        return trained_on  # a hub dataset: its own test split
+    what = f"your file {data_label(trained_on)}" if trained_on else "no bundled sample"
+    name = (run_info or {}).get("name", "this run")
+    raise LlmftError(
+        f"run {name} was trained on {what}, and its task {task.name!r} has no test sample of its own: evaluate it on "
+        "a held-out file (in the app: Test data → upload; CLI: --data FILE) or a hub dataset split"
+    )
 
 
 def known_tasks(ctx: Context, runs: list[dict] | None = None) -> list[str]:
@@ -148,7 +165,10 @@ def evaluate(
         _check_out(Path(config.out).expanduser(), config.overwrite)
     # Read the data first: a bad file should fail before minutes of model loading.
     split = config.split or task.test_split
-    examples = load_examples(task, config.data, split, **config.columns())
+    data = config.data
+    if not data and config.run:  # the run's test data: the task's sample, else the hub dataset it trained on
+        data = default_test_data(task, read_run(find_run(config.run, ctx.runs_dir)))
+    examples = load_examples(task, data, split, **config.columns())
     loaded, run_info = open_model(ctx, task, config.run, config.adapter, config.model, cached=cached_model)
     preset = (run_info or {}).get("config", {}).get("preset", "quick")
     n = config.n if config.n is not None else task.preset(preset).eval_n
@@ -170,7 +190,7 @@ def evaluate(
     )
     if task.kind.generates:
         result.generation["max_new_tokens_source"] = cap_source
-    result.data = describe_source(config.data)
+    result.data = describe_source(data)
     result.split = "whole file" if Path(result.data).is_absolute() else split  # a local file is used whole
     if ctx.access.space:  # a visitor's summary.json names their file and folders, not where the server keeps them
         result.data, result.model, result.adapter = (

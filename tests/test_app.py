@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 from llmft import LlmftError
 from llmft.context import Context
 from llmft.packaged import MINILM
+from llmft.runs import read_run
 from llmft.training import TrainConfig, train
 from llmft.ui import build_app, launch
 from tests.conftest import free_port
@@ -135,6 +136,8 @@ def test_compare_sentiment_shows_both_models(served):
     probs = {c["label"]: c["confidence"] for c in tuned_probs["confidences"]}
     assert probs["Positive"] > 0.8 and abs(sum(probs.values()) - 1) < 1e-4
     assert "ms" in base_stats and "tokens" in tuned_stats
+    # MiniLM has no classification head: the base's answer is chance, and Compare says so (on the base side only).
+    assert "untrained head" in base_stats and "untrained head" not in tuned_stats
     assert "| correct | " in scores and scores.rstrip().endswith("✓ |")
     assert prompt == "What a wonderful film. The acting was superb and the story moving."  # no template
 
@@ -258,6 +261,18 @@ def test_files_outside_the_apps_downloads_are_refused(served, path):
     response = httpx.get(client.src + "gradio_api/file=" + path, timeout=30)
     assert response.status_code in (403, 404), (path, response.status_code)
     assert "root:" not in response.text and "peft_type" not in response.text
+
+
+def test_the_bundled_sample_ignores_columns_chosen_for_an_earlier_upload(served):
+    """Form state follows the data choice: columns picked for an upload never reach a run on the bundled sample."""
+    client, runs = served
+    values = form(source="bundled sample", steps=1, run_name="sample-after-upload")
+    values.update(text_column="sentence", label_column="topic", label_map="a=Positive")  # left from an upload
+    message, command, *_ = client.predict(*[values[name] for name in FORM_FIELDS], api_name="/train")
+    assert "Started run" in message and "--data sample" in command
+    assert "--text-column" not in command and "--label-column" not in command and "--label-map" not in command
+    wait_for(client, lambda s: s[3] == "sample-after-upload" or "failed" in s[0], timeout=120)
+    assert read_run(Path(runs) / "sample-after-upload")["status"] == "completed"
 
 
 def test_downloads_are_served(served):

@@ -218,7 +218,9 @@ def test_your_own_three_class_task_from_the_browser(page, app_url, topic_data):
     page.screenshot(path=str(ARTIFACTS / "finetune-own-task.png"), full_page=True)
 
     page.get_by_role("button", name="Evaluate this run").click()
-    page.locator("#ev-source").get_by_label("upload").check()
+    # A run trained on an upload has no test sample of its own: the test data switches to an upload, and says why.
+    expect(page.locator("#ev-source").get_by_label("upload")).to_be_checked(timeout=30_000)
+    expect(page.locator("#evaluate-status")).to_contain_text("was trained on your file")
     page.locator("#ev-upload input[type=file]").set_input_files(test_csv)
     expect(field("ev-text_column")).to_have_value("sentence", timeout=30_000)
     page.get_by_role("button", name="Evaluate", exact=True).click()
@@ -237,13 +239,20 @@ def test_your_own_three_class_task_from_the_browser(page, app_url, topic_data):
     )
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "evaluate-own-task.png"), full_page=True)
+    # An evaluation that fails leaves no earlier result under its error, as if it were this one's.
+    page.locator("#ev-source").get_by_label("the run's test sample").check()
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    expect(page.locator("#evaluate-status")).to_contain_text("has no test sample of its own", timeout=30_000)
+    expect(verdict).not_to_contain_text("tuned is better")
+    expect(page.locator("#class-table")).to_be_hidden()
 
+    # Compare lists every finished run: picking this one switches the task to its own.
     page.get_by_role("tab", name="Compare").click()
-    cmp_task = field("cmp-task")
-    cmp_task.fill("news-topic")
-    cmp_task.press("Enter")
     adapter = page.get_by_label("Tuned adapter (run, folder or hub id)")
-    expect(adapter).to_have_value("news-topic-run", timeout=30_000)
+    adapter.fill("news-topic-run")
+    adapter.press("Enter")
+    expect(field("cmp-task")).to_have_value("news-topic", timeout=30_000)
+    expect(adapter).to_have_value("news-topic-run")
     page.get_by_label("Text", exact=True).fill("Frankly, the striker scored twice.")
     page.get_by_role("button", name="Compare", exact=True).click()
     expect(page.get_by_label("Tuned", exact=True)).to_have_value("Sports", timeout=60_000)

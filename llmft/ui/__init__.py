@@ -82,20 +82,24 @@ def build_app(
         ft["evaluate_btn"].click(with_user(ctx, to_evaluate), ft["finished"], [tabs, ev["run"]], api_name=False)
         cmp["to_finetune"].click(lambda: gr.Tabs(selected="finetune"), None, tabs, api_name=False)
 
-        def refresh_pickers(user, name, task):
+        def refresh_pickers(user, name):
+            """A run just finished: Evaluate and Compare pick it (Compare switches to its task), and Compare's
+            "no finished run yet" note goes."""
             if not name:
-                return gr.update(), gr.update(), gr.update()
-            runs = completed_runs(ctx, user, task)
+                return (gr.update(),) * 5
+            runs = completed_runs(ctx, user)
             return (
-                gr.update(choices=completed_runs(ctx, user), value=name),
-                gr.update(choices=runs, value=name if name in runs else (runs[0] if runs else None)),
+                gr.update(choices=runs, value=name),
+                gr.update(choices=runs, value=name),
                 gr.update(choices=known_tasks(ctx, visible_runs(ctx, user))),  # your own task, once trained
+                gr.update(visible=False),
+                gr.update(visible=False),
             )
 
         ft["finished"].change(
             with_user(ctx, refresh_pickers),
-            [ft["finished"], cmp["task"]],
-            [ev["run"], cmp["adapter"], cmp["task"]],
+            ft["finished"],
+            [ev["run"], cmp["adapter"], cmp["task"], cmp["empty"], cmp["to_finetune"]],
             api_name=False,
         )
         # Each visitor's page: the runs they may see, their running job's form.
@@ -129,4 +133,5 @@ def launch(app: gr.Blocks, **kwargs):
     guard = Middleware(RequestGuard, blocks=app, per_visitor=app.llmft_context.access.space)
     app_kwargs = {**kwargs.pop("app_kwargs", {})}
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
+    kwargs.setdefault("footer_links", ["api", "gradio", "settings"])  # no "Runs" link beside our Runs tab
     return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], app_kwargs=app_kwargs, **kwargs)

@@ -13,6 +13,7 @@ from ..evaluation import GenerationSettings
 from ..examples import text_hash
 from ..kinds import prompt_of
 from ..pipeline import generation_cap, known_tasks, open_model, run_task
+from ..runs import COMPLETED
 from ..tasks import get_task
 from ..votes import CHOICES, COMPARE, make_ballot, source_tally, tally_text
 from .common import completed_runs, user_errors, visible_runs, with_user
@@ -41,6 +42,9 @@ def _open(ctx, user, runs, task, adapter_choice, model):
     if not adapter_choice:
         raise LlmftError("pick a tuned adapter: a finished run, an adapter folder or a hub id")
     is_run = adapter_choice in completed_runs(ctx, user, task.name, runs)
+    other = next((r for r in runs if r["name"] == adapter_choice and r.get("status") == COMPLETED), None)
+    if not is_run and other is not None:  # a run of another task, not a folder or hub id
+        raise LlmftError(f"run {adapter_choice} is a {other['task']!r} run, not {task.name!r}: pick its task")
     for ref in (model, None if is_run else adapter_choice):  # a typed folder must not reach a private run
         ctx.access.check_local_ref(ctx.runs_dir, user, ref)
     loaded, _ = open_model(
@@ -87,9 +91,13 @@ def compare(ctx, user, task_name, model, adapter_choice, text, reference, max_ne
         b, t = view["base"], view["tuned"]
         return b["text"], t["text"], b["stats"], t["stats"], b["probs"], t["probs"], scores, prompt
 
+    # A classifier's base has a head nobody trained (the checkpoint had none): its probabilities are chance.
+    untrained = task.kind.shows_probabilities and bool(loaded.fresh_modules)
+    chance = " · **untrained head**: the base model was never taught these labels, so its answer is chance"
     for pair in task.kind.stream(loaded, text, settings):  # base and tuned together, from one batch
         for side, update in pair.items():
-            view[side].update(text=update["text"], stats=_stats(update, notice), probs=update.get("probs"))
+            stats = _stats(update, notice) + (chance if side == "base" and untrained else "")
+            view[side].update(text=update["text"], stats=stats, probs=update.get("probs"))
         yield outputs()
     scores = ""
     if reference and reference.strip():
@@ -130,8 +138,8 @@ def blind_vote(ctx, user, adapter_choice, token, choice):
 def build(ctx):
     with gr.Tab("Compare", id="compare"):
         gr.Markdown(
-            "Run the base model and its tuned version on the same text. One model is loaded, and base and "
-            "tuned are two rows of one batch (each row selects its adapter), so both answers stream together."
+            "The base model and your tuned version answer the same text side by side, each as it writes. Pick a "
+            "finished run (any task: the task follows the run), then type or pick a text."
         )
         with gr.Row():
             task = gr.Dropdown(
@@ -144,7 +152,7 @@ def build(ctx):
             model = gr.Textbox(
                 label="Base model (blank = the run's)", placeholder="hub id, local folder, minilm or smollm2"
             )
-            public = completed_runs(ctx, User(), "sentiment")  # the page as built; each visitor's on load
+            public = completed_runs(ctx, User())  # the page as built; each visitor's on load
             adapter = gr.Dropdown(
                 public,
                 label="Tuned adapter (run, folder or hub id)",
@@ -192,31 +200,40 @@ def build(ctx):
                 elem_id="cmp-prompt",
             )
 
-        def on_task(user, name):
+        def on_task(user, name, current=None):
+            """The task's examples and fields; every finished run stays in the adapter list (a run of another task
+            switches the task to its own), the picked one kept when it is this task's, else this task's newest."""
             kind = get_task(name).kind
-            runs = completed_runs(ctx, user, name)
+            runs = visible_runs(ctx, user)
+            everything, mine = completed_runs(ctx, user, runs=runs), completed_runs(ctx, user, name, runs)
+            kept = current if current in mine or (current and current not in everything) else None
             return (
-                gr.update(choices=known_tasks(ctx, visible_runs(ctx, user))),  # tasks of runs trained since
+                gr.update(choices=known_tasks(ctx, runs)),  # tasks of runs trained since
                 gr.update(choices=bundled_examples(name), value=None),
-                gr.update(choices=runs, value=runs[0] if runs else None),
+                gr.update(choices=everything, value=kept or (mine[0] if mine else None)),
                 gr.update(visible=kind.shows_probabilities),
                 gr.update(visible=kind.shows_probabilities),
                 gr.update(visible=kind.generates),
-                gr.update(visible=not runs),
-                gr.update(visible=not runs),
+                gr.update(visible=not everything),
+                gr.update(visible=not everything),
             )
 
         def on_adapter(user, task_name, choice):
-            """A run's generation cap (fitted to its training references) as the slider's value."""
-            if not choice or choice not in completed_runs(ctx, user, task_name):
-                return gr.update()
+            """A run of another task switches the task to its own; a run's generation cap (fitted to its training
+            references) becomes the slider's value."""
+            runs = visible_runs(ctx, user)
+            info = next((r for r in runs if r["name"] == choice and r.get("status") == COMPLETED), None)
+            if info is None:
+                return gr.update(), gr.update()
+            if info["task"] != task_name:
+                return gr.update(value=info["task"]), gr.update()  # the task's change sets the rest
             task_spec, info = run_task(ctx, task_name, choice)
-            return gr.update(value=min(256, generation_cap(task_spec, info, None)[0]))
+            return gr.update(), gr.update(value=min(256, generation_cap(task_spec, info, None)[0]))
 
-        adapter.change(with_user(ctx, on_adapter), [task, adapter], max_new, api_name=False)
+        adapter.change(with_user(ctx, on_adapter), [task, adapter], [task, max_new], api_name=False)
         shown = [task, example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
         on_task = with_user(ctx, on_task)
-        task.change(on_task, task, shown, api_name=False)
+        task.change(on_task, [task, adapter], shown, api_name=False)
         example.change(
             user_errors(lambda t, e: example_text(t, e) if e else (gr.update(), gr.update())),
             [task, example],
@@ -249,4 +266,10 @@ def build(ctx):
                 [ballot, blind_status],
                 api_name=f"compare_vote_{choice}",
             )
-    return {"task": task, "adapter": adapter, "to_finetune": to_finetune, "on_load": (on_task, task, shown)}
+    return {
+        "task": task,
+        "adapter": adapter,
+        "to_finetune": to_finetune,
+        "empty": empty,
+        "on_load": (on_task, [task, adapter], shown),
+    }

@@ -141,13 +141,24 @@ class DataPicker:
         hub = [self.hub_id, *([self.split] if self.split is not None else [])]
 
         def on_source(choice):
+            """The widgets of the chosen source; column choices and the mapping start blank for each choice (an
+            upload's preview fills them), never left over from another source."""
             return (
                 *(gr.update(visible=choice == "hub dataset") for _ in hub),
                 gr.update(visible=choice == "upload"),
                 gr.update(visible=choice == "upload"),
+                *(gr.update(choices=[], value=None) for _ in self.columns),
+                gr.update(value=""),
             )
 
-        self.source.change(on_source, self.source, [*hub, self.upload, self.table], api_name=False)
+        self.source.input(
+            on_source, self.source, [*hub, self.upload, self.table, *self.columns.values(), self.label_map],
+            api_name=False,
+        )  # fmt: skip
+        self.source.change(  # also when the app sets the source (a run picked in Evaluate)
+            lambda choice: on_source(choice)[: len(hub) + 2], self.source, [*hub, self.upload, self.table],
+            api_name=False,
+        )  # fmt: skip
         outputs = [self.table, *self.columns.values(), self.label_map]
         self.upload.change(
             with_user(self.ctx, lambda user, name, *args: preview(visible_task(self.ctx, user, name), *args)),
@@ -194,4 +205,5 @@ class DataPicker:
             else:  # a new task file's labels are read from the data when training starts
                 read_rows(Path(upload), name, UPLOAD_LIMITS)
             return {"data": keep_upload(self.ctx, user, upload), **fields}
-        return {"data": SAMPLE, **fields}
+        # The bundled sample has the task's own columns: choices made for an earlier upload never reach it.
+        return {"data": SAMPLE, **{name: None for name in fields}}

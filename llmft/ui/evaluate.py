@@ -11,7 +11,7 @@ import pandas as pd
 from ..access import User
 from ..config import EvalConfig
 from ..errors import LlmftError
-from ..pipeline import evaluate, resolve_task
+from ..pipeline import default_test_data, evaluate, resolve_task
 from ..results import EvalResult, markdown_safe
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
@@ -69,11 +69,11 @@ def verdict_markdown(result: EvalResult) -> str:
         + (f", BERTScore scorer `{result.scorer}`" if result.scorer else "")
         + (" · base outputs from cache" if result.base_outputs_cached else "")
     )
-    mark = {"better": "✅", "worse": "❌", "no clear difference": "➖"}[result.verdict]
+    mark = {"better": "✓", "worse": "✗", "no clear difference": "≈"}[result.verdict]  # in every font, unlike emoji
     lines = [head, f"{mark} **{result.verdict}** — {safe(result.verdict_text())}"]
-    lines += [f"🔎 **Selection:** {safe(result.selection)}"] if result.selection else []
-    lines += [f"⚠️ **Warning:** {safe(w)}" for w in result.warnings]
-    lines += [f"🗳️ **Blind votes:** {safe(result.votes_text())}"] if result.votes_text() else []
+    lines += [f"**Selection:** {safe(result.selection)}"] if result.selection else []
+    lines += [f"⚠ **Warning:** {safe(w)}" for w in result.warnings]
+    lines += [f"**Blind votes:** {safe(result.votes_text())}"] if result.votes_text() else []
     return "\n\n".join(lines)
 
 
@@ -239,14 +239,32 @@ def build(ctx):
             with gr.Row():
                 vote_buttons = {c: gr.Button(label, size="sm", elem_id=f"vote-{c}") for c, label in CHOICES.items()}
 
-        def run_task(user, name):
+        def on_run(user, name):
+            """What depends on the run, derived from it alone: its task; the generation fields (shown for a task
+            that generates); the test data reset to the run's own test sample, or to an upload when the run
+            has none (trained on your file); nothing left over from an earlier run's data choice."""
+            columns = [gr.update(choices=[], value=None) for _ in picker.columns]
+            blank = [gr.update(value=None), *columns, gr.update(value=""), gr.update(value="")]
             if not name:
-                return "", gr.update(visible=True)
-            task = resolve_task(ctx, ctx.access.find(ctx.runs_dir, user, name)["task"], name)
-            return task.name, gr.update(visible=task.kind.generates)
+                return "", gr.update(visible=True), gr.update(visible=True), gr.update(value=SOURCES[0]), *blank, ""
+            info = ctx.access.find(ctx.runs_dir, user, name)
+            task = resolve_task(ctx, info["task"], name)
+            try:
+                default_test_data(task, info)
+                source, note = SOURCES[0], ""
+            except LlmftError as err:
+                source, note = "upload", str(err)
+            generates = gr.update(visible=task.kind.generates)
+            return task.name, generates, generates, gr.update(value=source), *blank, markdown_safe(note)
 
-        run_task = with_user(ctx, run_task)
-        run.change(run_task, run, [task, max_new], api_name=False, show_progress="hidden")
+        picked = [picker.upload, *picker.columns.values(), picker.label_map, picker.hub_id]
+        run.change(
+            with_user(ctx, on_run),
+            run,
+            [task, max_new, scorer, picker.source, *picked, status],
+            api_name=False,
+            show_progress="hidden",
+        )
         picker.wire(task)
         refresh.click(
             with_user(ctx, lambda user: gr.update(choices=completed_runs(ctx, user))), None, run, api_name=False
@@ -256,25 +274,20 @@ def build(ctx):
             values = dict(zip(picker.names, data))
             return run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new, values, progress)
 
-        go.click(
+        results = [head, summary, classes, box, proportions, scatter, cm_base, cm_tuned, table, worse, pick, files]
+        results += [state, where]
+
+        def cleared():
+            """An evaluation starts on a clean page: a failing one never leaves the previous result under its
+            error, as if it were this one's."""
+            hidden = gr.update(value=None, visible=False)
+            empty = gr.update(choices=[], value=None)
+            return "", None, hidden, hidden, hidden, hidden, hidden, hidden, None, empty, empty, None, None, None
+
+        go.click(cleared, None, results, api_name=False, show_progress="hidden").then(
             with_user(ctx, on_evaluate, progress=True),
             [run, n, seed, scorer, max_new, *picker.inputs],
-            [
-                head,
-                summary,
-                classes,
-                box,
-                proportions,
-                scatter,
-                cm_base,
-                cm_tuned,
-                table,
-                worse,
-                pick,
-                files,
-                state,
-                where,
-            ],
+            results,
             api_name="evaluate",
             concurrency_id=MODEL_WORK,
             show_progress_on=[status],  # progress and any error show on the line under the button, not on fields
@@ -298,4 +311,7 @@ def build(ctx):
                 shown,
                 api_name=f"review_vote_{choice}",
             )
-    return {"run": run, "task_of_run": (run_task, run, [task, max_new])}
+    return {
+        "run": run,
+        "task_of_run": (with_user(ctx, on_run), run, [task, max_new, scorer, picker.source, *picked, status]),
+    }
