@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from .config import TrainConfig
 from .errors import LlmftError, first_line
+from .pipeline import metric_text
 from .runs import check_run_name, runs_home, update_run
 from .schema import bound_error, field_type, flag_of, schema
 from .training import prepare, prepare_next, train
@@ -265,6 +266,10 @@ def search(
     if study.direction.name.lower() != direction:
         raise LlmftError(f"study {study_name} was created to {study.direction.name.lower()}, not {direction}")
     study.set_user_attr("task", task.name)
+    study.set_user_attr("metric", metric)
+    study.set_user_attr("metric_words", metric_text(metric, task.kind.headline))  # the figures' axis
+    if not study.trials:  # trial 0 is the starting settings themselves: the search can only add to them
+        study.enqueue_trial(first_trial(base, space))
     # Data, model and names checked before trial 1; the rows read once serve every trial that keeps them.
     checked = prepare(base.replace(run_name=f"{study_name}-check"))
 
@@ -384,6 +389,28 @@ def trial_rows(study_name: str, storage: str) -> list[dict]:
     return [{**_trial_summary(t), "best": t.number == best} for t in trials]
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 5
+"""Parameter importances are a forest fitted to the finished trials: from fewer than this they are noise."""
+
+
+def first_trial(base: TrainConfig, space: dict) -> dict:
+    """The parameters of `base` (the form's or the preset's settings) that the space can hold: a search's first
+    trial, so that it cannot end worse than not searching."""
+    params = {}
+    for name, dim in space.items():
+        if not isinstance(dim, Dimension):
+            continue
+        value = getattr(base, name, None)
+        if isinstance(value, list | tuple):
+            value = ",".join(value)
+        if dim.choices is not None:
+            if value in dim.choices:
+                params[name] = value
+        elif isinstance(value, int | float) and dim.low <= value <= dim.high:
+            params[name] = value
+    return params
+
+
 def study_figures(study_name: str, storage: str) -> dict:
     """Optuna's plotly figures of a study: optimization history, parallel coordinates, parameter importances
     (the last two once there are enough finished trials)."""
@@ -393,12 +420,17 @@ def study_figures(study_name: str, storage: str) -> dict:
     study = _existing_study(optuna, study_name, storage)
     if study is None:
         return {}
-    figures = {"history": vis.plot_optimization_history(study)}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return {}  # an empty history (axes -1..6) says nothing
+    metric = study.user_attrs.get("metric_words") or study.user_attrs.get("metric") or "objective"
+    history = vis.plot_optimization_history(study, target_name=f"validation {metric}")
+    figures = {"history": history}
     if len(complete) >= 2:
-        figures["parallel"] = vis.plot_parallel_coordinate(study)
+        figures["parallel"] = vis.plot_parallel_coordinate(study, target_name=f"validation {metric}")
+    if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
         try:
-            figures["importances"] = vis.plot_param_importances(study)
+            figures["importances"] = vis.plot_param_importances(study, target_name=f"validation {metric}")
         except (RuntimeError, ValueError, ZeroDivisionError):
             pass  # every trial had the same parameters, or the same value
     return figures

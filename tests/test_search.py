@@ -50,6 +50,12 @@ def test_a_search_of_four_trials_makes_four_runs_a_best_trial_and_resumes(tiny_d
     first = runs["s4-t000"]
     assert first["config"]["learning_rate"] == pytest.approx(marks[0]["params"]["learning_rate"])
     assert first["config"]["lora_r"] == marks[0]["params"]["lora_r"]
+    # Trial 0 is the starting settings themselves (what a run without a search would train): a search cannot
+    # end worse than not searching, on the validation split.
+    start = base(tiny_distilbert, runs_dir)
+    assert marks[0]["params"]["learning_rate"] == pytest.approx(start.learning_rate)
+    assert marks[0]["params"]["lora_r"] == start.lora_r and marks[0]["params"]["lora_dropout"] == start.lora_dropout
+    assert result.best["value"] >= seen[0]["value"]
 
     again = search(base(tiny_distilbert, runs_dir), trials=2, study_name="s4")  # the same study, resumed
     assert len(again.trials) == 6 and (Path(runs_dir) / "s4-t005").is_dir()
@@ -149,13 +155,19 @@ def test_a_search_from_the_app_runs_its_trials_and_offers_the_best(tiny_distilbe
         assert "Started search **app-study**" in message and "python -m llmft search" in command
         # The form's time budget (the preset's minute) is each trial's, not the whole search's.
         assert "--trial-time-budget 60" in command and " --time-budget" not in command
+        # From the first second the page says what the search is doing, not "0 of 2 trials finished" alone.
+        early = client.predict(api_name="/progress")[0]
+        assert "Preparing" in early or "Trial 0" in early, early
+        seen_trial = False
         deadline = time.time() + 300
         while time.time() < deadline:
             state = client.predict(api_name="/progress")
+            seen_trial |= "Trial 0 (app-study-t000, the starting settings)" in state[0]
             if "completed" in state[0] or "failed" in state[0]:
                 break
             time.sleep(1)
         assert "completed: 2 of 2 trials finished" in state[0], state[0]
+        assert seen_trial  # the running trial's progress was shown while it ran
         best = state[3]
         assert best.startswith("app-study-t00") and read_run(runs / best)["search"]["best"] is True
     finally:

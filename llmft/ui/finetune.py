@@ -15,7 +15,7 @@ from ..errors import LlmftError
 from ..jobs import ANY, Job, SearchJob, Waiting
 from ..loading import offline_choice
 from ..plots import loss_curve
-from ..runs import list_runs
+from ..runs import list_runs, read_run
 from ..tasks import builtin_task_names, get_task, task_names
 from .common import user_errors, visible_task, with_user
 from .datapicker import DataPicker
@@ -249,7 +249,7 @@ def poll(ctx, user):
     if isinstance(job, Waiting):
         return waiting_status(ctx, job)
     if isinstance(job, SearchJob):
-        return search_status(job)
+        return search_status(ctx, job)
     running = job.running
     info = job.info()
     status = job.status()
@@ -279,8 +279,9 @@ def poll(ctx, user):
     return bar, figure, log, finished, gr.update(interactive=running), message, gr.Timer(active=running), name
 
 
-def search_status(job):
-    """poll's outputs for a search: trials done, the best so far; the best run once it has finished."""
+def search_status(ctx, job):
+    """poll's outputs for a search, from its first second: what it is doing (reading the data; trial k of n with
+    the running trial's step, loss curve and log), the trials done, the best so far; the best run once it ended."""
     from ..search import trial_rows
 
     running = job.running
@@ -293,10 +294,30 @@ def search_status(job):
     if best:
         line += f"; best so far: trial {best['trial']} ({html.escape(str(best['run']))}), {best['value']:.4f}"
     line += "</p>"
-    log = job.tail() if status.startswith("failed") else ""
+    figure = None
+    current = next((r for r in rows if r["state"] == "running" and r.get("run")), None)
+    if running and current is None:
+        line += "<p>Preparing: reading the data and checking the model before trial 0 (the preset's settings)…</p>"
+    elif running:
+        try:
+            info = read_run(ctx.runs_dir / current["run"])
+        except LlmftError:
+            info = {}
+        step, total = info.get("step", 0), info.get("total_steps") or 0
+        history = info.get("loss_history", [])
+        what = "the starting settings" if current["trial"] == 0 else "sampled settings"
+        line += (
+            f"<p>Trial {current['trial']} ({html.escape(current['run'])}, {what}): "
+            + (html.escape(str(info.get("phase", "starting"))) + "…" if not step else f"step {step} / {total}")
+            + (f" · loss {history[-1]['loss']:.4f}" if history else "")
+            + f"</p><progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
+        )
+        if history:
+            figure = loss_curve(history, f"Loss — {current['run']}", info.get("val_history"))
+    log = job.tail()
     finished = best["run"] if best and status == "completed" else ""
     name = job.run_name if running else ""
-    return line, None, log, finished, gr.update(interactive=running), gr.update(), gr.Timer(active=running), name
+    return line, figure, log, finished, gr.update(interactive=running), gr.update(), gr.Timer(active=running), name
 
 
 def search_view(ctx, user):
@@ -392,15 +413,21 @@ def _search_panel() -> dict:
     """The search accordion: its settings, its Start button, the trials table and Optuna's figures."""
     with gr.Accordion("Hyperparameter search (Optuna) instead of one run", open=False):
         gr.Markdown(
-            "Several runs with sampled learning rate, LoRA r, alpha, dropout, targets and length (TPE; poor "
-            "trials pruned early). Each trial is a run, scored on the validation split; the test split is never "
-            "used to choose. The settings above are where every trial starts. When it ends, evaluate the best."
+            "Several runs: trial 0 trains the settings above as they are, then each trial samples learning rate, "
+            "LoRA r, alpha, dropout, targets and length (TPE; poor trials pruned early). Each trial is a run, "
+            "scored on the validation split; the test split is never used to choose, so the best cannot be worse "
+            "than the settings above on validation. When it ends, evaluate the best."
         )
         with gr.Row():
             panel = {
                 "trials": gr.Number(8, label="Trials", minimum=1, maximum=200, precision=0, elem_id="ft-trials"),
                 "seconds": gr.Number(
-                    0, label="Time budget, s (0 = none)", minimum=0, maximum=86_400, elem_id="ft-search-seconds"
+                    0,
+                    label="Whole search, s (0 = no limit)",
+                    info="each trial keeps the form's time budget",
+                    minimum=0,
+                    maximum=86_400,
+                    elem_id="ft-search-seconds",
                 ),
                 "study": gr.Textbox(
                     label="Study (blank: task and time; a study that exists is resumed)", elem_id="ft-study"

@@ -20,6 +20,7 @@ from ..packaged import minilm_path, smollm2_dir
 from ..plots import loss_curve
 from ..results import data_label, latest_evaluation
 from ..runs import FAILED, RUNNING, delete_run, update_run
+from ..tasks import task_of_run
 from ..votes import tallies, tally_brief
 from .common import visible_runs, with_user, zip_for_download
 from .guard import MODEL_WORK
@@ -37,11 +38,62 @@ def model_label(ref: str) -> str:
     return "/".join(path.parts[-2:])
 
 
+def number(value) -> str:
+    """A setting as a person reads it: 0.0003, not 0.00030000000000000003."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def trained_text(info: dict) -> str:
+    """What training did (not what the form asked for): rows, steps, passes over the data, time."""
+    if info.get("step") is None or info.get("train_examples") is None:
+        return ""
+    parts = [f"{info['train_examples']} rows", f"{info['step']} steps"]
+    parts += [f"{info['epochs']:.2g} epochs"] if isinstance(info.get("epochs"), int | float) else []
+    parts += [f"{info['duration_s']:.0f} s"] if info.get("duration_s") else []
+    return " · ".join(parts)
+
+
+def settings_text(info: dict) -> str:
+    """The run's preset and what differs from it ("quick preset: learning_rate 0.003, lora_r 16"); every setting
+    is in the run's details."""
+    cfg = info.get("config") or {}
+    name = cfg.get("preset") or "quick"
+    try:
+        preset = task_of_run(info).preset(name)
+    except LlmftError:
+        preset = None
+    changed = []
+    for key, value in hyperparameters(TrainConfig, cfg):
+        if key in ("preset", "seed") or not hasattr(preset, key):
+            continue
+        default = getattr(preset, key)
+        if number(default if not isinstance(default, tuple) else list(default)) != number(value):
+            changed.append(f"{key} {number(value)}")
+    return f"{name} preset" + (f": {', '.join(changed)}" if changed else "")
+
+
+def _ordered(runs: list[dict]) -> list[dict]:
+    """Newest first, a search's trials together under the study's newest place, its best trial first."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:  # newest first already
+        study = (run.get("search") or {}).get("study")
+        groups.setdefault(f"study:{study}" if study else f"run:{run['name']}", []).append(run)
+    ordered = []
+    for members in groups.values():
+        members.sort(key=lambda r: (not (r.get("search") or {}).get("best"), (r.get("search") or {}).get("trial", 0)))
+        ordered += members
+    return ordered
+
+
 def runs_table(ctx, user) -> pd.DataFrame:
-    rows, hyper = [], {}
-    for run in visible_runs(ctx, user):
-        params = dict(hyperparameters(TrainConfig, run.get("config", {})))
-        hyper.update(dict.fromkeys(params))
+    """One row per run, readable at a glance: what it is, what training did, what its latest evaluation said;
+    a search's trials grouped under their study with the best first. Every setting is in the run's details."""
+    rows = []
+    for run in _ordered(visible_runs(ctx, user)):
         evaluation = latest_evaluation(Path(run["dir"]))
         rows.append(
             {
@@ -51,30 +103,19 @@ def runs_table(ctx, user) -> pd.DataFrame:
                 "task": run.get("task"),
                 "model": model_label(str(run.get("base_model", ""))),
                 "data": data_label(run.get("data")),
-                **params,
-                "duration s": run.get("duration_s"),
-                "final loss": None if run.get("final_loss") is None else round(run["final_loss"], 4),
+                "trained": trained_text(run),
+                "final loss": None if run.get("final_loss") is None else f"{run['final_loss']:.4f}",
                 "latest evaluation": evaluation.headline_text() if evaluation else "",
-                "blind votes": "; ".join(f"{t['source']}: {tally_brief(t)}" for t in tallies(run["dir"])),
+                "settings": settings_text(run),
                 "search": _search_label(run),
+                "blind votes": "; ".join(f"{t['source']}: {tally_brief(t)}" for t in tallies(run["dir"])),
             }
         )
-    owner = ["owner"] if ctx.access.space else []
-    columns = [
-        "run",
-        "status",
-        *owner,
-        "task",
-        "model",
-        "data",
-        *hyper,
-        "duration s",
-        "final loss",
-        "latest evaluation",
-        "blind votes",
-        "search",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["run", "status", *(["owner"] if ctx.access.space else []), "task", "model", "data", "trained"]
+    columns += ["final loss", "latest evaluation", "settings", "search", "blind votes"]
+    table = pd.DataFrame(rows, columns=columns)
+    empty = [c for c in ("search", "blind votes") if not table[c].astype(bool).any()]
+    return table.drop(columns=empty)  # a column nobody filled says nothing
 
 
 def _search_label(info: dict) -> str:
