@@ -181,6 +181,60 @@ def prepare_next(prepared: PreparedRun, config: TrainConfig) -> PreparedRun:
     return dataclasses.replace(prepared, config=config, run_dir=_claim_run_dir(config, prepared.task, False))
 
 
+def plan(config: TrainConfig, rows: int | None, seconds_per_step: float | None = None, pace_of: str = "") -> str:
+    """What training `config` will do, in words, before it starts: the rows it trains on (`rows`: the data's, None
+    when unknown until it is read, as a hub dataset's), the validation rows, the steps and passes over the data, and
+    where the time budget will stop it (`seconds_per_step`: this server's pace for this model and batch size, from
+    run `pace_of`; None: not measured yet). The same arithmetic as `prepare` and Trainer; the budget's fit is an
+    estimate, measured again when training starts (`callbacks.TimeBudget`)."""
+    import math
+
+    batch = config.batch_size * (config.grad_accum or 1)
+    if rows is None:
+        used, train, val = None, None, None
+        data = "as many rows as the data has (counted when training reads them)"
+    else:
+        used = min(rows, config.train_samples) if config.train_samples else rows
+        val = validation_size(used, config.val_split) if config.val_split else 0
+        train = max(0, used - val)
+        data = f"{train} training rows" + (f" (+{val} held out to validate)" if val else "")
+    if config.max_steps:
+        steps = config.max_steps
+        epochs = f", {steps * batch / train:.2g} passes over them" if train else ""
+    elif train:
+        per_epoch = math.ceil(math.ceil(train / config.batch_size) / (config.grad_accum or 1))
+        steps = math.ceil((config.epochs or 1) * per_epoch)
+        epochs = f" ({config.epochs:g} epochs of {per_epoch} batches of {batch})"
+    else:
+        steps, epochs = None, f"{config.epochs:g} epochs"
+    text = f"**{config.preset} preset**: {data}; " + (f"{steps} steps{epochs}" if steps else epochs)
+    budget = config.time_budget
+    if budget and seconds_per_step and steps:
+        fits = int(budget / seconds_per_step)
+        if fits < steps:
+            passes = f" ({fits * batch / train:.2g} passes over the rows)" if train else ""
+            text += (
+                f". Its {budget:g} s budget stops it after about {fits} steps{passes} at this server's pace "
+                f"({seconds_per_step:.2g} s a step in run {pace_of})"
+            )
+        else:
+            text += f", about {steps * seconds_per_step:.0f} s at this server's pace (within its {budget:g} s budget)"
+    elif budget:
+        text += f", or fewer: it stops at its {budget:g} s budget (this server's pace is measured at the start)"
+    return text + "."
+
+
+def seconds_per_step(runs: list[dict], config: TrainConfig) -> tuple[float | None, str]:
+    """This server's pace for `config`'s model and batch size: seconds a step in the newest completed run of
+    both (`runs`: run infos, newest first), and its name; (None, "") when none has run."""
+    for info in runs:
+        cfg = info.get("config") or {}
+        same = cfg.get("model") == config.model and cfg.get("batch_size") == config.batch_size
+        if same and info.get("status") == COMPLETED and info.get("step") and info.get("train_runtime_s"):
+            return float(info["train_runtime_s"]) / int(info["step"]), str(info["name"])
+    return None, ""
+
+
 def _validation(task: TaskSpec, config: TrainConfig, examples: list[Example]):
     """(training rows, validation rows, their source in words). A hub dataset's own validation split is used
     when it has one; otherwise `val_split` rows are carved from the training rows by seed. The test split is

@@ -477,3 +477,21 @@ def test_space_front_matter_and_safe_launch_defaults(monkeypatch):
     monkeypatch.setenv("SPACE_ID", "someone/llmft")
     assert app_module.parse_args([]).host == "0.0.0.0"
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_the_form_says_what_training_will_do_before_start_and_refuses_live(served):
+    """Before Start, the form says what the preset will do on the chosen data: the rows, the steps (the same count
+    training plans: run 'ready' trained the sentiment quick preset on the bundled sample), and where its time budget
+    stops it at this server's measured pace. An impossible value is named at once, in one line."""
+    client, runs = served
+    ready = read_run(Path(runs) / "ready")
+    values = form(model="", source="bundled sample", steps=None, train_samples=None)
+    values.update(learning_rate="", batch_size="", lora_r="", lora_alpha="", lora_dropout="", target_modules="")
+    values.update(base_dropout="", time_budget="")
+    said = client.predict(*[values[name] for name in FORM_FIELDS], api_name="/plan")
+    planned = ready["time_budget"]["planned_steps"]
+    assert f"{ready['train_examples']} training rows" in said and f"{planned} steps" in said, said
+    assert "60 s budget" in said
+    values.update(learning_rate="5")
+    said = client.predict(*[values[name] for name in FORM_FIELDS], api_name="/plan")
+    assert said.startswith("⚠") and "lr must be in (0, 1], got 5.0" in said and "\n" not in said

@@ -106,6 +106,7 @@ def build_app(
         app.load(with_user(ctx, lambda user: _newest_run_picked(ctx, user)), None, ev["run"], api_name=False)
         app.load(ev["task_of_run"][0], *ev["task_of_run"][1:], api_name=False)
         app.load(ft["on_load"][0], None, ft["on_load"][1], api_name=False)  # a running job's form
+        app.load(*ft["plan_on_load"], api_name=False, show_progress="hidden")  # what Start will do
         app.load(cmp["on_load"][0], *cmp["on_load"][1:], api_name=False)
         app.load(column_visibility, [ft["task"], ft["own_type"]], ft["picker"].kind_fields, api_name=False)
         app.load(rt["refresh"], None, rt["outputs"], api_name=False)  # a fresh page shows current runs

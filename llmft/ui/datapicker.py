@@ -11,7 +11,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..data import FILE_SUFFIXES, SAMPLE, Limits, guess_columns, guess_label_map, load_examples, read_rows
+from ..data import (
+    FILE_SUFFIXES,
+    SAMPLE,
+    Limits,
+    bundled_path,
+    guess_columns,
+    guess_label_map,
+    load_examples,
+    read_rows,
+)
 from ..errors import LlmftError
 from ..refs import is_hub_id, looks_local
 from ..runs import reserve_storage
@@ -97,6 +106,21 @@ def keep_upload(ctx, user, path: str) -> str:
     return str(dest)
 
 
+_ROW_COUNTS: dict = {}
+"""Rows of files already counted, by (path, size, mtime): the form's plan asks again at every change."""
+
+
+def count_rows(path: Path, name: str) -> int:
+    """The rows of a data file (within the upload limits), counted once per version of the file."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    if key not in _ROW_COUNTS:
+        if len(_ROW_COUNTS) > 256:
+            _ROW_COUNTS.clear()
+        _ROW_COUNTS[key] = len(read_rows(path, name, UPLOAD_LIMITS))
+    return _ROW_COUNTS[key]
+
+
 class DataPicker:
     """The widgets; `inputs` go to a handler in `names` order, and `resolve` turns their values into config
     fields."""
@@ -171,6 +195,21 @@ class DataPicker:
         kinds = [task, *([own_type] if own_type is not None else [])]
         for trigger in kinds:
             trigger.change(column_visibility, kinds, self.kind_fields, api_name=False)
+
+    def rows(self, task, values: dict) -> int | None:
+        """How many rows the chosen data has, without keeping anything: the bundled sample's training rows, an
+        upload's rows; None for a hub dataset (counted when training reads it) or nothing chosen yet."""
+        source = values.get("source")
+        if source == "upload":
+            upload = values.get("upload")
+            if not upload:
+                return None
+            refuse_url(upload)
+            return count_rows(Path(upload), Path(upload).name)
+        if source == "bundled sample" and task is not None:
+            path = bundled_path(task, task.train_split)
+            return count_rows(path, path.name) if path.is_file() else None
+        return None
 
     def resolve(self, user, task_name, values: dict) -> dict:
         """Config fields (data, split, columns, label_map) from the picker's values; an upload is checked here,

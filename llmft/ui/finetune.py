@@ -17,7 +17,7 @@ from ..loading import offline_choice
 from ..plots import loss_curve
 from ..runs import list_runs, read_run
 from ..tasks import builtin_task_names, get_task, task_names
-from .common import user_errors, visible_task, with_user
+from .common import user_errors, visible_runs, visible_task, with_user
 from .datapicker import DataPicker
 
 OWN = "your own task"
@@ -67,6 +67,28 @@ def preset_values(task_name: str, preset_name: str, config_cls=TrainConfig, own_
     return values
 
 
+def preset_updates(task_name: str, preset_name: str, config_cls=TrainConfig, own_type: str = "classify") -> list:
+    """The hyperparameter fields for a preset: a choice shows the preset's value; a text field is left blank, with
+    the preset's value as its placeholder ("quick preset: 0.0003"), so blank visibly means the preset's value and
+    only what the user typed is sent."""
+    updates = []
+    fields = form_fields(config_cls, "hyper")
+    for f, value in zip(fields, preset_values(task_name, preset_name, config_cls, own_type)):
+        if f.metadata["choices"]:
+            updates.append(gr.update(value=value or None))
+        else:
+            updates.append(gr.update(value="", placeholder=_placeholder(f, value, preset_name)))
+    return updates
+
+
+def _placeholder(f, value: str, preset_name: str) -> str:
+    if value:
+        return f"{preset_name} preset: {value}"
+    if f.metadata["exclusive"]:
+        return "blank: the preset sets the length another way"
+    return "blank: the default"
+
+
 def _convert(config_cls, f, value):
     """A form value as the field's type: blank is None (the preset's or the task's value)."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -102,6 +124,36 @@ def form_to_config(ctx, user, picker, names: list[str], values: list, config_cls
     kwargs.update(picker.resolve(user, form["task"], form))
     kwargs.update(runs_dir=str(ctx.runs_dir), dtype=ctx.dtype)
     return config_cls(**kwargs)
+
+
+def describe_plan(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig) -> str:
+    """What Start will do with the form as it is, in words (`training.plan`), or the one line that would refuse
+    it; it writes nothing (no task file, no upload kept)."""
+    form = dict(zip(names, values))
+    task_name = form.get("task")
+    if task_name == OWN:  # your own task: its type's presets, and the columns you picked
+        task_name = "sentiment" if (form.get("own_type") or "classify") == "classify" else "dialogue"
+        task = None
+    else:
+        task = visible_task(ctx, user, task_name)
+        if task is None:
+            return ""
+    try:
+        kwargs = {"task": task_name}
+        for f in schema(config_cls):
+            if f.name in form and f.metadata["group"] not in ("data", "columns", "task"):
+                value = _convert(config_cls, f, form[f.name])
+                if value is not None or f.default is None:
+                    kwargs[f.name] = value
+        kwargs.update(preset=form.get("preset") or "quick", model=(form.get("model") or "").strip() or None)
+        config = config_cls(**kwargs)
+        rows = picker.rows(task, form)
+    except LlmftError as err:
+        return f"⚠ {err}"
+    from ..training import plan, seconds_per_step  # deferred: training imports torch
+
+    pace, of = seconds_per_step(visible_runs(ctx, user), config)
+    return plan(config, rows, pace, of)
 
 
 def restore(ctx, user, names: list[str], config_cls=TrainConfig) -> list:
@@ -210,7 +262,7 @@ def _own_values(task_ref: str) -> dict:
     }
 
 
-def _widget(config_cls, f, value, space: bool = False):
+def _widget(config_cls, f, value, space: bool = False, placeholder: str = "blank: the default"):
     """The form widget of one config field (elem_id `ft-<field>`), from its type, bounds and choices."""
     meta, base = f.metadata, field_type(config_cls, f)
     common = dict(label=label_of(f), elem_id=f"ft-{f.name}")
@@ -228,7 +280,7 @@ def _widget(config_cls, f, value, space: bool = False):
         low, high = meta["bounds"] or (None, None)
         return gr.Number(value, minimum=low, maximum=high, precision=0 if base is int else None, **common)
     # A field that may be blank is a text box: a gr.Number cannot be empty (the browser sends 0).
-    return gr.Textbox("" if value is None else str(value), placeholder="blank: the default", **common)
+    return gr.Textbox("" if value is None else str(value), placeholder=placeholder, **common)
 
 
 def owner_key(ctx, user):
@@ -261,8 +313,12 @@ def poll(ctx, user):
     bar = (
         f"<p><b>{html.escape(job.run_name)}</b> — {html.escape(status)}{duration} (started {started})</p>"
         f"<progress value='{step}' max='{max(total, 1)}' style='width:100%'></progress>"
-        + (f"<p>{html.escape(str(info['phase']))}…</p>" if running and not step and info.get("phase") else "")
-        + f"<p>step {step} / {total}"
+        + (
+            f"<p>{html.escape(str(info.get('phase') or 'starting: loading the model, reading the data'))}…</p>"
+            if running and not step
+            else ""
+        )
+        + (f"<p>step {step} / {total}" if total else "<p>")
         + (f" · {info['elapsed_s']:.0f} s so far · about {eta:.0f} s to go" if eta is not None and job.running else "")
         + (f" · loss {history[-1]['loss']:.4f}" if history else "")
         + "</p>"
@@ -397,12 +453,14 @@ def _form(ctx, config_cls):
             }
     picker = DataPicker(ctx, "Training data", ("bundled sample", "hub dataset", "upload"), "ft")
     hyper = form_fields(config_cls, "hyper")
-    with gr.Accordion("Hyperparameters (blank = the preset's)", open=True):
+    with gr.Accordion("Hyperparameters (blank = the preset's value, shown in grey)", open=True):
         defaults = preset_values("sentiment", "quick", config_cls)
         for start in range(0, len(hyper), 4):
             with gr.Row():
                 for f, value in zip(hyper[start : start + 4], defaults[start : start + 4]):
-                    widgets[f.name] = _widget(config_cls, f, value)
+                    shown = value if f.metadata["choices"] else None  # a text field stays blank: the preset's
+                    hint = _placeholder(f, value, "quick")
+                    widgets[f.name] = _widget(config_cls, f, shown, placeholder=hint)
         with gr.Row():
             for f in form_fields(config_cls, "run"):
                 widgets[f.name] = _widget(config_cls, f, f.default)
@@ -445,12 +503,15 @@ def _search_panel() -> dict:
 
 def _status_area() -> dict:
     """Start and Cancel, the messages, the live progress, loss chart and log, and the hidden job state."""
+    plan = gr.Markdown(elem_id="ft-plan")  # what Start will do, kept current as the form changes
     with gr.Row():
         area = {
             "start": gr.Button("Start", variant="primary"),
             "cancel": gr.Button("Cancel", variant="stop", interactive=False),
         }
-    area["message"], area["command"], area["progress"] = gr.Markdown(), gr.Markdown(), gr.HTML()
+    area["plan"] = plan
+    area["message"], area["command"] = gr.Markdown(), gr.Markdown()
+    area["progress"] = gr.HTML(elem_id="ft-progress")
     with gr.Row():
         area["loss"] = gr.Plot(label="Loss")
         area["log"] = gr.Textbox(label="Log (last steps)", lines=12, interactive=False)
@@ -495,7 +556,7 @@ def build(ctx, config_cls=TrainConfig):
         def on_preset(user, task_name, preset_name, own_type):
             if task_name != OWN and visible_task(ctx, user, task_name) is None:
                 raise LlmftError(f"unknown task {task_name!r}")  # and no list of the tasks there are
-            return preset_values(task_name, preset_name, config_cls, own_type)
+            return preset_updates(task_name, preset_name, config_cls, own_type)
 
         hyper_widgets = [widgets[f.name] for f in form_fields(config_cls, "hyper")]
         preset_inputs = [widgets["task"], widgets["preset"], own["own_type"]]
@@ -512,8 +573,15 @@ def build(ctx, config_cls=TrainConfig):
         # On a pick (not a page restore, which sets the task and its run's model together).
         widgets["task"].input(user_errors(on_task_model), widgets["task"], widgets["model"], api_name=False)
         picker.wire(widgets["task"], own["own_type"])
+        # Scroll the progress into view, then hand the form's values on unchanged.
+        follow = "(...a) => { document.getElementById('ft-plan')?.scrollIntoView({block: 'start'}); return a; }"
         area["start"].click(
-            with_user(ctx, start), inputs, started_outputs, api_name="train", show_progress_on=[area["message"]]
+            with_user(ctx, start),
+            inputs,
+            started_outputs,
+            api_name="train",
+            show_progress_on=[area["message"]],
+            js=follow,  # the progress comes into view, wherever Start was pressed from
         )
         area["cancel"].click(
             with_user(ctx, lambda user, name: cancel(ctx, user, name)),
@@ -527,8 +595,18 @@ def build(ctx, config_cls=TrainConfig):
             started_outputs,
             api_name="search",
             show_progress_on=[area["message"]],
+            js=follow,
         )
         _wire_polling(ctx, area, panel)
+
+        def on_form(user, *values):
+            return describe_plan(ctx, user, picker, names, list(values), config_cls)
+
+        # Typed fields count when left (blur) or submitted, not at every keystroke; choices at once.
+        typed = [w for w in inputs if isinstance(w, gr.Textbox)]
+        triggers = [e for w in typed for e in (w.blur, w.submit)]
+        triggers += [w.change for w in inputs if not isinstance(w, gr.Textbox)]
+        gr.on(triggers, with_user(ctx, on_form), inputs, area["plan"], api_name="plan", show_progress="hidden")
         restored = [*widgets.values(), *own.values(), *picker.inputs, area["command"], area["timer"], area["progress"]]
 
         def on_page_load(user):
@@ -538,6 +616,7 @@ def build(ctx, config_cls=TrainConfig):
             return [*restore(ctx, user, names, config_cls), gr.Timer(active=live), poll(ctx, user)[0]]
 
         on_load = (with_user(ctx, on_page_load), restored)
+        plan_on_load = (with_user(ctx, on_form), inputs, area["plan"])
     return {
         "evaluate_btn": area["evaluate"],
         "finished": area["finished"],
@@ -546,6 +625,7 @@ def build(ctx, config_cls=TrainConfig):
         "picker": picker,
         "own_type": own["own_type"],
         "on_load": on_load,
+        "plan_on_load": plan_on_load,
     }
 
 
