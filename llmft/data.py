@@ -481,7 +481,7 @@ def _to_examples(task, rows, where, overrides) -> list[Example]:
                 raise LlmftError(f"{where} line {line_no}: empty or missing {text_col!r}")
         if task.input_columns:  # a prompt over several columns: the example's text is the filled prompt
             text = task.render(row)
-        ident = str(row.get("id", row.get("fname", line_no)))
+        ident = str(row.get("id", row.get("fname", f"line {line_no}")))  # a file without ids: where the row is
         try:
             fields = task.kind.parse_row(task, row, columns, overrides)
         except LlmftError as err:

@@ -37,6 +37,29 @@ UPLOAD_PREFIX_RE = r"[0-9a-f]{12}-"
 """Kept uploads are named `<12 hex digits of their hash>-<the user's file name>`."""
 
 
+METRIC_NAMES = {
+    "macro_f1": "macro-F1",
+    "accuracy": "accuracy",
+    "positive_f1": "positive-class F1",
+    "macro_precision": "macro precision",
+    "macro_recall": "macro recall",
+    "p_true_label": "probability of the true label",
+    "correct": "right/wrong",
+    "rouge1": "ROUGE-1",
+    "rouge2": "ROUGE-2",
+    "rougeL": "ROUGE-L",
+    "bertscore_f1": "BERTScore F1",
+    "overall": "overall (mean of ROUGE and BERTScore)",
+}
+"""Metrics in words for people; the raw name stays beside it (it is what summary.json and the CLI's flags use)."""
+
+
+def metric_name(metric: str) -> str:
+    """`macro-F1 (macro_f1)`: the metric in words, with the name the files use."""
+    words = METRIC_NAMES.get(metric)
+    return f"{words} ({metric})" if words and words != metric else metric
+
+
 def markdown_safe(text) -> str:
     """`text` (a sentence naming labels, files or runs a visitor chose) made inert in Markdown: no link, image,
     HTML tag, code span or table cell break can come from a label such as `![x](https://...)` into another

@@ -161,3 +161,9 @@ def test_sampling_is_deterministic_and_seeded():
     assert [e.id for e in a] == [e.id for e in b]
     assert [e.id for e in a] != [e.id for e in c]
     assert len(sample_examples(examples, 10_000, 0)) == len(examples)
+
+
+def test_rows_of_a_file_without_ids_are_named_by_their_line(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\na fine film,Positive\na dull film,Negative\n")
+    assert [e.id for e in load_examples(get_task("sentiment"), str(path), "train")] == ["line 2", "line 3"]

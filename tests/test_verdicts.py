@@ -270,3 +270,21 @@ def test_markdown_in_a_strangers_labels_stays_text_in_verdicts_and_model_card_ta
     verdict, table = render(verdict_markdown(result)), render(result.markdown_table())
     assert "&lt;img src=x" in verdict and "<img" not in verdict  # ... as text
     assert "evil.example" in table and "<img" not in table and "<a " not in table
+
+
+def test_a_classification_drill_down_says_right_or_wrong_and_names_metrics_in_words():
+    """A label is one word: the drill-down says which side got it right instead of a word diff of two labels, and
+    metrics are named in words beside the names the files use."""
+    from llmft.ui.evaluate import example_detail, examples_table
+
+    labels = [1, 0, 1, 0]
+    examples = [Example(str(i), f"text {i}", label=y) for i, y in enumerate(labels)]
+    onehot = [[1.0, 0.0]] * 4, [[1.0 - y, float(y)] for y in labels]
+    s = SENTIMENT.kind.score(SENTIMENT, examples, *onehot, None, 0)
+    result = EvalResult(
+        "sentiment", "classification", 4, "macro_f1", s.metrics, s.per_example, "p_true_label", s.rows, **s.extra
+    )
+    shown = example_detail(result, "0")  # truth Positive: base said Negative, tuned Positive
+    assert "<b>Base</b> wrong, <b>tuned</b> right." in shown and "Word diff" not in shown
+    assert "probability of the true label (p_true_label)" in shown
+    assert "base probability of the true label (p_true_label)" in examples_table(result).columns

@@ -12,16 +12,19 @@ from ..access import User
 from ..config import EvalConfig
 from ..errors import LlmftError
 from ..pipeline import default_test_data, evaluate, resolve_task
-from ..results import EvalResult, markdown_safe
+from ..results import TABLE_COLUMNS, EvalResult, markdown_safe, metric_name
 from ..votes import CHOICES, next_ballot, source_tally, tally_text
 from .common import completed_runs, for_download, with_user, word_diff_html
 from .datapicker import DataPicker
 from .guard import MODEL_WORK, request_watch
 
+EXAMPLE_COLUMNS = ["id", "base", "tuned", "delta", "input"]
+"""The examples table's columns before an evaluation (never Gradio's "1 2 3")."""
+
 
 def examples_table(result: EvalResult) -> pd.DataFrame:
-    metric = result.example_metric
-    base, tuned = result.scores(metric)
+    metric = metric_name(result.example_metric)
+    base, tuned = result.scores(result.example_metric)
     rows = [
         {
             "id": r["id"],
@@ -45,16 +48,22 @@ def example_detail(result: EvalResult | None, example_id: str) -> str:
     refs = [v for k, v in row.items() if k.startswith("reference") and v]
     metrics = result.per_example
     score_rows = "".join(
-        f"<tr><td>{html.escape(m)}</td><td>{row[f'base_{m}']:.4f}</td><td>{row[f'tuned_{m}']:.4f}</td></tr>"
+        f"<tr><td>{html.escape(metric_name(m))}</td><td>{row[f'base_{m}']:.4f}</td><td>{row[f'tuned_{m}']:.4f}</td></tr>"
         for m in metrics
     )
     esc = html.escape
+    base, tuned = str(row["base_output"]), str(row["tuned_output"])
+    if result.labels:  # a label is one word: say whether each side got it right, not a word diff
+        truth = str(refs[0]) if refs else ""
+        marks = {side: "right" if answer == truth else "wrong" for side, answer in (("base", base), ("tuned", tuned))}
+        change = f"<p><b>Base</b> {marks['base']}, <b>tuned</b> {marks['tuned']}.</p>" if truth else ""
+    else:
+        change = f"<p><b>Word diff (base → tuned)</b>: {word_diff_html(base, tuned)}</p>"
     return (
         f"<h4>Example {esc(str(row['id']))}</h4>"
         f"<p><b>Input</b></p><pre style='white-space:pre-wrap'>{esc(row['input'])}</pre>"
         + "".join(f"<p><b>Reference</b>: {esc(str(r))}</p>" for r in refs)
-        + f"<p><b>Base</b>: {esc(str(row['base_output']))}</p><p><b>Tuned</b>: {esc(str(row['tuned_output']))}</p>"
-        f"<p><b>Word diff (base → tuned)</b>: {word_diff_html(str(row['base_output']), str(row['tuned_output']))}</p>"
+        + f"<p><b>Base</b>: {esc(base)}</p><p><b>Tuned</b>: {esc(tuned)}</p>{change}"
         f"<table><tr><th>metric</th><th>base</th><th>tuned</th></tr>{score_rows}</table>"
     )
 
@@ -119,7 +128,7 @@ def run_evaluation(ctx, user, picker, run, n, seed, scorer, max_new_tokens, data
 
     return (
         verdict_markdown(result),
-        pd.DataFrame(result.table()),
+        pd.DataFrame([{**row, "metric": metric_name(row["metric"])} for row in result.table()]),
         gr.update(value=pd.DataFrame(result.class_table()), visible=bool(result.per_class)),
         plot("boxplot"),
         plot("proportions"),
@@ -198,6 +207,7 @@ def build(ctx):
         status = gr.Markdown(elem_id="evaluate-status")
         head = gr.Markdown(elem_id="verdict")
         summary = gr.Dataframe(
+            pd.DataFrame(columns=TABLE_COLUMNS),
             label="Paired comparison (tuned − base; 95% CI by paired bootstrap)",
             interactive=False,
             elem_id="summary-table",
@@ -215,7 +225,12 @@ def build(ctx):
         with gr.Row():
             cm_base = gr.Plot(label="Base confusion matrix", visible=False)
             cm_tuned = gr.Plot(label="Tuned confusion matrix", visible=False)
-        table = gr.Dataframe(label="Examples (worst change first; click a row)", interactive=False, max_height=300)
+        table = gr.Dataframe(
+            pd.DataFrame(columns=EXAMPLE_COLUMNS),
+            label="Examples (worst change first; click a row)",
+            interactive=False,
+            max_height=300,
+        )
         with gr.Row():
             worse = gr.Dropdown([], label="Where tuned got worse")
             pick = gr.Dropdown([], label="Any example")
@@ -282,7 +297,23 @@ def build(ctx):
             error, as if it were this one's."""
             hidden = gr.update(value=None, visible=False)
             empty = gr.update(choices=[], value=None)
-            return "", None, hidden, hidden, hidden, hidden, hidden, hidden, None, empty, empty, None, None, None
+            blank = pd.DataFrame(columns=TABLE_COLUMNS), pd.DataFrame(columns=EXAMPLE_COLUMNS)
+            return (
+                "",
+                blank[0],
+                hidden,
+                hidden,
+                hidden,
+                hidden,
+                hidden,
+                hidden,
+                blank[1],
+                empty,
+                empty,
+                None,
+                None,
+                None,
+            )
 
         go.click(cleared, None, results, api_name=False, show_progress="hidden").then(
             with_user(ctx, on_evaluate, progress=True),

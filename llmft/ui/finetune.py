@@ -389,7 +389,9 @@ def search_view(ctx, user):
         [
             {
                 "trial": r["trial"],
-                "state": r["state"] + (" (best)" if r.get("best") else ""),
+                "state": r["state"]
+                + (" (best)" if r.get("best") else "")
+                + (" · the starting settings" if r["trial"] == 0 else ""),
                 "value": None if r["value"] is None else round(r["value"], 4),
                 "run": r["run"],
                 **{k: round(v, 6) if isinstance(v, float) else v for k, v in r["params"].items()},

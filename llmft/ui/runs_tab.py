@@ -334,7 +334,22 @@ def build(ctx):
                 rank_btn = gr.Button("Rank on their shared evaluation", size="sm", elem_id="board-rank")
                 board_eval_btn = gr.Button("Evaluate on one set and rank", size="sm", elem_id="board-evaluate")
             board_text = gr.Markdown(elem_id="board-text")
-            board_table = gr.Dataframe(interactive=False, label="Leaderboard (best first)", elem_id="board-table")
+            board_columns = [
+                "rank",
+                "run",
+                "base",
+                "tuned",
+                "Δ vs base [95% CI]",
+                "p (Holm)",
+                "win/tie/loss",
+                "verdict",
+            ]
+            board_table = gr.Dataframe(
+                pd.DataFrame(columns=board_columns),  # headers before the first leaderboard, not "1 2 3"
+                interactive=False,
+                label="Leaderboard (best first)",
+                elem_id="board-table",
+            )
             board_plot = gr.Plot(label="Gain over base, 95% CI")
         # Errors show as a toast and, at most, on the message line: never as badges over the table or fields.
         on_message = dict(show_progress_on=[message])
