@@ -163,10 +163,12 @@ def _stretch_schedule(scheduler, config, total: int) -> None:
 class ProgressCallback(TrainerCallback):
     """Records losses in run.json, reports progress, and stops training when cancel is set."""
 
-    def __init__(self, run_dir, total, on_progress, cancel, started, info, selection):
+    def __init__(self, run_dir, total, on_progress, cancel, started, info, selection, budget=None):
         """`info`: run.json so far (a resumed run's loss and validation histories); `selection`: the validation
-        metric that picks the kept step (None: no validation)."""
+        metric that picks the kept step (None: no validation); `budget`: the time budget in seconds, which bounds
+        the time to go (before the budget has fitted the steps, the planned steps would say minutes)."""
         self.run_dir, self.total, self.on_progress, self.cancel = run_dir, total, on_progress, cancel
+        self.budget = budget
         self.started, self.last_loss, self.tokens = started, None, 0
         self.history, self.val_history = list(info.get("loss_history", [])), list(info.get("val_history") or [])
         self.selection = selection
@@ -204,6 +206,8 @@ class ProgressCallback(TrainerCallback):
         elapsed = time.time() - self.started
         step, total = state.global_step, state.max_steps or self.total
         eta = elapsed / step * (total - step) if step else None
+        if eta is not None and self.budget:
+            eta = min(eta, max(0.0, self.budget - elapsed))
         if args.process_index == 0:
             update_run(
                 self.run_dir,

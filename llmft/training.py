@@ -613,7 +613,7 @@ def _build_trainer(prepared: PreparedRun, base, targets, on_progress, cancel, sh
         generated = kind.validation_generator(task, tokenizer, val_examples[: config.val_generate], max_input, cap)
     args = _training_arguments(prepared, schedule, compute_metrics is not None, show_progress)
     callback = ProgressCallback(
-        prepared.run_dir, schedule.total, on_progress, cancel, started, info, schedule.selection
+        prepared.run_dir, schedule.total, on_progress, cancel, started, info, schedule.selection, config.time_budget
     )
     callbacks = [callback]
     if validating and config.early_stopping:

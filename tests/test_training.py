@@ -418,3 +418,20 @@ def test_bfloat16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
         warnings = [r for r in caplog.records if "no native bf16" in r.getMessage()]
         assert len(warnings) == (0 if native else 1)
     models._warn_emulated_bf16.cache_clear()
+
+
+def test_the_time_to_go_never_exceeds_what_is_left_of_the_budget(tmp_path):
+    """Before the time budget has fitted the steps, the planned steps (the preset's 10 epochs) would say minutes
+    to go for a 60-second run, then jump down: the time to go is bounded by what is left of the budget."""
+    import time
+    from types import SimpleNamespace
+
+    from llmft.callbacks import ProgressCallback
+    from llmft.runs import read_run, update_run
+
+    update_run(tmp_path, status="running")
+    seen = []
+    callback = ProgressCallback(tmp_path, 450, seen.append, None, time.time() - 10, {}, None, budget=60)
+    state = SimpleNamespace(global_step=1, max_steps=450, num_input_tokens_seen=0)
+    callback.on_log(SimpleNamespace(process_index=0), state, SimpleNamespace(), logs={"loss": 0.7})
+    assert 49 <= seen[-1].eta_s <= 50 and read_run(tmp_path)["eta_s"] <= 50  # not 10 s x 449 steps

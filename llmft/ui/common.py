@@ -27,9 +27,10 @@ def user_errors(fn, public: bool = False):
 
     def report(err):
         if isinstance(err, gr.Error):
-            return gr.Error(hide_paths(err.message), title=err.title) if public else err
+            return gr.Error(hide_paths(err.message), title=err.title, duration=None) if public else err
         text = str(err) if isinstance(err, LlmftError) else f"{type(err).__name__}: {first_line(err)}"
-        return gr.Error(hide_paths(text) if public else text)
+        # It stays until it is closed: a refusal that vanished in seconds left Start looking dead.
+        return gr.Error(hide_paths(text) if public else text, duration=None)
 
     if _is_generator(fn):
 
