@@ -118,6 +118,11 @@ def evaluate_pair(
         warnings.append(
             f"the tuned outputs equal the base's on all {len(examples)} examples: the adapter may be untrained"
         )
+    if task.kind.shows_probabilities and loaded.fresh_modules:
+        warnings.append(
+            "the base model's classification head is untrained (its checkpoint had none, so it answers by chance): "
+            "'better' here says the tuned model learned the task, not that it beat a working classifier"
+        )
     result = EvalResult(
         task=task.name,
         kind=task.kind.name,

@@ -34,6 +34,10 @@ def card_name(ref: str | None) -> str:
     return ref
 
 
+def _rounded(value, digits: int = 4):
+    return round(value, digits) if isinstance(value, float) else value
+
+
 def model_card(
     info: dict, evaluation: EvalResult | None, merged: bool, gguf: bool = False, votes: list[dict] | None = None
 ):
@@ -86,8 +90,9 @@ def model_card(
                     )
                 )
     local_data = not cfg.get("data") or cfg.get("data") == "sample" or Path(str(cfg.get("data"))).is_absolute()
+    hub_base = bool(source) or not Path(info["base_model"]).is_absolute() or base != Path(info["base_model"]).name
     card_data = ModelCardData(
-        base_model=base if source or not Path(info["base_model"]).is_absolute() else None,  # hub ids only
+        base_model=base if hub_base else None,  # a hub id (a packaged model's too), never a folder's name
         library_name=library,
         pipeline_tag=PIPELINE_TAGS.get(kind),
         tags=["llmft", "lora", kind],
@@ -112,7 +117,8 @@ def model_card(
         f"- data: `{data}` ({info.get('train_examples')} examples)",
         f"- LoRA target modules: {', '.join(info.get('lora_target_modules_resolved', []))}",
         f"- trained in full (head, modules the checkpoint lacked): {', '.join(info.get('trained_in_full') or ['-'])}",
-        f"- steps: {info.get('step')}, final loss {info.get('final_loss')}, duration {info.get('duration_s')} s",
+        f"- steps: {info.get('step')}, final loss {_rounded(info.get('final_loss'))}, "
+        f"duration {_rounded(info.get('duration_s'), 1)} s",
         f"- library versions: {info.get('versions')}",
         "",
         "| hyperparameter | value |",
@@ -184,6 +190,7 @@ def export_run(
                 _write_gguf(merged, loaded.tokenizer, staging, info)
         else:
             shutil.copytree(run_dir / "adapter", staging, dirs_exist_ok=True)
+            _name_base_model(staging / "adapter_config.json", info)
         model_card(info, latest_evaluation(run_dir), merge, gguf, tallies(run_dir)).save(staging / "README.md")
         if out.exists():
             out.rmdir()
@@ -192,6 +199,19 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _name_base_model(config_file: Path, info: dict) -> None:
+    """peft records the base model as this machine loaded it: in an export, its hub id (a packaged model's too), or
+    a local folder's name, never this machine's path."""
+    import json
+
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    source = info.get("base_model_source") or {}
+    config["base_model_name_or_path"] = source.get("model") or card_name(info["base_model"])
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_gguf(merged, tokenizer, folder: Path, info: dict) -> None:

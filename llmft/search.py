@@ -53,13 +53,27 @@ def _field(name: str):
 
 
 def default_space(base: TrainConfig) -> dict[str, Dimension]:
-    """Learning rate, LoRA r, alpha, dropout, targets and the run's length (unless a time budget sets it)."""
+    """Learning rate, LoRA r, alpha, dropout, targets and the run's length (unless a time budget sets it), each
+    holding the starting settings (`base`), so that trial 0 can train them as they are (`first_trial`)."""
+
+    def choices(name, options):
+        value = getattr(base, name)
+        value = ",".join(value) if isinstance(value, list | tuple) else value
+        # Appended, the standard choices keep their order: a study made before resumes with the same space.
+        return Dimension(name, choices=options + (value,) if value is not None and value not in options else options)
+
+    def span(name, low, high, log=False):
+        value = getattr(base, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and (value > 0 or not log):
+            low, high = min(low, value), max(high, value)
+        return Dimension(name, low, high, log=log)
+
     space = {
-        "learning_rate": Dimension("learning_rate", 1e-4, 1e-2, log=True),
-        "lora_r": Dimension("lora_r", choices=(4, 8, 16, 32)),
-        "lora_alpha": Dimension("lora_alpha", choices=(8, 16, 32, 64)),
-        "lora_dropout": Dimension("lora_dropout", 0.0, 0.2),
-        "target_modules": Dimension("target_modules", choices=("q,v", "q,k,v", "all-linear")),
+        "learning_rate": span("learning_rate", 1e-4, 1e-2, log=True),
+        "lora_r": choices("lora_r", (4, 8, 16, 32)),
+        "lora_alpha": choices("lora_alpha", (8, 16, 32, 64)),
+        "lora_dropout": span("lora_dropout", 0.0, 0.2),
+        "target_modules": choices("target_modules", ("q,v", "q,k,v", "all-linear")),
     }
     if not base.time_budget:
         if base.max_steps:

@@ -198,6 +198,8 @@ def plan(config: TrainConfig, rows: int | None, seconds_per_step: float | None =
         val = validation_size(used, config.val_split) if config.val_split else 0
         train = max(0, used - val)
         data = f"{train} training rows" + (f" (+{val} held out to validate)" if val else "")
+        if config.train_samples and config.train_samples > rows:
+            data += f", all the data has (train samples, {config.train_samples}, is an upper bound)"
     if config.max_steps:
         steps = config.max_steps
         epochs = f", {steps * batch / train:.2g} passes over them" if train else ""

@@ -214,7 +214,8 @@ def test_evaluate_returns_summary_and_plots(served):
     )
     classes = classes.get("value", classes)  # an update that also shows the table
     assert [row[0] for row in classes["data"]] == ["Negative", "Positive"]  # the per-class table
-    metrics = {row[0]: row for row in summary["data"]}
+    metrics = {row[0].rsplit("(", 1)[-1].rstrip(")"): row for row in summary["data"]}  # "macro-F1 (macro_f1)"
+    assert "macro-F1 (macro_f1)" in [row[0] for row in summary["data"]]  # in words, beside the files' name
     assert {"macro_f1", "accuracy", "macro_precision", "macro_recall", "positive_f1", "correct"} <= set(metrics)
     assert float(metrics["macro_f1"][2]) > float(metrics["macro_f1"][1])  # tuned mean > base mean
     assert "**better**" in head and "on macro_f1" in head and "sample" in head
@@ -223,7 +224,7 @@ def test_evaluate_returns_summary_and_plots(served):
     first_id = table["data"][0][0]
     detail = client.predict(first_id, api_name="/example")  # the result stays in this session's state
     assert f"Example {first_id}" in detail
-    assert "Word diff" in detail and "<script" not in detail
+    assert ("<b>Base</b> right" in detail or "<b>Base</b> wrong" in detail) and "<script" not in detail
 
 
 def test_bad_upload_column_and_oversized_file(served, tmp_path):
@@ -284,6 +285,11 @@ def test_downloads_are_served(served):
     with zipfile.ZipFile(zip_path) as archive:  # llmft's model card, not peft's template
         assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(archive.namelist())
         card = archive.read("README.md").decode()
+        peft_config = json.loads(archive.read("adapter_config.json"))
+    assert (
+        peft_config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    )  # not this machine's path
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert "# ready" in card and "| hyperparameter | value |" in card and "[More Information Needed]" not in card
     assert "/tmp/" not in card  # models and data by name, never this machine's paths
 
@@ -310,7 +316,7 @@ def test_evaluation_state_stays_in_its_own_session(served):
         seen = other.predict(first_id, api_name="/example")
     except Exception as err:
         seen = str(err)
-    assert f"Example {first_id}" not in seen and "Word diff" not in seen
+    assert f"Example {first_id}" not in seen and "<b>Base</b>" not in seen
 
 
 def test_runs_tab_pushes_through_the_hub_api(served, monkeypatch, tmp_path):
@@ -336,7 +342,8 @@ def test_runs_tab_lists_runs_with_details(served):
     names = [row[0] for row in table["data"]]
     assert "ready" in names and pick["value"] in names  # the client returns the picker's update
     assert json.loads(info)["name"] == pick["value"]
-    models = {row[0]: row[3] for row in table["data"]}
+    column = table["headers"].index("model")
+    models = {row[0]: row[column] for row in table["data"]}
     assert models["ready"] == "all-MiniLM-L6-v2 (packaged)"
 
 

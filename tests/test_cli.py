@@ -64,7 +64,9 @@ def test_sentiment_train_evaluate_predict_end_to_end(tmp_path):
             "losses",
         }
     assert summary["metrics"]["macro_f1"]["tuned_mean"] > summary["metrics"]["macro_f1"]["base_mean"] + 0.2
-    assert summary["headline"] == "macro_f1" and summary["verdict"] == "better" and summary["warnings"] == []
+    assert summary["headline"] == "macro_f1" and summary["verdict"] == "better"
+    # The one warning: the base it beat had an untrained head (chance), which the verdict must not hide.
+    assert len(summary["warnings"]) == 1 and "classification head is untrained" in summary["warnings"][0]
     assert summary["format_version"] == 2 and summary["data"] == "sample"
     assert "verdict: tuned is better than base on macro_f1" in evaluated.stdout
     rows = pd.read_csv(out / "examples.csv")

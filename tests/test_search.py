@@ -55,6 +55,8 @@ def test_a_search_of_four_trials_makes_four_runs_a_best_trial_and_resumes(tiny_d
     start = base(tiny_distilbert, runs_dir)
     assert marks[0]["params"]["learning_rate"] == pytest.approx(start.learning_rate)
     assert marks[0]["params"]["lora_r"] == start.lora_r and marks[0]["params"]["lora_dropout"] == start.lora_dropout
+    assert marks[0]["params"]["target_modules"] == ",".join(start.target_modules)  # even when not a standard choice
+    assert first["config"]["target_modules"] == start.target_modules
     assert result.best["value"] >= seen[0]["value"]
 
     again = search(base(tiny_distilbert, runs_dir), trials=2, study_name="s4")  # the same study, resumed

@@ -216,6 +216,7 @@ def build(ctx):
                 gr.update(visible=kind.generates),
                 gr.update(visible=not everything),
                 gr.update(visible=not everything),
+                *("", "", "", "", None, None, ""),  # an answer of another task never stays under this one
             )
 
         def on_adapter(user, task_name, choice):
@@ -231,7 +232,8 @@ def build(ctx):
             return gr.update(), gr.update(value=min(256, generation_cap(task_spec, info, None)[0]))
 
         adapter.change(with_user(ctx, on_adapter), [task, adapter], [task, max_new], api_name=False)
-        shown = [task, example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune]
+        answers = [base_out, tuned_out, base_stats, tuned_stats, base_probs, tuned_probs, scores]
+        shown = [task, example, adapter, base_probs, tuned_probs, max_new, empty, to_finetune, *answers]
         on_task = with_user(ctx, on_task)
         task.change(on_task, [task, adapter], shown, api_name=False)
         example.change(

@@ -41,6 +41,8 @@ PREVIEW_LIMITS = dataclasses.replace(UPLOAD_LIMITS, stop_at=5000)
 """A preview reads the first rows only (the label-mapping guesses look at up to 5,000)."""
 COLUMNS = {"text_column": "Text column", "target_columns": "Reference column", "label_column": "Label column"}
 PREVIEW_ROWS = 5
+BLANK = ("(none: the task's column)", "")
+"""A column picker's first choice: no column of the file (the task's own name for it)."""
 
 
 def column_visibility(task_name: str, own_type: str | None = None) -> list:
@@ -80,7 +82,7 @@ def preview(task, path, *current):
     mapping = current_map or ""
     if not mapping and task and task.labels and label_col:
         mapping = ", ".join(guess_label_map([r.get(label_col) for _, r in rows[:5000]], task.labels))
-    updates = [gr.update(choices=names, value=value) for value in chosen]
+    updates = [gr.update(choices=[BLANK, *names], value=value) for value in chosen]
     return frame, *updates, gr.update(value=mapping)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..access import qualified
 from ..config import TrainConfig, field_type, form_fields, label_of, schema
-from ..errors import LlmftError
+from ..errors import LlmftError, hide_paths
 from ..jobs import ANY, Job, SearchJob, Waiting
 from ..loading import offline_choice
 from ..plots import loss_curve
@@ -152,6 +152,10 @@ def describe_plan(ctx, user, picker, names: list[str], values: list, config_cls=
         return f"⚠ {err}"
     from ..training import plan, seconds_per_step  # deferred: training imports torch
 
+    if config.run_name:  # the name as it will be (a visitor's own on a Space): an existing run is never overwritten
+        name = qualified(user.name if ctx.access.space else None, config.run_name)
+        if (ctx.runs_dir / name).exists():
+            return f"⚠ run {name!r} already exists; choose another name"
     pace, of = seconds_per_step(visible_runs(ctx, user), config)
     return plan(config, rows, pace, of)
 
@@ -348,12 +352,15 @@ def search_status(ctx, job):
     planned = f" of {job.trials}" if job.trials else ""
     line = f"<p><b>search {html.escape(job.study)}</b> — {html.escape(status)}: {len(done)}{planned} trials finished"
     if best:
-        line += f"; best so far: trial {best['trial']} ({html.escape(str(best['run']))}), {best['value']:.4f}"
+        words = "best so far" if running else "best"
+        line += f"; {words}: trial {best['trial']} ({html.escape(str(best['run']))}), validation {best['value']:.4f}"
     line += "</p>"
     figure = None
     current = next((r for r in rows if r["state"] == "running" and r.get("run")), None)
-    if running and current is None:
-        line += "<p>Preparing: reading the data and checking the model before trial 0 (the preset's settings)…</p>"
+    if running and current is None and not done:
+        line += "<p>Preparing: reading the data and checking the model before trial 0 (the form's settings)…</p>"
+    elif running and current is None:
+        line += "<p>Between trials…</p>"
     elif running:
         try:
             info = read_run(ctx.runs_dir / current["run"])
@@ -370,7 +377,14 @@ def search_status(ctx, job):
         )
         if history:
             figure = loss_curve(history, f"Loss — {current['run']}", info.get("val_history"))
-    log = job.tail()
+    elif best:  # finished: the best trial's curve stays
+        try:
+            info = read_run(ctx.runs_dir / best["run"])
+            if info.get("loss_history"):
+                figure = loss_curve(info["loss_history"], f"Loss — {best['run']} (best)", info.get("val_history"))
+        except LlmftError:
+            pass
+    log = hide_paths(job.tail()) if ctx.access.space else job.tail()
     finished = best["run"] if best and status == "completed" else ""
     name = job.run_name if running else ""
     return line, figure, log, finished, gr.update(interactive=running), gr.update(), gr.Timer(active=running), name
@@ -541,10 +555,11 @@ def build(ctx, config_cls=TrainConfig):
         started_outputs = [area["message"], area["command"], area["cancel"], area["timer"], area["job_name"]]
 
         def shown(job, what: str) -> tuple:
-            """The page once a run or search started (its command), or a run waits in line."""
+            """The page once a run or search started (its command; on a Space without the server's paths), or a
+            run waits in line."""
             if isinstance(job, Waiting):
                 return waiting_text(ctx, job), "", gr.update(interactive=True), gr.Timer(active=True), job.run_name
-            command = f"```\n{job.command}\n```"
+            command = f"```\n{hide_paths(job.command) if ctx.access.space else job.command}\n```"
             return f"Started {what}.", command, gr.update(interactive=True), gr.Timer(active=True), job.run_name
 
         def start(user, *values):

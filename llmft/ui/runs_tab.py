@@ -111,8 +111,8 @@ def runs_table(ctx, user) -> pd.DataFrame:
                 "blind votes": "; ".join(f"{t['source']}: {tally_brief(t)}" for t in tallies(run["dir"])),
             }
         )
-    columns = ["run", "status", *(["owner"] if ctx.access.space else []), "task", "model", "data", "trained"]
-    columns += ["final loss", "latest evaluation", "settings", "search", "blind votes"]
+    columns = ["run", "status", *(["owner"] if ctx.access.space else []), "task", "latest evaluation", "trained"]
+    columns += ["model", "data", "final loss", "settings", "search", "blind votes"]
     table = pd.DataFrame(rows, columns=columns)
     empty = [c for c in ("search", "blind votes") if not table[c].astype(bool).any()]
     return table.drop(columns=empty)  # a column nobody filled says nothing
@@ -297,7 +297,7 @@ def build(ctx):
     with gr.Tab("Runs", id="runs") as tab:
         refresh_btn = gr.Button("Refresh", size="sm")
         public = runs_table(ctx, User())  # the page as built; each visitor's runs on load
-        table = gr.Dataframe(public, label="Runs", interactive=False, max_height=320, elem_id="runs-table")
+        table = gr.Dataframe(public, label="Runs", interactive=False, max_height=320, wrap=True, elem_id="runs-table")
         names = table.value["data"] if isinstance(table.value, dict) else []
         # Any name may come through the API: the handlers, not the list of choices, decide what a caller may see.
         pick = gr.Dropdown([row[0] for row in names], label="Run", elem_id="runs-pick", allow_custom_value=True)
