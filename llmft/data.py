@@ -444,7 +444,7 @@ def _read_hub(dataset_id: str, split: str, counter: _Counter) -> list[tuple[int,
     check_hub_size(dataset_id, "dataset", split)  # the split's files' sizes from the hub, before any is fetched
     try:
         # With a cap on hub data (a public server), the split is streamed: only the rows read are downloaded.
-        ds = datasets.load_dataset(dataset_id, split=split, streaming=max_hub_mb() is not None)
+        ds = datasets.load_dataset(dataset_id, split=split, **({"streaming": True} if max_hub_mb() else {}))
     except ValueError as err:  # e.g. an unknown split
         raise LlmftError(f"cannot load split {split!r} of dataset {dataset_id}: {first_line(err)}") from None
     except Exception as err:  # connection and not-found errors come in many types

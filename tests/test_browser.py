@@ -338,7 +338,7 @@ def test_a_hyperparameter_search_from_the_browser(page, app_url):
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
-    best = re.search(r"best so far: trial \d+ \((browser-search-t00\d)\)", page.locator("body").inner_text()).group(1)
+    best = re.search(r"best: trial \d+ \((browser-search-t00\d)\)", page.locator("body").inner_text()).group(1)
 
     page.get_by_role("button", name="Evaluate this run").click()
     expect(page.get_by_role("tab", name="Evaluate", selected=True)).to_be_visible()
