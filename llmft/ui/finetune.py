@@ -110,17 +110,24 @@ def _convert(config_cls, f, value):
     return str(value).strip()
 
 
-def form_to_config(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
-    """The config the form describes for `user` (`names[i]` is the field or picker key of `values[i]`)."""
-    form = dict(zip(names, values))
-    if form.get("task") == OWN:
-        form["task"] = own_task_file(ctx, user, form)
+def _typed_fields(config_cls, form: dict) -> dict:
+    """The config fields the form's own widgets hold, as their types (blank: None, the preset's or the task's);
+    the data picker's fields are resolved apart."""
     kwargs = {}
     for f in schema(config_cls):
         if f.name in form and f.metadata["group"] not in ("data", "columns"):
             value = _convert(config_cls, f, form[f.name])
             if value is not None or f.default is None:
                 kwargs[f.name] = value
+    return kwargs
+
+
+def form_to_config(ctx, user, picker, names: list[str], values: list, config_cls=TrainConfig) -> TrainConfig:
+    """The config the form describes for `user` (`names[i]` is the field or picker key of `values[i]`)."""
+    form = dict(zip(names, values))
+    if form.get("task") == OWN:
+        form["task"] = own_task_file(ctx, user, form)
+    kwargs = _typed_fields(config_cls, form)
     kwargs.update(picker.resolve(user, form["task"], form))
     kwargs.update(runs_dir=str(ctx.runs_dir), dtype=ctx.dtype)
     return config_cls(**kwargs)
@@ -139,12 +146,7 @@ def describe_plan(ctx, user, picker, names: list[str], values: list, config_cls=
         if task is None:
             return ""
     try:
-        kwargs = {"task": task_name}
-        for f in schema(config_cls):
-            if f.name in form and f.metadata["group"] not in ("data", "columns", "task"):
-                value = _convert(config_cls, f, form[f.name])
-                if value is not None or f.default is None:
-                    kwargs[f.name] = value
+        kwargs = {**_typed_fields(config_cls, form), "task": task_name}
         kwargs.update(preset=form.get("preset") or "quick", model=(form.get("model") or "").strip() or None)
         config = config_cls(**kwargs)
         rows = picker.rows(task, form)
