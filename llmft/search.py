@@ -375,11 +375,13 @@ def _mark_best(study, storage: str, metric: str, direction: str, runs_dir) -> Se
     )
 
 
-def _existing_study(optuna, study_name: str, storage: str):
-    """The study, or None while it does not exist yet: a reader (the app's trials table) must not create the
-    storage, nor fail while the search child is creating its schema."""
+def existing_study(study_name: str, storage: str):
+    """The study, or None while it does not exist yet: a reader (the app's trials table, a restarted server) must
+    not create the storage, nor fail while the search child is creating its schema."""
+    import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         return None
     try:
@@ -393,8 +395,7 @@ def trial_rows(study_name: str, storage: str) -> list[dict]:
     study exists."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _existing_study(optuna, study_name, storage)
+    study = existing_study(study_name, storage)
     if study is None:
         return []
     trials = study.get_trials(deepcopy=False)
@@ -431,7 +432,7 @@ def study_figures(study_name: str, storage: str) -> dict:
     import optuna
     from optuna import visualization as vis
 
-    study = _existing_study(optuna, study_name, storage)
+    study = existing_study(study_name, storage)
     if study is None:
         return {}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
