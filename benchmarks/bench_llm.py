@@ -47,7 +47,7 @@ def _chat_prompts(tokenizer, task, texts):
     ]
 
 
-def llmft_train(runs: str, steps: int) -> dict:
+def llmft_train(runs: str, steps: int, dtype: str = "auto") -> dict:
     from llmft.training import TrainConfig, train
 
     config = TrainConfig(
@@ -64,12 +64,15 @@ def llmft_train(runs: str, steps: int) -> dict:
         lora_alpha=LORA["lora_alpha"],
         lora_dropout=LORA["lora_dropout"],
         target_modules=[LORA["target_modules"]],
+        dtype=dtype,
     )
     info = train(config, show_progress=False)
+    losses = [h["loss"] for h in info.get("loss_history", [])]
     return {
         "seconds": info["train_runtime_s"],
         "tokens_per_s": info["tokens_per_s"],
         "final_loss": info["final_loss"],
+        "losses": losses,
         "adapter": str(Path(info["dir"]) / "adapter"),
         "cap": info["max_new_tokens"]["value"],
     }
@@ -104,15 +107,46 @@ def _arguments(cls, steps: int, prefix: str):
 
 
 def _trained(trainer) -> dict:
-    """Train, then (seconds, real tokens/s, the last step's loss)."""
+    """Train, then (seconds, real tokens/s, every step's loss, the last step's, and the adapter, saved for the
+    held-out loss)."""
     out = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     runtime = out.metrics["train_runtime"]
+    adapter = tempfile.mkdtemp(prefix="bench-llm-adapter-")
+    trainer.model.save_pretrained(adapter)
     return {
         "seconds": runtime,
         "tokens_per_s": trainer.state.num_input_tokens_seen / runtime,
         "final_loss": losses[-1],
+        "losses": losses,
+        "adapter": adapter,
     }
+
+
+def heldout_loss(adapter: str | None, n: int) -> float:
+    """The mean loss per answer token on `n` held-out dialogues (the test split, each as the chat prompt and its
+    reference), read the same way for every way's adapter (None: the base model). A single training step's loss
+    is one batch's, and each way draws its batches in its own order; this is the like-for-like measure of what
+    the steps taught."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmft.packaged import smollm2_path
+
+    task, _, examples = _task_rows(n)
+    path = smollm2_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model = (PeftModel.from_pretrained(model, adapter) if adapter else model).eval()
+    total, count = 0.0, 0
+    for row in _sft_rows(tokenizer, task, examples)[2]:
+        labels = torch.tensor([row["labels"]])
+        with torch.inference_mode():
+            loss = model(input_ids=torch.tensor([row["input_ids"]]), labels=labels).loss
+        answer = int((labels[:, 1:] != -100).sum())
+        total, count = total + float(loss) * answer, count + answer
+    return total / count
 
 
 def plain_train(steps: int) -> dict:
@@ -166,21 +200,81 @@ def trl_train(steps: int) -> dict:
     return _trained(trainer)
 
 
-def llmft_eval(adapter: str, n: int, cap: int) -> dict:
+def llmft_eval(adapter: str, n: int, cap: int, dtype: str = "auto") -> dict:
     from llmft.evaluation import GenerationSettings, evaluate_pair
     from llmft.loading import load_model
     from llmft.packaged import MINILM, smollm2_path
 
     task, _, examples = _task_rows(n)
     start = time.perf_counter()
-    loaded = load_model(task, smollm2_path(), adapter)
+    loaded = load_model(task, smollm2_path(), adapter, dtype=dtype)
     settings = GenerationSettings(max_new_tokens=cap, max_input_tokens=task.max_input_tokens)
-    result = evaluate_pair(loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False)
+    stages: dict[str, float] = {}  # when each stage was first reported: generation ends where scoring begins
+
+    def on_progress(stage, done, total):
+        stages.setdefault(stage.split(" ")[0], time.perf_counter())
+
+    result = evaluate_pair(
+        loaded, examples, settings, scorer=MINILM, cache_dir=None, progress=False, on_progress=on_progress
+    )
+    seconds = time.perf_counter() - start
+    prompts = loaded.task.kind.prompted(loaded, [ex.text for ex in examples], settings)[0]
+    count = lambda texts: sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])  # noqa: E731
+    outputs = [[r["base_output"], r["tuned_output"]] for r in result.rows]
     return {
-        "seconds": time.perf_counter() - start,
-        "outputs": [[r["base_output"], r["tuned_output"]] for r in result.rows],
+        "seconds": seconds,
+        "generation_s": stages["scoring"] - min(v for k, v in stages.items() if k != "scoring"),
+        "prompt_tokens": 2 * count(prompts),  # each prompt is read once per side
+        "new_tokens": count([o for row in outputs for o in row]) + 2 * len(outputs),  # and each output's end token
+        "outputs": outputs,
         "overall": [result.metrics["overall"]["base_mean"], result.metrics["overall"]["tuned_mean"]],
     }
+
+
+def model_flops() -> dict:
+    """SmolLM2's FLOPs per token from its config: `linear` = 2 x its non-embedding linear weights (q, k, v, o, gate,
+    up, down in every layer) for one token's forward pass, `head` = 2 x the output head (tied to the embedding).
+    Attention's own products (about 4 x layers x context x hidden per token, 3% at these lengths) and LoRA's
+    (r 16: 2%) are left out, so the shares below are slight underestimates."""
+    from transformers import AutoConfig
+
+    from llmft.packaged import smollm2_path
+
+    c = AutoConfig.from_pretrained(smollm2_path())
+    kv = c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+    weights = c.num_hidden_layers * (
+        2 * c.hidden_size**2 + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size
+    )
+    return {"linear": 2 * weights, "head": 2 * c.vocab_size * c.hidden_size}
+
+
+def answer_share(n_train: int = 1000) -> float:
+    """The share of the training rows' real tokens that are answer tokens (the only ones the head must score)."""
+    from transformers import AutoTokenizer
+
+    from llmft.packaged import smollm2_path
+
+    task, rows, _ = _task_rows(0)
+    _, _, tokenized = _sft_rows(AutoTokenizer.from_pretrained(smollm2_path()), task, rows[:n_train])
+    answer = sum(sum(label != -100 for label in r["labels"]) for r in tokenized)
+    return answer / sum(len(r["input_ids"]) for r in tokenized)
+
+
+def flop_shares(training: dict, evaluation: dict, peaks: dict, answers: float) -> dict:
+    """Model FLOP rates as shares of this CPU's measured GEMM peak: training at 2 x forward (the frozen weights
+    need activation gradients, not weight gradients; the head only over answer tokens), generation at one
+    forward pass per prompt and new token (the head for new tokens only), over the generation seconds alone."""
+    f = model_flops()
+    train_per_token = 2 * f["linear"] + 2 * f["head"] * answers
+    out = {}
+    for dtype, peak in peaks.items():
+        t, e = training.get(dtype), evaluation.get(dtype)
+        if t and "tokens_per_s" in t:
+            out[f"training_{dtype}"] = round(t["tokens_per_s"] * train_per_token / 1e9 / peak, 3)
+        if e and "generation_s" in e:
+            flops = f["linear"] * (e["prompt_tokens"] + e["new_tokens"]) + f["head"] * e["new_tokens"]
+            out[f"generation_{dtype}"] = round(flops / e["generation_s"] / 1e9 / peak, 3)
+    return out
 
 
 def _score(outputs_by_side, refs):
@@ -286,6 +380,69 @@ def compare_latency(adapter: str) -> dict:
     }
 
 
+def decode_step_seconds(adapter: str, sizes=(1, 4, 8, 16, 32), steps: int = 16) -> dict:
+    """Seconds of one greedy decode step of the tuned model at each batch size, on the longest test dialogues
+    (a prompt read, then `steps` forced tokens, less the prompt read alone): what a row still in the batch
+    costs."""
+    import torch
+
+    from llmft.inference import GenerationSettings, _encode, _generate_kwargs
+    from llmft.loading import load_model
+    from llmft.packaged import smollm2_path
+
+    task, _, examples = _task_rows(60)
+    loaded = load_model(task, smollm2_path(), adapter)
+    texts = sorted((ex.text for ex in examples), key=len)[-max(sizes) :]
+    out = {}
+    for size in sizes:
+        times = {}
+        for new in (1, 1 + steps):
+            settings = GenerationSettings(
+                max_new_tokens=new, min_new_tokens=new, max_input_tokens=task.max_input_tokens
+            )
+            prompts, special = loaded.task.kind.prompted(loaded, texts[:size], settings)
+            enc = _encode(loaded, prompts, settings, special)
+            best = float("inf")
+            for _ in range(2):
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    loaded.model.generate(
+                        **{k: enc[k] for k in ("input_ids", "attention_mask")}, **_generate_kwargs(loaded, settings)
+                    )
+                best = min(best, time.perf_counter() - start)
+            times[new] = best
+        out[size] = (times[1 + steps] - times[1]) / steps
+    return out
+
+
+def early_exit_ceiling(step_s: dict, evaluation: dict, batch: int = 32) -> dict:
+    """What finished rows leaving the batch could save at most: llmft's decode steps with every batch row
+    computed until the batch's last row ends (as now), against only the rows still writing (step costs
+    interpolated from `step_s`), for the evaluation's own output lengths in batches of `batch` by length."""
+    import numpy as np
+
+    sizes = sorted(int(k) for k in step_s)
+    cost = lambda rows: float(np.interp(rows, sizes, [step_s[k] for k in sizes]))  # noqa: E731
+    from transformers import AutoTokenizer
+
+    from llmft.packaged import smollm2_path
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    task, _, examples = _task_rows(len(evaluation["outputs"]))
+    prompts = tokenizer(_chat_prompts(tokenizer, task, [ex.text for ex in examples]), add_special_tokens=False)
+    order = sorted(range(len(examples)), key=lambda i: -len(prompts["input_ids"][i]))  # llmft's batches
+    now = exit_early = 0.0
+    for side in (0, 1):
+        outputs = tokenizer([evaluation["outputs"][i][side] for i in order], add_special_tokens=False)["input_ids"]
+        lengths = [len(ids) + 1 for ids in outputs]  # and the end token
+        for i in range(0, len(lengths), batch):
+            group = lengths[i : i + batch]
+            for step in range(1, max(group) + 1):
+                now += cost(len(group))
+                exit_early += cost(sum(n >= step for n in group))
+    return {"decode_s_now": round(now, 2), "decode_s_with_early_exit": round(exit_early, 2)}
+
+
 def llmft_eval_per_row_split(adapter: str, n: int, cap: int) -> dict:
     """Ablation: llmft's evaluation with every batch through peft's per-row path (`adapter_names`), as before a
     batch of one side ran the adapter as it is."""
@@ -327,6 +484,8 @@ def agreement(a: list, b: list) -> float:
 
 
 def main(n: int = 50, steps: int = 8) -> dict:
+    import torch
+
     runs = tempfile.mkdtemp(prefix="bench-llm-")
     here = "benchmarks.bench_llm"
     trained = in_fresh_process(f"{here}:llmft_train", runs=runs, steps=steps)
@@ -335,25 +494,57 @@ def main(n: int = 50, steps: int = 8) -> dict:
         "plain_trainer": in_fresh_process(f"{here}:plain_train", steps=steps),
         "trl_sft": in_fresh_process(f"{here}:trl_train", steps=steps),
     }
+    heldout = {"base": in_fresh_process(f"{here}:heldout_loss", adapter=None, n=n)}
+    for way, r in training.items():
+        if "adapter" in r:
+            r["heldout_loss"] = heldout[way] = in_fresh_process(f"{here}:heldout_loss", adapter=r["adapter"], n=n)
     adapter, cap = trained["adapter"], trained["cap"]
     ways = {
         w: in_fresh_process(f"{here}:{w}_eval", adapter=adapter, n=n, cap=cap) for w in ("llmft", "origin", "batched")
     }
+    bf16 = {
+        "training": in_fresh_process(f"{here}:llmft_train", runs=runs + "-bf16", steps=steps, dtype="bfloat16"),
+        "eval": in_fresh_process(f"{here}:llmft_eval", adapter=adapter, n=n, cap=cap, dtype="bfloat16"),
+    }
     compare = in_fresh_process(f"{here}:compare_latency", adapter=adapter)
+    step_s = in_fresh_process(f"{here}:decode_step_seconds", adapter=adapter)
+    peaks = {"fp32": gemm_gflops(), "bf16": gemm_gflops(dtype=torch.bfloat16)}
+    shares = flop_shares(
+        {"fp32": trained, "bf16": bf16["training"]},
+        {"fp32": ways["llmft"], "bf16": bf16["eval"]},
+        peaks,
+        in_fresh_process(f"{here}:answer_share"),
+    )
     result = {
         "n": n,
         "steps": steps,
         "max_new_tokens": cap,
-        "gemm_fp32_gflops": gemm_gflops(),
+        "gemm_fp32_gflops": peaks["fp32"],
+        "gemm_bf16_gflops": peaks["bf16"],
         "eval": {
             w: {
                 "seconds": round(r["seconds"], 1),
+                **({"generation_s": round(r["generation_s"], 1)} if "generation_s" in r else {}),
                 "overall": r["overall"],
                 "agreement_with_llmft": agreement(r["outputs"], ways["llmft"]["outputs"]),
             }
             for w, r in ways.items()
         },
-        "training": training,
+        "eval_tokens": {k: ways["llmft"][k] for k in ("prompt_tokens", "new_tokens")},
+        "training": {w: {k: v for k, v in r.items() if k != "adapter"} for w, r in training.items()},
+        "heldout_loss": heldout,
+        "bf16": {
+            "training": {k: v for k, v in bf16["training"].items() if k != "adapter"},
+            "eval": {
+                "seconds": round(bf16["eval"]["seconds"], 1),
+                "generation_s": round(bf16["eval"]["generation_s"], 1),
+                "overall": bf16["eval"]["overall"],
+                "agreement_with_fp32": agreement(bf16["eval"]["outputs"], ways["llmft"]["outputs"]),
+            },
+        },
+        "flop_share_of_gemm_peak": shares,
+        "decode_step_s": step_s,
+        "early_exit_ceiling": early_exit_ceiling(step_s, ways["llmft"]),
         "compare": compare,
     }
     result["eval"]["speedup_vs_origin"] = ways["origin"]["seconds"] / ways["llmft"]["seconds"]
@@ -370,11 +561,29 @@ def main(n: int = 50, steps: int = 8) -> dict:
     )
     print(
         table(
-            [[w, f"{r.get('tokens_per_s', 0):.0f}", r.get("final_loss")] for w, r in training.items()],
-            ["training", "tokens/s", "final loss"],
+            [
+                [w, f"{r.get('tokens_per_s', 0):.0f}", r.get("final_loss"), r.get("heldout_loss")]
+                for w, r in training.items()
+            ],
+            ["training", "tokens/s", "final loss", "held-out loss"],
         )
     )
-    print(json.dumps(compare))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "heldout_loss",
+                    "bf16",
+                    "flop_share_of_gemm_peak",
+                    "decode_step_s",
+                    "early_exit_ceiling",
+                    "compare",
+                )
+            },
+            indent=1,
+        )
+    )
     write_result("llm", {**result, "machine": machine()})
     return result
 

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -338,10 +339,13 @@ def test_runs_tab_pushes_through_the_hub_api(served, monkeypatch, tmp_path):
 
 def test_runs_tab_lists_runs_with_details(served):
     client, _ = served
-    table, pick, info, _loss = client.predict(api_name="/runs")
+    table, pick, info, _loss, download = client.predict(api_name="/runs")
     names = [row[0] for row in table["data"]]
     assert "ready" in names and pick["value"] in names  # the client returns the picker's update
     assert json.loads(info)["name"] == pick["value"]
+    # The picked run's zip is ready with the page, so the Download button saves it in one click.
+    with zipfile.ZipFile(download["value"]) as archive:
+        assert "adapter_config.json" in archive.namelist() and "README.md" in archive.namelist()
     column = table["headers"].index("model")
     models = {row[0]: row[column] for row in table["data"]}
     assert models["ready"] == "all-MiniLM-L6-v2 (packaged)"

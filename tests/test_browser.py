@@ -7,6 +7,7 @@ Screenshots land in test-artifacts/.
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,16 @@ def enter(field, value: str) -> None:
                 raise
 
 
+def open_hyperparameters(page) -> None:
+    """Open Fine-tune's hyperparameter fields: closed, the form runs the preset's values."""
+    from playwright.sync_api import expect
+
+    steps = page.locator("#ft-max_steps")
+    if not steps.is_visible():
+        page.get_by_text("Hyperparameters (blank = the preset's value", exact=False).click()
+    expect(steps).to_be_visible()
+
+
 def test_compare_fine_tune_evaluate(page):
     from playwright.sync_api import expect
 
@@ -90,6 +101,11 @@ def test_compare_fine_tune_evaluate(page):
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
     enter(field("model"), "minilm")
+    # The form opens short: the run's name in view, the hyperparameters the preset's until opened; one Start.
+    expect(page.locator("#ft-run_name")).to_be_visible()
+    expect(page.locator("#ft-learning_rate")).to_be_hidden()
+    expect(page.get_by_role("button", name=re.compile("^Start"))).to_have_count(1)
+    open_hyperparameters(page)
     enter(field("max_steps"), "40")
     enter(field("time_budget"), "0")  # exactly 40 steps, however busy the machine (the quick preset's 60 s off)
     enter(field("run_name"), "browser-run")
@@ -118,6 +134,25 @@ def test_compare_fine_tune_evaluate(page):
     base, tuned = (float(x) for x in re.search(r"base ([0-9.]+) → tuned ([0-9.]+)", verdict).groups())
     assert tuned > base + 0.2 and "tuned is better than base on macro_f1" in verdict, verdict
 
+    # Runs: a click on the run's row picks it, and one click on Download saves its adapter with llmft's card.
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-table").get_by_text("browser-run", exact=True).locator("visible=true").first.click()
+    expect(page.locator("#runs-pick").locator("input").first).to_have_value("browser-run")
+    # No header wraps a letter to a line (an empty column's did, and pushed the rows out of the table's view).
+    heights = [box["height"] for box in map(lambda th: th.bounding_box(), page.locator("#runs-table th").all()) if box]
+    assert heights and max(heights) < 100, heights
+    download_button = page.locator("#runs-download")
+    expect(download_button).to_be_enabled(timeout=30_000)
+    with page.expect_download() as saving:
+        download_button.click()
+    saved = saving.value
+    assert saved.suggested_filename == "browser-run-adapter.zip"
+    with zipfile.ZipFile(saved.path()) as archive:
+        names = archive.namelist()
+        card = archive.read("README.md").decode()
+    assert "adapter_model.safetensors" in names and "adapter_config.json" in names, names
+    assert "browser-run" in card and "More Information Needed" not in card
+
 
 def test_own_csv_train_evaluate_on_held_out_compare_and_delete(page, tmp_path):
     """A new user's journey with their own data: pos/neg labels, a held-out file, and a delete that asks."""
@@ -140,6 +175,7 @@ def test_own_csv_train_evaluate_on_held_out_compare_and_delete(page, tmp_path):
     expect(field("ft-text_column")).to_have_value("review", timeout=30_000)
     expect(field("ft-label_column")).to_have_value("sentiment")
     field("ft-model").fill("minilm")
+    open_hyperparameters(page)
     field("ft-max_steps").fill("30")
     field("ft-learning_rate").fill("0.005")
     field("ft-run_name").fill("own-csv")
@@ -208,6 +244,7 @@ def test_your_own_three_class_task_from_the_browser(page, app_url, topic_data):
     expect(field("ft-text_column")).to_have_value("sentence", timeout=30_000)
     expect(field("ft-label_column")).to_have_value("topic")  # the column with the fewest distinct values
     field("ft-model").fill("minilm")
+    open_hyperparameters(page)
     field("ft-max_steps").fill("40")
     field("ft-learning_rate").fill("0.003")
     field("ft-run_name").fill("news-topic-run")
@@ -316,10 +353,15 @@ def test_a_hyperparameter_search_from_the_browser(page, app_url):
     page.get_by_role("tab", name="Fine-tune").click()
     field = lambda name: page.locator(f"#ft-{name}").locator("textarea, input").first  # noqa: E731
 
-    for name, value in (("model", "minilm"), ("max_steps", "6"), ("time_budget", "0"), ("train_samples", "120")):
+    enter(field("model"), "minilm")
+    open_hyperparameters(page)
+    for name, value in (("max_steps", "6"), ("time_budget", "0"), ("train_samples", "120")):
         enter(field(name), value)
     page.get_by_text("Hyperparameter search (Optuna) instead of one run").click()
     expect(field("trials")).to_be_visible()
+    # The one Start starts the search once its box is ticked, and says so.
+    page.locator("#ft-search").get_by_label("Search instead of one run", exact=False).check()
+    expect(page.get_by_role("button", name=re.compile("^Start"))).to_have_count(1)
     for name, value in (("trials", "3"), ("study", "browser-search")):
         enter(field(name), value)
     for name, value in (("max_steps", "6"), ("time_budget", "0"), ("train_samples", "120"), ("trials", "3")):

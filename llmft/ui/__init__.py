@@ -125,6 +125,11 @@ def _newest_run_picked(ctx, user):
     return gr.update(choices=runs, value=runs[0] if runs else None)
 
 
+# A table's narrow column (an empty "latest evaluation") must not wrap its header one letter to a line, which
+# made the header taller than the table and hid its rows.
+CSS = "#runs-table th { min-width: 9ch; } #runs-table th * { word-break: normal; overflow-wrap: normal; }"
+
+
 def launch(app: gr.Blocks, **kwargs):
     DOWNLOADS.mkdir(parents=True, exist_ok=True)
     # Two model-heavy events at once at most (Compare, Evaluate, previews) and a bounded waiting line: a
@@ -134,5 +139,6 @@ def launch(app: gr.Blocks, **kwargs):
     guard = Middleware(RequestGuard, blocks=app, per_visitor=app.llmft_context.access.space)
     app_kwargs = {**kwargs.pop("app_kwargs", {})}
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
-    kwargs.setdefault("footer_links", ["api", "gradio", "settings"])  # no "Runs" link beside our Runs tab
+    kwargs.setdefault("footer_links", ["api", "gradio", "settings"])
+    kwargs.setdefault("css", CSS)  # no "Runs" link beside our Runs tab
     return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], app_kwargs=app_kwargs, **kwargs)

@@ -471,7 +471,7 @@ def _form(ctx, config_cls):
             }
     picker = DataPicker(ctx, "Training data", ("bundled sample", "hub dataset", "upload"), "ft")
     hyper = form_fields(config_cls, "hyper")
-    with gr.Accordion("Hyperparameters (blank = the preset's value, shown in grey)", open=True):
+    with gr.Accordion("Hyperparameters (blank = the preset's value, shown in grey)", open=False):
         defaults = preset_values("sentiment", "quick", config_cls)
         for start in range(0, len(hyper), 4):
             with gr.Row():
@@ -479,14 +479,15 @@ def _form(ctx, config_cls):
                     shown = value if f.metadata["choices"] else None  # a text field stays blank: the preset's
                     hint = _placeholder(f, value, "quick")
                     widgets[f.name] = _widget(config_cls, f, shown, placeholder=hint)
-        with gr.Row():
-            for f in form_fields(config_cls, "run"):
-                widgets[f.name] = _widget(config_cls, f, f.default)
+    with gr.Row():  # the run's own settings stay in view
+        for f in form_fields(config_cls, "run"):
+            widgets[f.name] = _widget(config_cls, f, f.default)
     return widgets, own, own_box, picker
 
 
 def _search_panel() -> dict:
-    """The search accordion: its settings, its Start button, the trials table and Optuna's figures."""
+    """The search accordion: the switch that makes Start start a search, its settings, the trials table and
+    Optuna's figures."""
     with gr.Accordion("Hyperparameter search (Optuna) instead of one run", open=False):
         gr.Markdown(
             "Several runs: trial 0 trains the settings above as they are, then each trial samples learning rate, "
@@ -494,8 +495,10 @@ def _search_panel() -> dict:
             "scored on the validation split; the test split is never used to choose, so the best cannot be worse "
             "than the settings above on validation. When it ends, evaluate the best."
         )
+        label = "Search instead of one run (Start below starts it)"
+        panel = {"on": gr.Checkbox(False, label=label, elem_id="ft-search")}
         with gr.Row():
-            panel = {
+            panel |= {
                 "trials": gr.Number(8, label="Trials", minimum=1, maximum=200, precision=0, elem_id="ft-trials"),
                 "seconds": gr.Number(
                     0,
@@ -508,7 +511,6 @@ def _search_panel() -> dict:
                 "study": gr.Textbox(
                     label="Study (blank: task and time; a study that exists is resumed)", elem_id="ft-study"
                 ),
-                "start": gr.Button("Start search", variant="secondary"),
             }
         panel["table"] = gr.Dataframe(label="Trials", interactive=False, visible=False, elem_id="ft-trials-table")
         with gr.Row():
@@ -594,27 +596,32 @@ def build(ctx, config_cls=TrainConfig):
         picker.wire(widgets["task"], own["own_type"])
         # Scroll the progress into view, then hand the form's values on unchanged.
         follow = "(...a) => { document.getElementById('ft-plan')?.scrollIntoView({block: 'start'}); return a; }"
+        search_inputs = [panel["trials"], panel["seconds"], panel["study"]]
+
+        def start_either(user, search, trials, seconds, study, *values):
+            return start_search(user, trials, seconds, study, *values) if search else start(user, *values)
+
+        # One Start: a run, or a search when its box is ticked (the button says which).
         area["start"].click(
-            with_user(ctx, start),
-            inputs,
+            with_user(ctx, start_either),
+            [panel["on"], *search_inputs, *inputs],
             started_outputs,
-            api_name="train",
+            api_name=False,
             show_progress_on=[area["message"]],
             js=follow,  # the progress comes into view, wherever Start was pressed from
         )
+        panel["on"].change(
+            lambda on: gr.update(value="Start search" if on else "Start"), panel["on"], area["start"], api_name=False
+        )
+        # The API's two ways to start, each with its own inputs.
+        api_train, api_search = gr.Button(visible=False), gr.Button(visible=False)
+        api_train.click(with_user(ctx, start), inputs, started_outputs, api_name="train")
+        api_search.click(with_user(ctx, start_search), [*search_inputs, *inputs], started_outputs, api_name="search")
         area["cancel"].click(
             with_user(ctx, lambda user, name: cancel(ctx, user, name)),
             area["job_name"],
             area["message"],
             api_name="cancel",
-        )
-        panel["start"].click(
-            with_user(ctx, start_search),
-            [panel["trials"], panel["seconds"], panel["study"], *inputs],
-            started_outputs,
-            api_name="search",
-            show_progress_on=[area["message"]],
-            js=follow,
         )
         _wire_polling(ctx, area, panel)
 

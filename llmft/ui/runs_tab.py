@@ -6,6 +6,7 @@ Every handler takes the caller (`with_user`): a visitor sees the runs they may s
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -134,12 +135,12 @@ def _owner_label(info: dict) -> str:
 
 
 def refresh(ctx, user):
-    """The runs table, the picker, and the first run's details (set here: a picker update alone may not
-    trigger its change event)."""
+    """The runs table, the picker, and the first run's details and download (set here: a picker update alone may
+    not trigger its change event)."""
     table = runs_table(ctx, user)
     names = table["run"].tolist()
     first = names[0] if names else None
-    return table, gr.update(choices=names, value=first), *details(ctx, user, first)
+    return table, gr.update(choices=names, value=first), *details(ctx, user, first), download_button(ctx, user, first)
 
 
 def details(ctx, user, name):
@@ -213,15 +214,19 @@ def confirm_delete(ctx, user, pending):
     if not pending:
         raise LlmftError("nothing to delete: press Delete run first")
     message = delete(ctx, user, pending)
-    table, _, *shown = refresh(ctx, user)
-    names = table["run"].tolist()
-    hidden = [gr.update(visible=False)] * 3
-    return None, *hidden, message, table, gr.update(choices=names, value=None), "", None
+    table = runs_table(ctx, user)
+    hidden, picked = [gr.update(visible=False)] * 3, gr.update(choices=table["run"].tolist(), value=None)
+    return None, *hidden, message, table, picked, "", None, download_button(ctx, user, None)
+
+
+_ZIPS: dict[tuple, str] = {}  # (run folder, its newest change) -> the zip built for it, reused while it exists
+_ZIPS_LOCK = threading.Lock()
 
 
 def download_adapter(ctx, user, name):
     """A zip of run `name`'s adapter with llmft's model card (`export.export_run`, as the CLI's export writes it),
-    not the template peft saved beside the weights."""
+    not the template peft saved beside the weights. Built once per version of the run (a new evaluation changes
+    the card) and reused, so picking runs back and forth builds nothing twice."""
     import tempfile
 
     from ..export import export_run
@@ -229,9 +234,24 @@ def download_adapter(ctx, user, name):
     run_dir = Path(ctx.access.find(ctx.runs_dir, user, name)["dir"])
     if not (run_dir / "adapter").is_dir():
         raise LlmftError(f"run {name} has no final adapter")
-    with tempfile.TemporaryDirectory(prefix="llmft-card-") as tmp:
-        folder = export_run(name, Path(tmp) / f"{name}-adapter", runs_dir=str(ctx.runs_dir))
-        return zip_for_download(ctx, folder, f"{name}-adapter")
+    key = (str(run_dir), max(p.stat().st_mtime_ns for p in [run_dir, *run_dir.rglob("*")]))
+    with _ZIPS_LOCK:
+        if key in _ZIPS and Path(_ZIPS[key]).is_file():
+            return _ZIPS[key]
+        with tempfile.TemporaryDirectory(prefix="llmft-card-") as tmp:
+            folder = export_run(name, Path(tmp) / f"{name}-adapter", runs_dir=str(ctx.runs_dir))
+            _ZIPS[key] = zip_for_download(ctx, folder, f"{name}-adapter")
+        return _ZIPS[key]
+
+
+def download_button(ctx, user, name):
+    """The Download button for the picked run: its zip ready, so one click downloads it; off without an adapter."""
+    if not name:
+        return gr.update(value=None, interactive=False)
+    info = ctx.access.find(ctx.runs_dir, user, name)
+    if not (Path(info["dir"]) / "adapter").is_dir():
+        return gr.update(value=None, interactive=False)
+    return gr.update(value=download_adapter(ctx, user, name), interactive=True)
 
 
 def push(ctx, user, name, repo_id, private, merge):
@@ -302,10 +322,10 @@ def build(ctx):
         # Any name may come through the API: the handlers, not the list of choices, decide what a caller may see.
         pick = gr.Dropdown([row[0] for row in names], label="Run", elem_id="runs-pick", allow_custom_value=True)
         with gr.Row():
-            info = gr.Code(label="run.json", language="json")
+            info = gr.Code(label="run.json", language="json", max_lines=24)
             loss = gr.Plot(label="Loss")
         with gr.Row():
-            download_btn = gr.Button("Download adapter (.zip)")
+            download_btn = gr.DownloadButton("Download adapter (.zip)", interactive=False, elem_id="runs-download")
             # Sharing matters on a Space only: locally every run is the one user's.
             share_btn = gr.Button("Share with every visitor", visible=ctx.access.space)
             unshare_btn = gr.Button("Stop sharing", visible=ctx.access.space)
@@ -325,7 +345,6 @@ def build(ctx):
             merge = gr.Checkbox(label="Merge into the base model", value=False)
             push_btn = gr.Button("Push to the hub")
         message = gr.Markdown()
-        file = gr.File(label="Adapter", interactive=False)
         with gr.Accordion("Leaderboard: several runs on one evaluation set", open=False):
             ranked = gr.Dropdown(
                 [row[0] for row in names], multiselect=True, label="Runs to rank", elem_id="board-runs"
@@ -351,10 +370,11 @@ def build(ctx):
                 elem_id="board-table",
             )
             board_plot = gr.Plot(label="Gain over base, 95% CI")
+        shown = [table, pick, info, loss, download_btn]  # what a refresh sets
         # Errors show as a toast and, at most, on the message line: never as badges over the table or fields.
         on_message = dict(show_progress_on=[message])
         on_refresh = with_user(ctx, lambda user: refresh(ctx, user))
-        refresh_btn.click(on_refresh, None, [table, pick, info, loss], api_name="runs", show_progress="hidden")
+        refresh_btn.click(on_refresh, None, shown, api_name="runs", show_progress="hidden")
         pick.change(
             with_user(ctx, lambda user, n: details(ctx, user, n)),
             pick,
@@ -373,7 +393,7 @@ def build(ctx):
         confirm_btn.click(
             with_user(ctx, lambda user, p: confirm_delete(ctx, user, p)),
             pending,
-            [pending, *confirmation, message, table, pick, info, loss],
+            [pending, *confirmation, message, *shown],
             api_name=False,
             **on_message,
         )
@@ -390,10 +410,10 @@ def build(ctx):
         api_share_btn.click(on_share, [pick, api_share], message, api_name="share_run", **on_message)
         share_btn.click(
             with_user(ctx, lambda user, n: share(ctx, user, n, True)), pick, message, api_name=False, **on_message
-        ).then(on_refresh, None, [table, pick, info, loss], api_name=False, show_progress="hidden")
+        ).then(on_refresh, None, shown, api_name=False, show_progress="hidden")
         unshare_btn.click(
             with_user(ctx, lambda user, n: share(ctx, user, n, False)), pick, message, api_name=False, **on_message
-        ).then(on_refresh, None, [table, pick, info, loss], api_name=False, show_progress="hidden")
+        ).then(on_refresh, None, shown, api_name=False, show_progress="hidden")
         push_btn.click(
             with_user(ctx, lambda user, *a: push(ctx, user, *a)),
             [pick, repo_id, private, merge],
@@ -401,8 +421,30 @@ def build(ctx):
             api_name="push",
             **on_message,
         )
-        download_btn.click(
-            with_user(ctx, lambda user, n: download_adapter(ctx, user, n)), pick, file, api_name="download_adapter"
+        # The zip is made when a run is picked, so the button downloads it in one click; the API's download
+        # names its run.
+        pick.change(
+            with_user(ctx, lambda user, n: download_button(ctx, user, n)),
+            pick,
+            download_btn,
+            api_name=False,
+            show_progress="hidden",
+        )
+
+        # A click on a row picks its run (the cells are not edited).
+        def on_row(evt: gr.SelectData):
+            return gr.update(value=evt.row_value[0]) if evt.row_value else gr.update()
+
+        table.select(
+            on_row,
+            None,
+            pick,
+            api_name=False,
+            show_progress="hidden",
+        )
+        api_download, api_file = gr.Button(visible=False), gr.File(visible=False)
+        api_download.click(
+            with_user(ctx, lambda user, n: download_adapter(ctx, user, n)), pick, api_file, api_name="download_adapter"
         )
         board = [board_text, board_table, board_plot]
         rank_btn.click(
@@ -419,4 +461,4 @@ def build(ctx):
         table.change(
             lambda t: gr.update(choices=list(t["run"])), table, ranked, api_name=False, show_progress="hidden"
         )
-    return {"outputs": [table, pick, info, loss], "refresh": on_refresh, "tab": tab, "ranked": ranked}
+    return {"outputs": shown, "refresh": on_refresh, "tab": tab, "ranked": ranked}
