@@ -515,6 +515,11 @@ def main(n: int = 50, steps: int = 8) -> dict:
         peaks,
         in_fresh_process(f"{here}:answer_share"),
     )
+    # The least time reading the dialogue twice (base and tuned) can take at this CPU's GEMM peak.
+    compare["prompt_floor_s"] = {
+        dtype: round(2 * compare["prompt_tokens"] * model_flops()["linear"] / (peak * 1e9), 3)
+        for dtype, peak in peaks.items()
+    }
     result = {
         "n": n,
         "steps": steps,
