@@ -1,7 +1,7 @@
 """Speed on the real chat LLM (the packaged SmolLM2-135M-Instruct), side by side with what users would run instead.
 
 Run: python -m benchmarks.bench_llm [--n 50] [--steps 8]   (TRL for the training anchor: pip install --no-deps
-trl==1.16.0)
+trl==1.16.0; LLMFT_BENCH_RESUME=FILE keeps each finished step in FILE, so a rerun after a failure runs only the rest)
 
 Each way runs in a fresh process, on the bundled dialogues, with the same model, adapter, greedy settings and
 generation cap (the one llmft fits to the training references):
@@ -421,7 +421,8 @@ def early_exit_ceiling(step_s: dict, evaluation: dict, batch: int = 32) -> dict:
     interpolated from `step_s`), for the evaluation's own output lengths in batches of `batch` by length."""
     import numpy as np
 
-    sizes = sorted(int(k) for k in step_s)
+    step_s = {int(k): v for k, v in step_s.items()}  # JSON from the fresh process has the sizes as text
+    sizes = sorted(step_s)
     cost = lambda rows: float(np.interp(rows, sizes, [step_s[k] for k in sizes]))  # noqa: E731
     from transformers import AutoTokenizer
 
@@ -486,7 +487,10 @@ def agreement(a: list, b: list) -> float:
 def main(n: int = 50, steps: int = 8) -> dict:
     import torch
 
-    runs = tempfile.mkdtemp(prefix="bench-llm-")
+    from benchmarks.common import RESUME
+
+    # Resuming (LLMFT_BENCH_RESUME) needs the same arguments, the runs home included.
+    runs = f"{RESUME}.runs" if RESUME else tempfile.mkdtemp(prefix="bench-llm-")
     here = "benchmarks.bench_llm"
     trained = in_fresh_process(f"{here}:llmft_train", runs=runs, steps=steps)
     training = {

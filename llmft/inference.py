@@ -236,7 +236,8 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
             updates.put(err)
 
     start = time.perf_counter()
-    threading.Thread(target=work, daemon=True, name="llmft-stream").start()
+    worker = threading.Thread(target=work, daemon=True, name="llmft-stream")
+    worker.start()
     first = [None, None]
     ids = [[], []]
 
@@ -265,8 +266,11 @@ def stream_generate_pair(loaded: LoadedModel, prompt: str, settings: GenerationS
             ended = [e if e is not None or not done[k] else now for k, e in enumerate(ended)]
             yield view()
         yield view()
-    finally:  # also when the generator is closed unfinished: the generating thread stops too
+    finally:  # also when the generator is closed unfinished: the generating thread stops too, at its next token
         closed.set()
+        # ... and has left `generate` (and the model's lock) before the caller goes on. A process that exits while
+        # it is still inside torch aborts ("terminate called without an active exception", exit code 134).
+        worker.join(timeout=60)
 
 
 def classify_pair(loaded: LoadedModel, prompt: str, settings: GenerationSettings, labels, special_tokens=True) -> dict:

@@ -195,3 +195,29 @@ def test_bf16_and_fp32_greedy_agreement_on_the_real_llm_is_measured(real):
     report = {"prompts": len(texts), "tokens": len(pairs), "token_agreement": agreement, "first_token": first}
     (ARTIFACTS / "bf16_agreement.json").write_text(json.dumps(report))
     assert first >= 0.75 and agreement >= 0.4, report
+
+
+def test_a_script_that_streams_a_compare_to_its_end_exits_cleanly(real):
+    """A process that streams base and tuned to the end, then exits, exits with 0. Before, the generating thread
+    could still be inside `generate` when the stream ended, and the exiting process aborted ("terminate called
+    without an active exception", exit code 134): so did the Compare benchmark."""
+    import subprocess
+    import sys
+
+    _, info, _ = real
+    code = (
+        "from llmft.data import load_examples\n"
+        "from llmft.inference import GenerationSettings\n"
+        "from llmft.loading import load_model\n"
+        "from llmft.packaged import smollm2_path\n"
+        "from llmft.tasks import get_task\n"
+        "task = get_task('dialogue')\n"
+        f"loaded = load_model(task, smollm2_path(), {str(Path(info['dir']) / 'adapter')!r})\n"
+        "text = load_examples(task, None, 'test')[0].text\n"
+        "settings = GenerationSettings(max_new_tokens=8, batch_size=1)\n"
+        "*_, last = loaded.task.kind.stream(loaded, text, settings)\n"
+        "print('tokens', last['base']['tokens'], last['tuned']['tokens'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3] == "tokens" and int(done.stdout.split()[-1]) > 0
