@@ -489,7 +489,6 @@ def _best(trainer, callback) -> dict:
 FIXED_ARGUMENTS = dict(
     logging_steps=1,
     save_total_limit=2,  # with load_best_model_at_end the best checkpoint is always kept as well
-    train_sampling_strategy="group_by_length",
     remove_unused_columns=False,
     label_names=["labels"],
     dataloader_pin_memory=False,
@@ -572,6 +571,8 @@ def _training_arguments(prepared: PreparedRun, schedule: _Schedule, metrics: boo
         use_cpu=not torch.cuda.is_available(),
         bf16=prepared.dtype == "bfloat16",
         **FIXED_ARGUMENTS,
+        # Random batches unless asked: grouping by length is faster but changes what a short run learns.
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         **args,
     )
 

@@ -435,3 +435,44 @@ def test_the_time_to_go_never_exceeds_what_is_left_of_the_budget(tmp_path):
     state = SimpleNamespace(global_step=1, max_steps=450, num_input_tokens_seen=0)
     callback.on_log(SimpleNamespace(process_index=0), state, SimpleNamespace(), logs={"loss": 0.7})
     assert 49 <= seen[-1].eta_s <= 50 and read_run(tmp_path)["eta_s"] <= 50  # not 10 s x 449 steps
+
+
+def test_batches_are_random_unless_grouping_by_length_is_asked_for(tiny_distilbert, runs_dir, monkeypatch):
+    """Random batches by default (grouping by length made a short SmolLM2 run learn five times less on held-out
+    dialogues, benchmarks/bench_llm.py); `--group-by-length` groups them, with less padding, and run.json says so."""
+    from llmft.kinds import CLASSIFICATION
+
+    widths = []
+    collator_of = CLASSIFICATION.collator
+
+    def recording(tokenizer, model):
+        collate = collator_of(tokenizer, model)
+
+        def collate_and_record(rows):
+            batch = collate(rows)
+            widths.append((int(batch["attention_mask"].sum()), batch["attention_mask"].numel()))
+            return batch
+
+        return collate_and_record
+
+    monkeypatch.setattr(CLASSIFICATION, "collator", recording)
+    padding = {}
+    for grouped in (False, True):
+        widths.clear()
+        config = TrainConfig(
+            task="sentiment",
+            model=tiny_distilbert,
+            runs_dir=runs_dir,
+            run_name=f"grouped-{grouped}",
+            max_steps=8,
+            train_samples=64,
+            batch_size=8,
+            val_split=0,
+            group_by_length=grouped,
+        )
+        info = train(config, show_progress=False)
+        real, padded = map(sum, zip(*widths))
+        padding[grouped] = 1 - real / padded
+        assert info["config"]["group_by_length"] is grouped
+        assert ("--group-by-length" in info["command"]) is grouped
+    assert padding[True] < 0.75 * padding[False], padding  # measured: 14% against 23% of the batches padding
