@@ -80,6 +80,7 @@ def form(
         target_modules="q_lin,v_lin",
         train_samples=train_samples,
         base_dropout=base_dropout,
+        group_by_length=False,
         val_split=None,
         val_generate=None,
         eval_steps=None,
