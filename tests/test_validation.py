@@ -176,11 +176,11 @@ def test_a_generation_task_validates_on_its_headline_and_keeps_that_step(tiny_t5
     evaluation does: the headline (`overall`, ROUGE and BERTScore) is logged and picks the kept step, equal
     headlines ordered by the validation loss."""
     info = train(
-        summaries(tiny_t5, constant_summaries, runs_dir, "gen-val", max_steps=60, eval_steps=20, val_generate=4),
+        summaries(tiny_t5, constant_summaries, runs_dir, "gen-val", max_steps=60, eval_steps=4, val_generate=4),
         show_progress=False,
     )
     history = info["val_history"]
-    assert [h["step"] for h in history] == [20, 40, 60]
+    assert [h["step"] for h in history] == list(range(4, 61, 4))  # early: random batches learn it within 20 steps
     assert all({"loss", "overall", "rouge1", "rougeL", "bertscore_f1", "selection"} <= set(h) for h in history)
     # The constant summary is learned: the generated validation summaries come to match it.
     assert history[0]["rougeL"] < 0.9 < history[-1]["rougeL"]
