@@ -136,8 +136,15 @@ def test_compare_fine_tune_evaluate(page):
 
     # Runs: a click on the run's row picks it, and one click on Download saves its adapter with llmft's card.
     page.get_by_role("tab", name="Runs").click()
-    page.locator("#runs-table").get_by_text("browser-run", exact=True).locator("visible=true").first.click()
+    clicked = page.locator("#runs-table").get_by_text("browser-run", exact=True).locator("visible=true").first
+    clicked.click()
     expect(page.locator("#runs-pick").locator("input").first).to_have_value("browser-run")
+    # The clicked cell does not look like a spreadsheet cell opened for editing: no accent ring, no row/column
+    # selection buttons (Gradio's defaults for a clicked cell).
+    accent = page.evaluate("() => getComputedStyle(document.body).getPropertyValue('--color-accent')")
+    ring = clicked.evaluate("e => getComputedStyle(e).boxShadow")
+    assert "inset" not in ring, (ring, accent)
+    expect(page.locator("#runs-table .selection-button").locator("visible=true")).to_have_count(0)
     # No header wraps a letter to a line (an empty column's did, and pushed the rows out of the table's view).
     heights = [box["height"] for box in map(lambda th: th.bounding_box(), page.locator("#runs-table th").all()) if box]
     assert heights and max(heights) < 100, heights

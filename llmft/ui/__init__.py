@@ -125,9 +125,16 @@ def _newest_run_picked(ctx, user):
     return gr.update(choices=runs, value=runs[0] if runs else None)
 
 
-# A table's narrow column (an empty "latest evaluation") must not wrap its header one letter to a line, which
-# made the header taller than the table and hid its rows.
-CSS = "#runs-table th { min-width: 9ch; } #runs-table th * { word-break: normal; overflow-wrap: normal; }"
+CSS = (
+    # A table's narrow column (an empty "latest evaluation") must not wrap its header one letter to a line, which
+    # made the header taller than the table and hid its rows.
+    "#runs-table th { min-width: 9ch; } #runs-table th * { word-break: normal; overflow-wrap: normal; } "
+    # Every table here is read-only, and a click picks its row: no spreadsheet cell outline or row/column buttons.
+    "[role=gridcell].cell-selected { --ring-color: transparent !important; box-shadow: none !important; "
+    "animation: none !important; } "
+    "[role=gridcell] .selection-button { display: none !important; } "
+    "[role=gridcell].cell-solo .cell-wrap > span { box-shadow: 0 6px 12px -4px #00000038 !important; }"
+)
 
 
 def launch(app: gr.Blocks, **kwargs):
