@@ -49,7 +49,16 @@ def model_card(
 
     task = task_of_run(info)
     cfg = info.get("config", {})
-    rows = "\n".join(f"| {k} | {markdown_safe(v)} |" for k, v in hyperparameters(TrainConfig, cfg))
+    resolved = info.get("lora_target_modules_resolved") or []
+
+    def shown(name, value):
+        """A setting as asked, and for the LoRA targets also what they are called in this model (q_lin is
+        `query` in MiniLM), so the table agrees with the training details below."""
+        if name == "target_modules" and resolved and sorted(value or []) != sorted(resolved):
+            return f"{','.join(value)} (in this model: {', '.join(resolved)})"
+        return value
+
+    rows = "\n".join(f"| {k} | {markdown_safe(shown(k, v))} |" for k, v in hyperparameters(TrainConfig, cfg))
     library = "transformers" if merged else "peft"
     source = info.get("base_model_source") or {}
     base = source.get("model") or card_name(info["base_model"])  # a packaged model by its hub id

@@ -182,6 +182,18 @@ def test_adapter_export_and_model_card(sentiment_run, tmp_path):
     ) in card
 
 
+def test_the_cards_lora_targets_name_what_they_are_in_this_model(tmp_path):
+    """The sentiment preset asks for q_lin,v_lin (DistilBERT's names); in MiniLM they are query and value. The card's
+    table says both, so it agrees with its training details."""
+    from llmft.packaged import MINILM
+
+    config = TrainConfig(task="sentiment", model=MINILM, runs_dir=str(tmp_path), run_name="mini", max_steps=1)
+    train(config, show_progress=False)
+    card = (export_run("mini", tmp_path / "out", runs_dir=str(tmp_path)) / "README.md").read_text()
+    assert "| target_modules | q_lin,v_lin (in this model: query, value) |" in card, card
+    assert "LoRA target modules: query, value" in card
+
+
 def test_export_refuses_a_non_empty_folder_and_leaves_nothing_behind(sentiment_run, tmp_path, capsys):
     runs, _ = sentiment_run
     (tmp_path / "busy").mkdir()
