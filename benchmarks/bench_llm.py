@@ -386,7 +386,7 @@ def decode_step_seconds(adapter: str, sizes=(1, 4, 8, 16, 32), steps: int = 16) 
     costs."""
     import torch
 
-    from llmft.inference import GenerationSettings, _encode, _generate_kwargs
+    from llmft.inference import GenerationSettings, _encode, _generate_kwargs, _model_inputs
     from llmft.loading import load_model
     from llmft.packaged import smollm2_path
 
@@ -406,38 +406,39 @@ def decode_step_seconds(adapter: str, sizes=(1, 4, 8, 16, 32), steps: int = 16) 
             for _ in range(2):
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    loaded.model.generate(
-                        **{k: enc[k] for k in ("input_ids", "attention_mask")}, **_generate_kwargs(loaded, settings)
-                    )
+                    loaded.model.generate(**_model_inputs(enc), **_generate_kwargs(loaded, settings))
                 best = min(best, time.perf_counter() - start)
             times[new] = best
         out[size] = (times[1 + steps] - times[1]) / steps
     return out
 
 
-def early_exit_ceiling(step_s: dict, evaluation: dict, batch: int = 32) -> dict:
+def early_exit_ceiling(step_s: dict, evaluation: dict) -> dict:
     """What finished rows leaving the batch could save at most: llmft's decode steps with every batch row
     computed until the batch's last row ends (as now), against only the rows still writing (step costs
-    interpolated from `step_s`), for the evaluation's own output lengths in batches of `batch` by length."""
+    interpolated from `step_s`), for the evaluation's own output lengths in llmft's own batches."""
     import numpy as np
+    from transformers import AutoTokenizer
+
+    from llmft.inference import GenerationSettings, _length_sorted_batches
+    from llmft.packaged import smollm2_path
 
     step_s = {int(k): v for k, v in step_s.items()}  # JSON from the fresh process has the sizes as text
     sizes = sorted(step_s)
     cost = lambda rows: float(np.interp(rows, sizes, [step_s[k] for k in sizes]))  # noqa: E731
-    from transformers import AutoTokenizer
-
-    from llmft.packaged import smollm2_path
-
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     task, _, examples = _task_rows(len(evaluation["outputs"]))
-    prompts = tokenizer(_chat_prompts(tokenizer, task, [ex.text for ex in examples]), add_special_tokens=False)
-    order = sorted(range(len(examples)), key=lambda i: -len(prompts["input_ids"][i]))  # llmft's batches
+    settings = GenerationSettings(max_input_tokens=task.max_input_tokens)
+    prompts = _chat_prompts(tokenizer, task, [ex.text for ex in examples])
+    batches = _length_sorted_batches(
+        tokenizer, prompts, settings.batch_size, settings.max_input_tokens, settings.max_batch_tokens, False
+    )
     now = exit_early = 0.0
     for side in (0, 1):
-        outputs = tokenizer([evaluation["outputs"][i][side] for i in order], add_special_tokens=False)["input_ids"]
+        outputs = tokenizer([row[side] for row in evaluation["outputs"]], add_special_tokens=False)["input_ids"]
         lengths = [len(ids) + 1 for ids in outputs]  # and the end token
-        for i in range(0, len(lengths), batch):
-            group = lengths[i : i + batch]
+        for batch in batches:
+            group = [lengths[i] for i in batch]
             for step in range(1, max(group) + 1):
                 now += cost(len(group))
                 exit_early += cost(sum(n >= step for n in group))

@@ -26,8 +26,8 @@ def card_name(ref: str | None) -> str:
     where this machine keeps it), the packaged models by their hub ids."""
     if not ref:
         return "-"
-    if packaged_hub_id(ref):
-        return packaged_hub_id(ref)
+    if hub_id := packaged_hub_id(ref):
+        return hub_id
     path = Path(ref)
     if path.is_absolute():
         return data_label(ref) if path.suffix else path.name

@@ -146,6 +146,6 @@ def launch(app: gr.Blocks, **kwargs):
     guard = Middleware(RequestGuard, blocks=app, per_visitor=app.llmft_context.access.space)
     app_kwargs = {**kwargs.pop("app_kwargs", {})}
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
-    kwargs.setdefault("footer_links", ["api", "gradio", "settings"])
-    kwargs.setdefault("css", CSS)  # no "Runs" link beside our Runs tab
+    kwargs.setdefault("footer_links", ["api", "gradio", "settings"])  # no "Runs" link beside our Runs tab
+    kwargs.setdefault("css", CSS)
     return app.launch(max_file_size=MAX_UPLOAD, allowed_paths=[str(DOWNLOADS)], app_kwargs=app_kwargs, **kwargs)

@@ -219,39 +219,49 @@ def confirm_delete(ctx, user, pending):
     return None, *hidden, message, table, picked, "", None, download_button(ctx, user, None)
 
 
-_ZIPS: dict[tuple, str] = {}  # (run folder, its newest change) -> the zip built for it, reused while it exists
+_ZIPS: dict[str, tuple[int, str]] = {}  # run folder -> (its newest change, the zip built for that version)
 _ZIPS_LOCK = threading.Lock()
 
 
-def download_adapter(ctx, user, name):
-    """A zip of run `name`'s adapter with llmft's model card (`export.export_run`, as the CLI's export writes it),
-    not the template peft saved beside the weights. Built once per version of the run (a new evaluation changes
-    the card) and reused, so picking runs back and forth builds nothing twice."""
+def _with_adapter(ctx, user, name) -> Path | None:
+    """Run `name`'s folder if `user` may see it and it has a final adapter, else None."""
+    run_dir = Path(ctx.access.find(ctx.runs_dir, user, name)["dir"])
+    return run_dir if (run_dir / "adapter").is_dir() else None
+
+
+def _adapter_zip(ctx, name: str, run_dir: Path) -> str:
+    """A zip of the run's adapter with llmft's model card (`export.export_run`, as the CLI's export writes it), not
+    the template peft saved beside the weights. Built once per version of the run (a new evaluation changes the
+    card) and reused, so picking runs back and forth builds nothing twice."""
     import tempfile
 
     from ..export import export_run
 
-    run_dir = Path(ctx.access.find(ctx.runs_dir, user, name)["dir"])
-    if not (run_dir / "adapter").is_dir():
-        raise LlmftError(f"run {name} has no final adapter")
-    key = (str(run_dir), max(p.stat().st_mtime_ns for p in [run_dir, *run_dir.rglob("*")]))
+    version = max(p.stat().st_mtime_ns for p in [run_dir, *run_dir.rglob("*")])
     with _ZIPS_LOCK:
-        if key in _ZIPS and Path(_ZIPS[key]).is_file():
-            return _ZIPS[key]
+        built = _ZIPS.get(str(run_dir))
+        if built and built[0] == version and Path(built[1]).is_file():
+            return built[1]
         with tempfile.TemporaryDirectory(prefix="llmft-card-") as tmp:
             folder = export_run(name, Path(tmp) / f"{name}-adapter", runs_dir=str(ctx.runs_dir))
-            _ZIPS[key] = zip_for_download(ctx, folder, f"{name}-adapter")
-        return _ZIPS[key]
+            _ZIPS[str(run_dir)] = version, zip_for_download(ctx, folder, f"{name}-adapter")
+        return _ZIPS[str(run_dir)][1]
+
+
+def download_adapter(ctx, user, name):
+    """Run `name`'s adapter zip (the API's download)."""
+    run_dir = _with_adapter(ctx, user, name)
+    if run_dir is None:
+        raise LlmftError(f"run {name} has no final adapter")
+    return _adapter_zip(ctx, name, run_dir)
 
 
 def download_button(ctx, user, name):
     """The Download button for the picked run: its zip ready, so one click downloads it; off without an adapter."""
-    if not name:
+    run_dir = _with_adapter(ctx, user, name) if name else None
+    if run_dir is None:
         return gr.update(value=None, interactive=False)
-    info = ctx.access.find(ctx.runs_dir, user, name)
-    if not (Path(info["dir"]) / "adapter").is_dir():
-        return gr.update(value=None, interactive=False)
-    return gr.update(value=download_adapter(ctx, user, name), interactive=True)
+    return gr.update(value=_adapter_zip(ctx, name, run_dir), interactive=True)
 
 
 def push(ctx, user, name, repo_id, private, merge):
